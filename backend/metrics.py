@@ -1,0 +1,177 @@
+"""Image-quality metrics for inpainting evaluation: in-hole L1, PSNR, SSIM and MS-SSIM.
+
+All functions are pure and take images on the 0–255 scale, shaped (H, W) or (H, W, C), of any real
+dtype (uint8 is widened first, so differences never wrap around). A `mask` is (H, W): bool, uint8
+(hole where > 127) or float (hole where > 0.5). Colour metrics are averaged over channels.
+
+SSIM follows Wang et al. 2004: an 11x11 Gaussian window with sigma 1.5, K1 = 0.01, K2 = 0.03,
+population (not sample) statistics, and only windows lying fully inside the image ("valid"), as in
+the authors' reference implementation. MS-SSIM follows Wang, Simoncelli & Bovik 2003: five scales
+with the published weights, 2x2 average pooling between scales.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def hole_mask(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool hole map of a bool / uint8 (> 127) / float (> 0.5) mask."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"a mask must be (H, W), got shape {mask.shape}")
+    if mask.dtype == bool:
+        return mask
+    if np.issubdtype(mask.dtype, np.integer):
+        return mask > 127
+    return mask > 0.5
+
+
+def hole_l1(prediction: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
+    """Mean absolute error over hole pixels (and all channels), 0–255 scale.
+
+    prediction, target: (H, W) or (H, W, C); mask: (H, W). Raises ValueError for an empty hole.
+    """
+    a, b = _pair(prediction, target)
+    hole = _hole_for(a, mask)
+    return float(np.abs(a[hole] - b[hole]).mean())
+
+
+def psnr(
+    prediction: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None, data_range: float = 255.0
+) -> float:
+    """Peak signal-to-noise ratio in dB, over the hole if a mask is given, else over the whole image.
+
+    prediction, target: (H, W) or (H, W, C); mask: (H, W) or None. Identical pixels give +inf.
+    """
+    a, b = _pair(prediction, target)
+    if mask is not None:
+        hole = _hole_for(a, mask)
+        a, b = a[hole], b[hole]
+    mse = float(np.mean((a - b) ** 2))
+    return math.inf if mse == 0.0 else 10.0 * math.log10(data_range**2 / mse)
+
+
+def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
+    """The normalised 1-D Gaussian (size,) whose outer product is SSIM's 2-D window."""
+    offsets = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    weights = np.exp(-(offsets**2) / (2 * sigma**2))
+    return weights / weights.sum()
+
+
+def ssim_map(prediction: np.ndarray, target: np.ndarray, data_range: float = 255.0) -> np.ndarray:
+    """Per-window SSIM, averaged over channels: (H - 10, W - 10) float64.
+
+    Entry (i, j) belongs to the 11x11 window whose centre is pixel (i + 5, j + 5).
+    """
+    luminance, contrast_structure = _ssim_terms(*_pair(prediction, target), data_range)
+    return _channel_mean(luminance * contrast_structure)
+
+
+def ssim(
+    prediction: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None, data_range: float = 255.0
+) -> float:
+    """Mean SSIM (Wang et al. 2004) over all valid windows, or over windows centred in the hole.
+
+    prediction, target: (H, W) or (H, W, C) with H, W >= 11; mask: (H, W) or None.
+    """
+    values = ssim_map(prediction, target, data_range)
+    if mask is None:
+        return float(values.mean())
+    radius = SSIM_WINDOW // 2
+    hole = hole_mask(mask)[radius:-radius, radius:-radius]
+    if hole.shape != values.shape:
+        raise ValueError(f"mask shape {np.shape(mask)} does not match the image")
+    if not hole.any():
+        raise ValueError("the hole has no pixel at least 5 pixels away from the border")
+    return float(values[hole].mean())
+
+
+def ms_ssim(
+    prediction: np.ndarray,
+    target: np.ndarray,
+    data_range: float = 255.0,
+    weights: tuple[float, ...] = MS_SSIM_WEIGHTS,
+) -> float:
+    """Multi-scale SSIM (Wang et al. 2003) of whole images, averaged over channels.
+
+    prediction, target: (H, W) or (H, W, C) with min(H, W) >= 11 * 2 ** (len(weights) - 1) (176 for
+    the five standard scales). Negative contrast-structure means are clipped to 0.
+    """
+    a, b = _pair(prediction, target)
+    smallest = SSIM_WINDOW * 2 ** (len(weights) - 1)
+    if min(a.shape[:2]) < smallest:
+        raise ValueError(f"MS-SSIM with {len(weights)} scales needs images of at least {smallest}px a side")
+    if a.ndim == 2:
+        a, b = a[..., None], b[..., None]
+    result = np.ones(a.shape[2])
+    for scale, weight in enumerate(weights):
+        luminance, contrast_structure = _ssim_terms(a, b, data_range)
+        cs = np.clip(contrast_structure.mean(axis=(0, 1)), 0.0, None)  # (C,)
+        if scale == len(weights) - 1:
+            result *= (np.clip(luminance.mean(axis=(0, 1)), 0.0, None) * cs) ** weight
+        else:
+            result *= cs**weight
+            a, b = _halve(a), _halve(b)
+    return float(result.mean())
+
+
+def _pair(prediction: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(prediction, dtype=np.float64)
+    b = np.asarray(target, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
+    if a.ndim not in (2, 3):
+        raise ValueError(f"images must be (H, W) or (H, W, C), got shape {a.shape}")
+    return a, b
+
+
+def _hole_for(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    hole = hole_mask(mask)
+    if hole.shape != image.shape[:2]:
+        raise ValueError(f"mask shape {hole.shape} does not match image shape {image.shape[:2]}")
+    if not hole.any():
+        raise ValueError("the mask has no hole pixels")
+    return hole
+
+
+def _ssim_terms(a: np.ndarray, b: np.ndarray, data_range: float) -> tuple[np.ndarray, np.ndarray]:
+    """Luminance and contrast-structure maps over valid windows, per channel: (H - 10, W - 10[, C])."""
+    if min(a.shape[:2]) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels")
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    mu_a, mu_b = _local_mean(a), _local_mean(b)
+    var_a = _local_mean(a * a) - mu_a**2
+    var_b = _local_mean(b * b) - mu_b**2
+    cov = _local_mean(a * b) - mu_a * mu_b
+    luminance = (2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)
+    contrast_structure = (2 * cov + c2) / (var_a + var_b + c2)
+    return luminance, contrast_structure
+
+
+def _local_mean(image: np.ndarray) -> np.ndarray:
+    """Gaussian-weighted mean of each fully contained 11x11 window (separable, along H and W only)."""
+    window = gaussian_window()
+    filtered = ndimage.correlate1d(image, window, axis=0, mode="constant")
+    filtered = ndimage.correlate1d(filtered, window, axis=1, mode="constant")
+    radius = SSIM_WINDOW // 2
+    return filtered[radius:-radius, radius:-radius]
+
+
+def _channel_mean(values: np.ndarray) -> np.ndarray:
+    return values.mean(axis=2) if values.ndim == 3 else values
+
+
+def _halve(image: np.ndarray) -> np.ndarray:
+    """2x2 average pooling of (H, W, C), dropping an odd last row/column."""
+    h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+    image = image[:h, :w]
+    return 0.25 * (image[0::2, 0::2] + image[1::2, 0::2] + image[0::2, 1::2] + image[1::2, 1::2])
