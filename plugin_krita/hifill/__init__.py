@@ -1,0 +1,74 @@
+"""HiFill for Krita: a docker panel and an action that fill the selection from its surroundings.
+
+Installed by `python install.py krita` into Krita's pykrita folder as hifill.desktop + hifill/.
+install.py puts shared_protocol, the backend's start command (hifill-backend.json) and, when Krita's
+Python lacks them, pyzmq and msgpack into hifill/support/; this file makes them importable.
+Outside Krita (unit tests) importing this package registers nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+PLUGIN_DIR = Path(__file__).resolve().parent
+SUPPORT_DIR = PLUGIN_DIR / "support"
+VENDOR_DIR = SUPPORT_DIR / "vendor"
+ACTION_ID = "hifill_fill"
+
+
+def _add_support_paths() -> None:
+    for folder in (VENDOR_DIR, SUPPORT_DIR):  # SUPPORT_DIR ends up first
+        if folder.is_dir() and str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+
+
+_add_support_paths()
+
+_controller = None
+
+
+def get_controller():
+    """The session's FillController, created on first use (inside Krita only)."""
+    global _controller
+    if _controller is None:
+        import hifill_backend_launch as launch
+        from krita import Krita
+
+        from shared_protocol import DEFAULT_ENDPOINT
+
+        from .backend_life import BackendLauncher, load_launch_config
+        from .controller import FillController
+
+        config, problem = load_launch_config(SUPPORT_DIR)
+        launcher = BackendLauncher(config, launch.default_log_path(), config_problem=problem)
+        default_endpoint = config.endpoint if config is not None and config.endpoint else DEFAULT_ENDPOINT
+        _controller = FillController(Krita.instance(), launcher, default_endpoint)
+    return _controller
+
+
+def _register() -> None:
+    from krita import DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
+
+    from .docker import DOCKER_ID, HiFillDocker
+
+    class HiFillExtension(Extension):
+        """Owns the keyboard action (default shortcut in hifill.action) and the shutdown hook."""
+
+        def setup(self) -> None:
+            notifier = Krita.instance().notifier()
+            notifier.setActive(True)
+            notifier.applicationClosing.connect(lambda: get_controller().shutdown())
+
+        def createActions(self, window) -> None:
+            action = window.createAction(ACTION_ID, "HiFill: Fill Selection", "tools/scripts")
+            action.triggered.connect(lambda: get_controller().fill())
+
+    app = Krita.instance()
+    app.addExtension(HiFillExtension(app))
+    app.addDockWidgetFactory(DockWidgetFactory(DOCKER_ID, DockWidgetFactoryBase.DockRight, HiFillDocker))
+
+
+if importlib.util.find_spec("krita") is not None:
+    _register()

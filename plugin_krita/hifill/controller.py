@@ -1,0 +1,194 @@
+"""One controller per Krita session: runs fills (one at a time) and watches the backend.
+
+Every docker (one per Krita window) and the keyboard action talk to the same controller. Krita is
+touched only on the UI thread; the worker thread sees bytes and the shared_protocol client only.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+
+from shared_protocol import ErrorKind, HiFillError, Limits
+
+from .backend_life import BackendLauncher, BackendState, BackendStatus, probe_status
+from .document_io import FillInput, apply_result, read_fill_input
+from .fill_job import PROBE_CONNECT_TIMEOUT_S, FillSettings, OutputMode, default_client_factory, run_fill
+from .qt_compat import QObject, pyqtSignal
+from .settings import load_settings, save_settings
+
+
+class FillController(QObject):
+    """Signals carry plain Python values; connect them to widgets on the UI thread."""
+
+    status_changed = pyqtSignal(object)  # BackendStatus
+    progress_changed = pyqtSignal(float, str)  # fraction in [0, 1], message
+    busy_changed = pyqtSignal(bool)
+    message_changed = pyqtSignal(str, bool)  # text, is_error
+    settings_changed = pyqtSignal(object)  # FillSettings
+
+    # Worker thread -> UI thread (queued connections, because the controller lives on the UI thread).
+    _worker_status = pyqtSignal(object)
+    _worker_progress = pyqtSignal(float, str)
+    _worker_finished = pyqtSignal(object, object)  # FillInput, InpaintResult | HiFillError
+    _probe_finished = pyqtSignal(object)  # BackendStatus
+
+    def __init__(
+        self,
+        krita: object,
+        launcher: BackendLauncher,
+        default_endpoint: str,
+        client_factory: Callable = default_client_factory,
+    ) -> None:
+        super().__init__()
+        self._krita = krita
+        self._launcher = launcher
+        self._client_factory = client_factory
+        self.settings = load_settings(krita.readSetting, default_endpoint)
+        self.status = BackendStatus(BackendState.NOT_RUNNING, "not checked yet")
+        self._limits: Limits | None = None
+        self._cancel: threading.Event | None = None
+        self._probing = False
+        self._worker_status.connect(self._on_status)
+        self._worker_progress.connect(self.progress_changed)
+        self._worker_finished.connect(self._on_finished)
+        self._probe_finished.connect(self._on_probe_finished)
+
+    # --- state -------------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self._cancel is not None
+
+    def update_settings(self, settings: FillSettings) -> None:
+        if settings == self.settings:
+            return
+        endpoint_changed = settings.endpoint != self.settings.endpoint
+        self.settings = settings
+        save_settings(self._krita.writeSetting, settings)
+        self.settings_changed.emit(settings)
+        if endpoint_changed:
+            self._limits = None
+            self.refresh_status()
+
+    # --- backend status ------------------------------------------------------------------------------
+    def refresh_status(self) -> None:
+        """Ask the backend for hello in the background (skipped while a fill or a probe runs)."""
+        if self._probing or self.busy:
+            return
+        self._probing = True
+        endpoint = self.settings.endpoint
+
+        def probe() -> None:
+            client = self._client_factory(endpoint, 5.0, PROBE_CONNECT_TIMEOUT_S)
+            try:
+                status = probe_status(client.hello)
+            finally:
+                client.close()
+            self._probe_finished.emit(status)
+
+        threading.Thread(target=probe, name="hifill-probe", daemon=True).start()
+
+    def _on_probe_finished(self, status: BackendStatus) -> None:
+        self._probing = False
+        if not self.busy:
+            self._on_status(status)
+
+    def _on_status(self, status: BackendStatus) -> None:
+        if status.state is BackendState.CONNECTED and isinstance(status.info.get("limits"), dict):
+            try:
+                self._limits = Limits.from_dict(status.info["limits"])
+            except (TypeError, ValueError):
+                self._limits = None
+        self.status = status
+        self.status_changed.emit(status)
+
+    # --- fill ----------------------------------------------------------------------------------------
+    def fill(self) -> None:
+        """Fill the active document's selection on its active layer (UI thread)."""
+        if self.busy:
+            self.message_changed.emit("A fill is already running; wait for it or cancel it.", True)
+            return
+        settings = self.settings
+        max_pixels = self._limits.max_pixels if self._limits else Limits().max_pixels
+        try:
+            fill_input = read_fill_input(self._krita.activeDocument(), settings, max_pixels)
+        except HiFillError as error:
+            self.message_changed.emit(error.message, True)
+            return
+        cancel = threading.Event()
+        self._cancel = cancel
+        self.busy_changed.emit(True)
+        window = fill_input.window
+        self.message_changed.emit(
+            f"Filling {fill_input.selection.width}×{fill_input.selection.height} px"
+            f" (sending {window.width}×{window.height} px)…",
+            False,
+        )
+        self.progress_changed.emit(0.0, "starting")
+        thread = threading.Thread(
+            target=self._work, args=(fill_input, settings.endpoint, cancel), name="hifill-fill", daemon=True
+        )
+        thread.start()
+
+    def cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+            self.message_changed.emit("Cancelling…", False)
+
+    def _work(self, fill_input: FillInput, endpoint: str, cancel: threading.Event) -> None:
+        try:
+            result: object = run_fill(
+                fill_input.request,
+                endpoint,
+                self._launcher,
+                cancel,
+                on_status=self._worker_status.emit,
+                on_progress=self._worker_progress.emit,
+                client_factory=self._client_factory,
+            )
+        except HiFillError as error:
+            result = error
+        except Exception as error:  # a bug: report it in the panel, details in Krita's log
+            traceback.print_exc(file=sys.stderr)
+            result = HiFillError(
+                ErrorKind.INTERNAL, f"HiFill failed unexpectedly ({type(error).__name__}: {error})."
+            )
+        self._worker_finished.emit(fill_input, result)
+
+    def _on_finished(self, fill_input: FillInput, outcome: object) -> None:
+        cancel, self._cancel = self._cancel, None
+        try:
+            if isinstance(outcome, HiFillError):
+                raise outcome
+            if cancel is not None and cancel.is_set():
+                raise HiFillError(ErrorKind.CANCELLED, "Fill cancelled; nothing was changed.")
+            if not self._document_is_open(fill_input):
+                raise HiFillError(ErrorKind.CANCELLED, "The image was closed while HiFill was working.")
+            applied = apply_result(fill_input, outcome, self.settings.output_mode)
+        except HiFillError as error:
+            if error.kind is ErrorKind.BACKEND_UNAVAILABLE:
+                self._on_status(BackendStatus(BackendState.NOT_RUNNING, error.message))
+            self.progress_changed.emit(0.0, "")
+            self.message_changed.emit(error.message, error.kind is not ErrorKind.CANCELLED)
+        else:
+            self.progress_changed.emit(1.0, "done")
+            if applied.layer is None:
+                self.message_changed.emit("Nothing to fill: the selection is empty.", False)
+            else:
+                size = f"{applied.region.width}×{applied.region.height} px"
+                new_layer = applied.mode is OutputMode.NEW_LAYER
+                where = "into a new layer (undo removes it)" if new_layer else "in place"
+                self.message_changed.emit(f"Filled {size} {where}.", False)
+        finally:
+            self.busy_changed.emit(False)
+
+    def _document_is_open(self, fill_input: FillInput) -> bool:
+        return any(document == fill_input.document for document in self._krita.documents())
+
+    def shutdown(self) -> None:
+        """Krita is closing: cancel a running fill and stop a backend this session started."""
+        if self._cancel is not None:
+            self._cancel.set()
+        self._launcher.stop_started_process()
