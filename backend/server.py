@@ -1,0 +1,687 @@
+"""The backend server: a ROUTER socket, a bounded queue and one worker thread that owns the engine.
+
+Threads and sockets:
+- the socket thread (the caller of run_server) owns the ROUTER socket: it answers hello/status at
+  once, validates and queues inpaint requests, handles cancels and sends heartbeats;
+- the worker thread owns the engine; it takes one job at a time and sends its progress, result or
+  error to the socket thread over an inproc PAIR socket (only the socket thread touches the ROUTER).
+
+Every accepted inpaint request hears from the server at least every `heartbeat_s` seconds (progress
+messages, repeated while the engine is silent or the request waits in the queue), so a client can
+tell a slow backend from a dead one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+
+from backend.engine import FillOptions, FillResult, InpaintEngine
+from shared_protocol import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_LIMITS,
+    PROTOCOL_VERSION,
+    BufferSpec,
+    ErrorKind,
+    Header,
+    HiFillError,
+    InpaintRequest,
+    Limits,
+    Op,
+    ProtocolError,
+    decode,
+    encode,
+    error_header,
+    parse_inpaint_request,
+    progress_header,
+)
+
+log = logging.getLogger("hifill.server")
+
+DEFAULT_MAX_QUEUE = 4  # requests that may wait behind the running one before BUSY
+HEARTBEAT_S = 1.0  # longest silence towards a client with an accepted request
+SHUTDOWN_GRACE_S = 3.0  # time the worker gets to stop after a shutdown cancelled its fill
+_POLL_MS = 100  # socket-thread tick: stop_event and heartbeats are checked at least this often
+_PROGRESS_MIN_INTERVAL_S = 0.1  # engine progress is forwarded at most this often (except 100 %)
+_UNKNOWN_ID = "?"  # reply id when the request's own id could not be read
+# MAXMSGSIZE: frames somewhat over the limit still get a polite TOO_LARGE reply; far larger
+# frames make ZeroMQ drop the connection before it buffers them.
+_MAXMSGSIZE_SLACK = 1 << 20
+
+
+class ServerConfigError(ValueError):
+    """The server cannot start with this configuration (a sentence for the person starting it)."""
+
+
+@dataclass(frozen=True)
+class CurveConfig:
+    """Placeholder for CURVE encryption/authentication (a later issue): it will allow non-loopback binds."""
+
+    server_secret_key_file: Path
+    authorized_clients_dir: Path | None = None
+
+
+def check_endpoint(endpoint: str, curve: CurveConfig | None = None) -> None:
+    """Refuse endpoints other machines could reach unless CURVE protects them.
+
+    Allowed without CURVE: tcp:// on 127.0.0.0/8, ::1 or localhost; ipc://; inproc://.
+    """
+    transport, separator, address = endpoint.partition("://")
+    if not separator or not address:
+        raise ServerConfigError(f"'{endpoint}' is not a ZeroMQ endpoint such as {DEFAULT_ENDPOINT}.")
+    if transport in ("ipc", "inproc"):
+        local = True
+    elif transport == "tcp":
+        host, colon, _port = address.rpartition(":")
+        if not colon or not host:
+            raise ServerConfigError(f"'{endpoint}' needs a host and a port, e.g. {DEFAULT_ENDPOINT}.")
+        local = _is_loopback_host(host.strip("[]"))
+    else:
+        raise ServerConfigError(f"Transport '{transport}' is not supported; use e.g. {DEFAULT_ENDPOINT}.")
+    if curve is not None:
+        raise ServerConfigError("CURVE encryption is not implemented yet; listen on loopback instead.")
+    if not local:
+        raise ServerConfigError(
+            f"Refusing to listen on '{address}': the backend has no authentication yet, so it only listens "
+            "on this machine (127.0.0.1, ::1 or localhost). Use an SSH tunnel to reach it from elsewhere."
+        )
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name or an interface name ("*", "eth0"): not provably local
+        return False
+
+
+def _apply_security(socket: zmq.Socket, curve: CurveConfig | None) -> None:
+    """Where CURVE keys will be installed on the ROUTER socket (the CURVE issue); today: none."""
+    if curve is not None:  # check_endpoint already refused this; kept so the hook cannot be skipped
+        raise ServerConfigError("CURVE encryption is not implemented yet.")
+
+
+# ---------------------------------------------------------------------------------------------- jobs
+
+
+@dataclass
+class _Job:
+    identity: bytes
+    request: InpaintRequest
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def key(self) -> tuple[bytes, str]:
+        return (self.identity, self.request.request_id)
+
+
+class _JobQueue:
+    """Pending jobs (bounded) plus the one running job, shared by the socket and worker threads."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._condition = threading.Condition()
+        self._pending: deque[_Job] = deque()
+        self._running: _Job | None = None
+        self._closed = False
+
+    def put(self, job: _Job) -> bool:
+        """Queue a job; False if the queue is full or closed."""
+        with self._condition:
+            if self._closed or len(self._pending) >= self.capacity:
+                return False
+            self._pending.append(job)
+            self._condition.notify()
+            return True
+
+    def take(self, timeout_s: float) -> _Job | None:
+        """The next job, now marked running; None after timeout_s or once closed."""
+        with self._condition:
+            if not self._pending and not self._closed:
+                self._condition.wait(timeout_s)
+            if self._closed or not self._pending:
+                return None
+            self._running = self._pending.popleft()
+            return self._running
+
+    def finish(self, job: _Job) -> None:
+        with self._condition:
+            if self._running is job:
+                self._running = None
+
+    def cancel(self, key: tuple[bytes, str]) -> tuple[str, _Job | None]:
+        """("queued", job) if removed from the queue, ("running", job) if signalled, ("unknown", None)."""
+        with self._condition:
+            for job in self._pending:
+                if job.key == key:
+                    self._pending.remove(job)
+                    return "queued", job
+            if self._running is not None and self._running.key == key:
+                self._running.cancelled.set()
+                return "running", self._running
+            return "unknown", None
+
+    def cancel_peer(self, identity: bytes) -> list[_Job]:
+        """Drop every queued job of a vanished client and signal its running one; returns the dropped."""
+        with self._condition:
+            dropped = [job for job in self._pending if job.identity == identity]
+            for job in dropped:
+                self._pending.remove(job)
+            if self._running is not None and self._running.identity == identity:
+                self._running.cancelled.set()
+            return dropped
+
+    @property
+    def closed(self) -> bool:
+        with self._condition:
+            return self._closed
+
+    def snapshot(self) -> tuple[_Job | None, list[_Job]]:
+        with self._condition:
+            return self._running, list(self._pending)
+
+    def close(self) -> list[_Job]:
+        """Stop accepting and taking jobs, cancel the running one; returns the jobs that never ran."""
+        with self._condition:
+            self._closed = True
+            dropped = list(self._pending)
+            self._pending.clear()
+            if self._running is not None:
+                self._running.cancelled.set()
+            self._condition.notify_all()
+            return dropped
+
+
+@dataclass
+class _Live:
+    """What the socket thread last told the client of an accepted request (for heartbeats)."""
+
+    identity: bytes
+    request_id: str
+    fraction: float
+    message: str
+    last_sent: float
+
+
+# ---------------------------------------------------------------------------------------------- server
+
+
+def run_server(
+    engine: InpaintEngine,
+    endpoint: str = DEFAULT_ENDPOINT,
+    limits: Limits = DEFAULT_LIMITS,
+    stop_event: threading.Event | None = None,
+    ready: threading.Event | None = None,
+    *,
+    max_queue: int = DEFAULT_MAX_QUEUE,
+    heartbeat_s: float = HEARTBEAT_S,
+    curve: CurveConfig | None = None,
+) -> None:
+    """Serve requests on endpoint until stop_event is set (blocks; call it from the thread that
+    should own the socket). ready is set once the socket is bound.
+
+    Raises ServerConfigError for a refused endpoint and zmq.ZMQError if the address cannot be bound.
+    """
+    check_endpoint(endpoint, curve)
+    if max_queue < 0:
+        raise ServerConfigError(f"max_queue must be 0 or more, not {max_queue}.")
+    if not heartbeat_s > 0:
+        raise ServerConfigError(f"heartbeat_s must be positive, not {heartbeat_s}.")
+    server = _Server(engine, limits, max_queue, heartbeat_s, stop_event or threading.Event())
+    server.serve(endpoint, curve, ready)
+
+
+class _Server:
+    def __init__(
+        self,
+        engine: InpaintEngine,
+        limits: Limits,
+        max_queue: int,
+        heartbeat_s: float,
+        stop_event: threading.Event,
+    ) -> None:
+        self.engine = engine
+        self.limits = limits
+        self.heartbeat_s = heartbeat_s
+        self.stop_event = stop_event
+        self.queue = _JobQueue(max_queue)
+        self.live: dict[tuple[bytes, str], _Live] = {}
+        self.started = time.monotonic()
+        self.description = _plain_values(engine.describe())
+        self.context = zmq.Context()
+        self.worker_endpoint = f"inproc://hifill-worker-{id(self):x}"
+        self.router: zmq.Socket | None = None
+
+    # ----------------------------------------------------------------------------------- socket thread
+
+    def serve(self, endpoint: str, curve: CurveConfig | None, ready: threading.Event | None) -> None:
+        router = self.context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a vanished client raises EHOSTUNREACH
+        router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame_bytes + _MAXMSGSIZE_SLACK)
+        _apply_security(router, curve)
+        inbox = self.context.socket(zmq.PAIR)
+        inbox.setsockopt(zmq.LINGER, 0)
+        try:
+            router.bind(endpoint)
+        except zmq.ZMQError:
+            router.close()
+            inbox.close()
+            self.context.term()
+            raise
+        inbox.bind(self.worker_endpoint)
+        self.router = router
+        worker = threading.Thread(target=self._work, name="hifill-worker", daemon=True)
+        worker.start()
+        bound = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        log.info(
+            "listening on %s (engine: %s; queue: %d; protocol %d)",
+            bound,
+            ", ".join(f"{key}={value}" for key, value in self.description.items()),
+            self.queue.capacity,
+            PROTOCOL_VERSION,
+        )
+        if ready is not None:
+            ready.set()
+
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(inbox, zmq.POLLIN)
+        try:
+            while not self.stop_event.is_set():
+                events = dict(poller.poll(_POLL_MS))
+                if inbox in events:
+                    self._relay_worker_messages(inbox)
+                if router in events:
+                    self._handle_requests(router)
+                self._send_heartbeats()
+        finally:
+            self._shut_down(router, inbox, worker)
+
+    def _shut_down(self, router: zmq.Socket, inbox: zmq.Socket, worker: threading.Thread) -> None:
+        log.info("stopping")
+        self.queue.close()  # cancels the running fill; queued ones are answered below
+        for live in list(self.live.values()):
+            self._send(live.identity, encode(error_header(
+                live.request_id, ErrorKind.BACKEND_UNAVAILABLE, "The backend is shutting down."
+            )))  # fmt: skip
+        self.live.clear()
+        worker.join(SHUTDOWN_GRACE_S)
+        router.close(linger=1000)  # let the last error replies leave
+        inbox.close(linger=0)
+        if worker.is_alive():
+            log.warning("the engine did not stop within %.0f s; leaving its thread behind", SHUTDOWN_GRACE_S)
+        else:
+            self.context.term()
+        log.info("stopped")
+
+    def _handle_requests(self, router: zmq.Socket) -> None:
+        for _ in range(100):  # bounded so worker messages and heartbeats are not starved
+            if not router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return
+            identity, frames = self._receive(router)
+            self._handle(identity, frames)
+
+    def _receive(self, router: zmq.Socket) -> tuple[bytes, list[zmq.Frame]]:
+        """One message; frames beyond max_frames + 1 are read and dropped (decode reports the excess)."""
+        identity = router.recv(copy=True)
+        frames: list[zmq.Frame] = []
+        while router.getsockopt(zmq.RCVMORE):
+            frame = router.recv(copy=False)
+            if len(frames) <= self.limits.max_frames:
+                frames.append(frame)
+        return identity, frames
+
+    def _handle(self, identity: bytes, frames: list[zmq.Frame]) -> None:
+        try:
+            header, buffers = decode(frames, self.limits)
+            if header.op != Op.INPAINT and header.buffers:
+                raise ProtocolError(
+                    ErrorKind.BAD_REQUEST, f"A '{header.op.value}' request has no buffers.", header.id
+                )
+            if header.op == Op.HELLO:
+                self._reply(identity, Header(Op.HELLO, header.id, self._hello()))
+            elif header.op == Op.STATUS:
+                self._reply(identity, Header(Op.STATUS, header.id, self._status()))
+            elif header.op == Op.CANCEL:
+                self._cancel(identity, header.id)
+            elif header.op == Op.INPAINT:
+                self._accept(identity, parse_inpaint_request(header, buffers, self.limits))
+            else:
+                raise ProtocolError(
+                    ErrorKind.BAD_REQUEST, f"'{header.op.value}' is a reply, not a request.", header.id
+                )
+        except ProtocolError as error:
+            log.info("rejected a request: %s (%s)", error.message, error.kind.value)
+            request_id = error.request_id or _UNKNOWN_ID
+            self._reply(identity, error_header(request_id, error.kind, error.message))
+        except Exception as error:  # a bug here must not stop the server for everyone
+            log.exception("failed to handle a request")
+            request_id = getattr(error, "request_id", None) or _UNKNOWN_ID
+            message = (
+                f"The backend failed to handle the request ({type(error).__name__}); its log has the details."
+            )
+            self._reply(identity, error_header(request_id, ErrorKind.INTERNAL, message))
+
+    def _hello(self) -> dict[str, Any]:
+        running, pending = self.queue.snapshot()
+        return {
+            "version": PROTOCOL_VERSION,
+            "server": "hifill-backend",
+            **self.description,
+            "limits": self.limits.to_dict(),
+            "queue": {"max": self.queue.capacity, "length": len(pending)},
+            "heartbeat_s": self.heartbeat_s,
+        }
+
+    def _status(self) -> dict[str, Any]:
+        running, pending = self.queue.snapshot()
+        return {
+            "busy": running is not None,
+            "queue_length": len(pending),
+            "max_queue": self.queue.capacity,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+        }
+
+    def _accept(self, identity: bytes, request: InpaintRequest) -> None:
+        job = _Job(identity, request)
+        if job.key in self.live:
+            raise ProtocolError(
+                ErrorKind.BAD_REQUEST, "A request with this id is already running.", request.request_id
+            )
+        if not self.queue.put(job):
+            running, pending = self.queue.snapshot()
+            raise ProtocolError(
+                ErrorKind.BUSY,
+                f"The backend is busy ({len(pending)} fills are waiting); try again when one has finished.",
+                request.request_id,
+            )
+        log.info(
+            "accepted %s: %s, context %s",
+            request.request_id,
+            request.image.describe(),
+            "auto" if request.context_px is None else f"{request.context_px} px",
+        )
+        live = _Live(identity, request.request_id, 0.0, "Waiting in the queue", 0.0)
+        self.live[job.key] = live
+        self._send_progress(live)
+
+    def _cancel(self, identity: bytes, request_id: str) -> None:
+        state, job = self.queue.cancel((identity, request_id))
+        log.info("cancel %s: %s", request_id, state)
+        if state == "queued":
+            self.live.pop((identity, request_id), None)
+            self._reply(identity, error_header(request_id, ErrorKind.CANCELLED, "The fill was cancelled."))
+        # "running": the worker replies CANCELLED when the engine stops; "unknown": already answered.
+
+    def _relay_worker_messages(self, inbox: zmq.Socket) -> None:
+        while inbox.poll(0):
+            meta_frame, identity, *frames = inbox.recv_multipart(copy=False)
+            meta = msgpack.unpackb(meta_frame.bytes)
+            key = (identity.bytes, meta["id"])
+            if meta["final"]:
+                self.live.pop(key, None)
+            elif key in self.live:
+                live = self.live[key]
+                live.fraction, live.message, live.last_sent = (
+                    meta["fraction"],
+                    meta["message"],
+                    time.monotonic(),
+                )
+            self._send(identity.bytes, frames)
+
+    def _send_heartbeats(self) -> None:
+        now = time.monotonic()
+        stale = [live for live in self.live.values() if now - live.last_sent >= self.heartbeat_s]
+        if not stale:
+            return
+        running, pending = self.queue.snapshot()
+        position = {job.key: index for index, job in enumerate(pending, start=1)}
+        for live in stale:
+            key = (live.identity, live.request_id)
+            if key in position:
+                ahead = position[key] - 1 + (running is not None)
+                live.message = f"Waiting in the queue ({ahead} ahead)"
+            self._send_progress(live)
+
+    def _send_progress(self, live: _Live) -> None:
+        live.last_sent = time.monotonic()
+        self._send(live.identity, encode(progress_header(live.request_id, live.fraction, live.message)))
+
+    def _reply(self, identity: bytes, header: Header) -> None:
+        self._send(identity, encode(header))
+
+    def _send(self, identity: bytes, frames: list[Any]) -> None:
+        """Send to one client without blocking; a vanished client's requests are cancelled."""
+        assert self.router is not None
+        try:
+            self.router.send_multipart([identity, *frames], flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            log.warning("a client is not reading its messages; dropped one")
+        except zmq.ZMQError as error:
+            if error.errno != zmq.EHOSTUNREACH:
+                raise
+            self._forget_peer(identity)
+
+    def _forget_peer(self, identity: bytes) -> None:
+        dropped = self.queue.cancel_peer(identity)
+        gone = [key for key in self.live if key[0] == identity]
+        for key in gone:
+            del self.live[key]
+        if gone:
+            log.info("a client went away; cancelled %d request(s) (%d queued)", len(gone), len(dropped))
+
+    # ----------------------------------------------------------------------------------- worker thread
+
+    def _work(self) -> None:
+        outbox = self.context.socket(zmq.PAIR)
+        outbox.setsockopt(zmq.LINGER, 0)
+        outbox.connect(self.worker_endpoint)
+        try:
+            while True:
+                job = self.queue.take(timeout_s=0.25)
+                if job is None:
+                    if self.queue.closed:
+                        return
+                    continue
+                try:
+                    self._run(job, outbox)
+                finally:
+                    self.queue.finish(job)
+        finally:
+            outbox.close()
+
+    def _run(self, job: _Job, outbox: zmq.Socket) -> None:
+        request = job.request
+        request_id = request.request_id
+        lock = threading.Lock()  # the engine might report progress from a thread of its own
+        last_progress = 0.0
+
+        def send(frames: list[Any], final: bool, fraction: float = 0.0, message: str = "") -> None:
+            meta = msgpack.packb({"id": request_id, "final": final, "fraction": fraction, "message": message})
+            with lock:
+                outbox.send_multipart([meta, job.identity, *frames], copy=False)
+
+        def progress(fraction: float, message: str) -> None:
+            nonlocal last_progress
+            now = time.monotonic()
+            if now - last_progress < _PROGRESS_MIN_INTERVAL_S and fraction < 1.0:
+                return
+            last_progress = now
+            header = progress_header(request_id, fraction, str(message)[:200])
+            options = header.options
+            send(encode(header), False, options["fraction"], options["message"])
+
+        def fail(kind: ErrorKind, message: str) -> None:
+            send(encode(error_header(request_id, kind, message)), True)
+
+        if job.cancelled.is_set():
+            fail(ErrorKind.CANCELLED, "The fill was cancelled.")
+            return
+        started = time.monotonic()
+        progress(0.0, "Starting")
+        spec = request.image
+        image = np.frombuffer(request.image_data, dtype=spec.dtype.numpy_dtype).reshape(
+            spec.height, spec.width, spec.channels
+        )
+        mask = np.frombuffer(request.mask_data, dtype=np.uint8).reshape(spec.height, spec.width)
+        try:
+            result = self.engine.fill(
+                image,
+                mask,
+                FillOptions(context_px=request.context_px),
+                progress=progress,
+                is_cancelled=job.cancelled.is_set,
+            )
+            if job.cancelled.is_set():
+                raise HiFillError(ErrorKind.CANCELLED, "The fill was cancelled.")
+            frames = _result_frames(request_id, spec, result)
+        except HiFillError as error:
+            log.info("request %s ended: %s (%s)", request_id, error.message, error.kind.value)
+            fail(error.kind, error.message)
+            return
+        except MemoryError:
+            log.exception("request %s ran out of memory", request_id)
+            fail(ErrorKind.OUT_OF_MEMORY, _OUT_OF_MEMORY_MESSAGE)
+            return
+        except Exception as error:  # the engine's own bug: logged in full, reported as one sentence
+            if "OutOfMemory" in type(error).__name__:  # torch.cuda.OutOfMemoryError and friends
+                log.exception("request %s ran out of memory", request_id)
+                fail(ErrorKind.OUT_OF_MEMORY, _OUT_OF_MEMORY_MESSAGE)
+                return
+            log.exception("request %s failed", request_id)
+            fail(
+                ErrorKind.INTERNAL,
+                f"The backend failed while filling ({type(error).__name__}); its log has the details.",
+            )
+            return
+        log.info("request %s done in %.2f s", request_id, time.monotonic() - started)
+        send(frames, True)
+
+
+_OUT_OF_MEMORY_MESSAGE = (
+    "The backend ran out of memory for this fill; try a smaller selection or less context."
+)
+
+
+def _result_frames(request_id: str, image: BufferSpec, result: FillResult) -> list[Any]:
+    """Encode the engine's result (checked: inside the image, same dtype and channels); zero-copy."""
+    pixels = result.pixels
+    if not isinstance(pixels, np.ndarray) or pixels.ndim != 3 or pixels.shape[2] != image.channels:
+        raise TypeError(
+            f"engine result has shape {getattr(pixels, 'shape', None)}, expected (h, w, {image.channels})"
+        )
+    if pixels.dtype != np.dtype(image.dtype.numpy_dtype):
+        raise TypeError(f"engine result has dtype {pixels.dtype}, expected {image.dtype.numpy_dtype}")
+    x, y = int(result.x), int(result.y)
+    height, width = pixels.shape[:2]
+    if height == 0 or width == 0:
+        return encode(Header(Op.RESULT, request_id, {"x": 0, "y": 0}))
+    if x < 0 or y < 0 or x + width > image.width or y + height > image.height:
+        raise ValueError(f"engine result {width}x{height} at ({x}, {y}) lies outside the image")
+    region = BufferSpec("region", width, height, image.dtype, image.order)
+    return encode(Header(Op.RESULT, request_id, {"x": x, "y": y}, (region,)), [np.ascontiguousarray(pixels)])
+
+
+def _plain_values(description: dict) -> dict[str, Any]:
+    """engine.describe() with values msgpack can carry (paths and others become strings)."""
+    plain: dict[str, Any] = {}
+    for key, value in description.items():
+        is_plain = value is None or isinstance(value, (bool, int, float, str))
+        plain[str(key)] = value if is_plain else str(value)
+    return plain
+
+
+# ---------------------------------------------------------------------------------------------- process
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Log to stderr with timestamps."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def install_signal_handlers(stop_event: threading.Event) -> None:
+    """SIGTERM and SIGINT set stop_event (a second signal falls back to the default: exit at once)."""
+
+    def handle(signum: int, _frame: object) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop_event.set()
+        signal.signal(signum, signal.SIG_DFL)
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m backend serve",
+        description="Run the HiFill backend for the GIMP and Krita plug-ins (loopback only).",
+    )
+    parser.add_argument(
+        "--endpoint", default=DEFAULT_ENDPOINT, help=f"where to listen (default {DEFAULT_ENDPOINT})"
+    )
+    parser.add_argument(
+        "--weights", type=Path, default=None, help="model weights (.safetensors); default: bundled"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=DEFAULT_MAX_QUEUE,
+        help=f"fills that may wait behind the running one before BUSY (default {DEFAULT_MAX_QUEUE})",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m backend serve [--endpoint E] [--weights W] [--device D] [--max-queue N]`.
+
+    argv may start with "serve". Returns the exit code: 0 after a clean stop (SIGTERM/SIGINT),
+    1 if the engine or the socket cannot start, 2 for a refused configuration.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        argv = argv[1:]
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        check_endpoint(args.endpoint)
+        if args.max_queue < 0:
+            raise ServerConfigError("--max-queue must be 0 or more.")
+    except ServerConfigError as error:
+        log.error("%s", error)
+        return 2
+    from backend.engine import load_engine  # imported here: loading weights pulls in torch
+
+    try:
+        engine = load_engine(args.weights, args.device)
+    except HiFillError as error:
+        log.error("cannot start the engine: %s", error.message)
+        return 1
+    stop_event = threading.Event()
+    install_signal_handlers(stop_event)
+    try:
+        run_server(engine, args.endpoint, Limits(), stop_event, max_queue=args.max_queue)
+    except zmq.ZMQError as error:
+        log.error("cannot listen on %s: %s (is another backend running?)", args.endpoint, error)
+        return 1
+    return 0

@@ -1,0 +1,366 @@
+"""The client the plug-ins use: one DEALER socket, timeouts on every wait, progress, cancel, reconnect."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from .errors import ErrorKind, HiFillError, ProtocolError
+from .limits import Limits
+from .messages import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_LIMITS,
+    BufferSpec,
+    ChannelOrder,
+    DType,
+    FrameLike,
+    Header,
+    Op,
+    as_byte_view,
+    check_buffer_spec,
+    decode,
+    encode,
+    error_header,
+    inpaint_header,
+    new_request_id,
+    parse_inpaint_request,
+)
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float, str], None]
+
+_POLL_SLICE_S = 0.05  # how often a wait looks at the cancel event
+_CANCEL_SEND_LINGER_MS = 200  # time a closing socket gets to deliver a last "cancel"
+
+
+@dataclass(frozen=True)
+class InpaintResult:
+    """The filled region: pixels of the image's rectangle (x, y, width, height), same channels and dtype.
+
+    Pixels inside the rectangle but outside the mask are bit-exact copies of the input. An empty mask
+    gives width == height == 0 and no pixels.
+    """
+
+    x: int
+    y: int
+    width: int
+    height: int
+    channels: int
+    dtype: DType
+    pixels: bytes
+
+
+class Client:
+    """Talks to one backend. Every wait is bounded; a dead backend gives BACKEND_UNAVAILABLE, never a hang.
+
+    timeout_s: total time an inpaint may take (queue wait included); on expiry the request is
+        cancelled on the backend and HiFillError(TIMEOUT) is raised.
+    connect_timeout_s: time to wait for a connection to the backend before BACKEND_UNAVAILABLE.
+    inactivity_timeout_s: time without any message from the backend after which it counts as dead
+        (the backend sends progress at least every ~2 s while it works on or queues a request).
+    cancel_grace_s: after a cancel, time to wait for the backend's confirmation.
+
+    Calls are serialised (one request at a time per Client); use a second Client for concurrent calls.
+    After any failure of the connection the socket is replaced by a fresh one on the next call.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        timeout_s: float = 120.0,
+        connect_timeout_s: float = 3.0,
+        *,
+        inactivity_timeout_s: float = 15.0,
+        cancel_grace_s: float = 3.0,
+        limits: Limits = DEFAULT_LIMITS,
+        context: zmq.Context | None = None,
+    ) -> None:
+        for name, value in (
+            ("timeout_s", timeout_s),
+            ("connect_timeout_s", connect_timeout_s),
+            ("inactivity_timeout_s", inactivity_timeout_s),
+            ("cancel_grace_s", cancel_grace_s),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+        self.endpoint = endpoint
+        self.timeout_s = float(timeout_s)
+        self.connect_timeout_s = float(connect_timeout_s)
+        self.inactivity_timeout_s = float(inactivity_timeout_s)
+        self.cancel_grace_s = float(cancel_grace_s)
+        self.limits = limits
+        self._context = context if context is not None else zmq.Context.instance()
+        self._socket: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
+        self._lock = threading.Lock()
+        self._close_linger_ms = 0  # raised briefly so a last "cancel" can leave before the socket closes
+
+    # ------------------------------------------------------------------------------------- public API
+
+    def hello(self) -> dict[str, Any]:
+        """The backend's description: version, device, model, weights, precision, limits, queue."""
+        header, _ = self._exchange(Header(Op.HELLO, new_request_id()), (), Op.HELLO, self._quick_timeout_s())
+        return dict(header.options)
+
+    def status(self) -> dict[str, Any]:
+        """The backend's state now: busy, queue_length, max_queue, ..."""
+        header, _ = self._exchange(
+            Header(Op.STATUS, new_request_id()), (), Op.STATUS, self._quick_timeout_s()
+        )
+        return dict(header.options)
+
+    def inpaint(
+        self,
+        image: FrameLike,
+        width: int,
+        height: int,
+        channels: int,
+        dtype: DType | str,
+        mask: FrameLike,
+        options: dict[str, Any] | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancel_event: threading.Event | None = None,
+    ) -> InpaintResult:
+        """Fill the masked part of an image. image: width*height*channels samples of dtype, row-major,
+        RGB or RGBA, little-endian; mask: width*height bytes, 255 = fill, 0 = keep.
+
+        on_progress(fraction, message) is called in this thread. Setting cancel_event cancels the fill
+        (HiFillError(CANCELLED)). Raises HiFillError for every failure, checked locally first.
+        """
+        try:
+            image_dtype = DType(dtype)
+        except ValueError:
+            raise HiFillError(
+                ErrorKind.BAD_REQUEST, f"Unknown sample type {dtype!r}; use u8, u16 or f32."
+            ) from None
+        if type(width) is not int or type(height) is not int:
+            raise HiFillError(ErrorKind.BAD_REQUEST, "Width and height must be whole numbers.")
+        image_spec = BufferSpec(
+            "image", width, height, image_dtype, ChannelOrder.for_colour_channels(channels)
+        )
+        mask_spec = BufferSpec("mask", width, height, DType.U8, ChannelOrder.L)
+        for spec in (image_spec, mask_spec):
+            check_buffer_spec(spec, self.limits)
+        header = inpaint_header(new_request_id(), image_spec, mask_spec, options or {})
+        buffers = [as_byte_view(image), as_byte_view(mask)]
+        # The same checks the backend makes, on views of the caller's buffers (nothing is copied).
+        checked_header, checked_buffers = decode(encode(header, buffers), self.limits)
+        parse_inpaint_request(checked_header, checked_buffers, self.limits)
+
+        reply, reply_buffers = self._exchange(
+            header, buffers, Op.RESULT, self.timeout_s, on_progress=on_progress, cancel_event=cancel_event
+        )
+        return _inpaint_result(reply, reply_buffers, image_spec)
+
+    def close(self) -> None:
+        """Close the socket (pending messages are dropped). The Client can still be used afterwards."""
+        with self._lock:
+            self._reset()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------- internals
+
+    def _quick_timeout_s(self) -> float:
+        return min(self.timeout_s, self.inactivity_timeout_s)
+
+    def _exchange(
+        self,
+        header: Header,
+        buffers: Sequence[FrameLike],
+        final_op: Op,
+        total_timeout_s: float,
+        on_progress: ProgressCallback | None = None,
+        cancel_event: threading.Event | None = None,
+    ) -> tuple[Header, list[memoryview]]:
+        frames = encode(header, buffers)
+        with self._lock:
+            healthy = False
+            try:
+                socket = self._connected_socket()
+                socket.send_multipart(frames, copy=False)
+                reply, reply_buffers = self._await_final(
+                    header.id, final_op, total_timeout_s, on_progress, cancel_event
+                )
+                healthy = True  # a complete exchange: the socket stays usable even for an error reply
+            finally:
+                if not healthy:
+                    self._reset()
+        if reply.op == Op.ERROR:
+            raise _error_from_reply(reply)
+        return reply, reply_buffers
+
+    def _connected_socket(self) -> zmq.Socket:
+        if self._socket is None:
+            socket = self._context.socket(zmq.DEALER)
+            socket.setsockopt(zmq.LINGER, 0)
+            # Queue messages only on completed connections: "writable" then means "a backend is there".
+            socket.setsockopt(zmq.IMMEDIATE, 1)
+            self._monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            socket.connect(self.endpoint)
+            self._socket = socket
+        self._drain_monitor()
+        if not self._socket.poll(self.connect_timeout_s * 1000, zmq.POLLOUT):
+            raise HiFillError(
+                ErrorKind.BACKEND_UNAVAILABLE,
+                f"No HiFill backend answers at {self.endpoint} (waited {self.connect_timeout_s:g} s). "
+                "Start it with 'python -m backend serve'.",
+            )
+        return self._socket
+
+    def _drain_monitor(self) -> bool:
+        """Read pending connection events; True if the backend disconnected since the last drain."""
+        disconnected = False
+        assert self._monitor is not None
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                disconnected = True
+        return disconnected
+
+    def _await_final(
+        self,
+        request_id: str,
+        final_op: Op,
+        total_timeout_s: float,
+        on_progress: ProgressCallback | None,
+        cancel_event: threading.Event | None,
+    ) -> tuple[Header, list[memoryview]]:
+        """Wait for the final reply (result or error) to request_id, relaying progress."""
+        assert self._socket is not None and self._monitor is not None
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
+        start = time.monotonic()
+        total_deadline = start + total_timeout_s
+        last_message = start
+        cancel_sent_at: float | None = None
+
+        while True:
+            now = time.monotonic()
+            if cancel_event is not None and cancel_event.is_set() and cancel_sent_at is None:
+                self._send_cancel(request_id)
+                cancel_sent_at = now
+            if cancel_sent_at is not None and now - cancel_sent_at >= self.cancel_grace_s:
+                raise HiFillError(ErrorKind.CANCELLED, "The fill was cancelled.")
+            if now >= total_deadline:
+                self._send_cancel(request_id)
+                raise HiFillError(
+                    ErrorKind.TIMEOUT,
+                    f"The backend did not finish within {total_timeout_s:g} s, so the request was cancelled.",
+                )
+            if now - last_message >= self.inactivity_timeout_s:
+                raise HiFillError(
+                    ErrorKind.BACKEND_UNAVAILABLE,
+                    f"The HiFill backend at {self.endpoint} stopped responding "
+                    f"(nothing heard for {self.inactivity_timeout_s:g} s).",
+                )
+            wait_s = min(total_deadline, last_message + self.inactivity_timeout_s) - now
+            if cancel_sent_at is not None:
+                wait_s = min(wait_s, cancel_sent_at + self.cancel_grace_s - now)
+            if cancel_event is not None:
+                wait_s = min(wait_s, _POLL_SLICE_S)
+            ready = dict(poller.poll(max(0.0, wait_s) * 1000))
+
+            if self._socket in ready:
+                frames = self._socket.recv_multipart(copy=True)
+                last_message = time.monotonic()
+                try:
+                    header, buffers = decode(frames, self.limits)
+                except ProtocolError as error:
+                    raise HiFillError(
+                        ErrorKind.INTERNAL,
+                        f"The backend sent a message this plug-in cannot read: {error.message}",
+                    ) from None
+                if header.id != request_id:
+                    log.debug("ignoring a stale %s message for request %s", header.op.value, header.id)
+                    continue
+                if header.op == Op.PROGRESS:
+                    if on_progress is not None and cancel_sent_at is None:
+                        fraction, message = _progress_fields(header)
+                        on_progress(fraction, message)
+                    continue
+                if cancel_sent_at is not None and header.op in (Op.ERROR, final_op):
+                    return error_header(request_id, ErrorKind.CANCELLED, "The fill was cancelled."), []
+                if header.op in (Op.ERROR, final_op):
+                    return header, buffers
+                raise HiFillError(
+                    ErrorKind.INTERNAL,
+                    f"The backend answered a '{final_op.value}' request with '{header.op.value}'.",
+                )
+            if self._monitor in ready and self._drain_monitor():
+                raise HiFillError(
+                    ErrorKind.BACKEND_UNAVAILABLE,
+                    f"The HiFill backend at {self.endpoint} closed the connection (it stopped or crashed).",
+                )
+
+    def _send_cancel(self, request_id: str) -> None:
+        """Best effort: ask the backend to drop request_id (queued) or stop it (running)."""
+        assert self._socket is not None
+        try:
+            self._socket.send_multipart(encode(Header(Op.CANCEL, request_id)), flags=zmq.NOBLOCK)
+            self._close_linger_ms = _CANCEL_SEND_LINGER_MS
+        except zmq.ZMQError as error:
+            log.debug("could not send cancel for %s: %s", request_id, error)
+
+    def _reset(self) -> None:
+        """Drop the socket; the next call connects a fresh one."""
+        linger_ms, self._close_linger_ms = self._close_linger_ms, 0
+        if self._socket is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._socket.disable_monitor()
+            self._socket.close(linger=linger_ms)
+            self._socket = None
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
+            self._monitor = None
+
+
+def _error_from_reply(header: Header) -> HiFillError:
+    kind = ErrorKind.from_wire(header.options.get("kind"))
+    message = header.options.get("message")
+    if not isinstance(message, str) or not message:
+        message = f"The backend reported an error ({kind.value}) without a description."
+    return HiFillError(kind, message)
+
+
+def _progress_fields(header: Header) -> tuple[float, str]:
+    fraction = header.options.get("fraction", 0.0)
+    message = header.options.get("message", "")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        fraction = 0.0
+    return min(1.0, max(0.0, float(fraction))), message if isinstance(message, str) else ""
+
+
+def _inpaint_result(header: Header, buffers: list[memoryview], image: BufferSpec) -> InpaintResult:
+    def bad(message: str) -> HiFillError:
+        return HiFillError(ErrorKind.INTERNAL, f"The backend sent an invalid result: {message}.")
+
+    x, y = header.options.get("x"), header.options.get("y")
+    if type(x) is not int or type(y) is not int:
+        raise bad("x and y must be whole numbers")
+    if not header.buffers:
+        return InpaintResult(x, y, 0, 0, image.channels, image.dtype, b"")
+    if len(header.buffers) != 1 or header.buffers[0].name != "region":
+        raise bad("expected one buffer named 'region'")
+    region = header.buffers[0]
+    if (region.dtype, region.order) != (image.dtype, image.order):
+        raise bad(f"the region is {region.describe()}, the image {image.describe()}")
+    if x < 0 or y < 0 or x + region.width > image.width or y + region.height > image.height:
+        raise bad(f"the region {region.width}x{region.height} at ({x}, {y}) lies outside the image")
+    view = buffers[0]
+    pixels = view.obj if isinstance(view.obj, bytes) and len(view.obj) == view.nbytes else view.tobytes()
+    return InpaintResult(x, y, region.width, region.height, image.channels, image.dtype, pixels)
