@@ -191,3 +191,20 @@ def test_ms_ssim_falls_with_noise() -> None:
 def test_invalid_inputs_raise_value_error(call, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_scipy_and_opencv_filtering_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The optional OpenCV filter path is an accelerator only: scores match the scipy path."""
+    import backend.metrics as module
+
+    if module._cv2 is None:
+        pytest.skip("OpenCV is not installed, so only the scipy path exists")
+    rng = np.random.default_rng(8)
+    a = rng.integers(0, 256, (180, 190, 3)).astype(np.uint8)
+    b = np.clip(a + rng.normal(0, 15, a.shape), 0, 255)
+    with_cv2 = (ssim_map(a, b), ms_ssim(a, b, weights=(0.5, 0.5)), ssim(a[..., 0], b[..., 0]))
+    monkeypatch.setattr(module, "_cv2", None)
+    with_scipy = (ssim_map(a, b), ms_ssim(a, b, weights=(0.5, 0.5)), ssim(a[..., 0], b[..., 0]))
+    np.testing.assert_allclose(with_cv2[0], with_scipy[0], rtol=0, atol=1e-12)
+    assert with_cv2[1] == pytest.approx(with_scipy[1], abs=1e-12)
+    assert with_cv2[2] == pytest.approx(with_scipy[2], abs=1e-12)
