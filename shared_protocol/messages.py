@@ -316,6 +316,11 @@ def _unpack_header(raw: memoryview, limits: Limits) -> dict[str, Any]:
         )
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as error:
         detail = str(error) or type(error).__name__
+        if "exceeds max_ext_len" in detail or ("exceeds max_bin_len" in detail and limits.max_bin_len == 0):
+            raise ProtocolError(
+                ErrorKind.BAD_REQUEST,
+                "The message header must not contain binary or extension data (pixels travel in frames).",
+            ) from None
         if "exceeds max_" in detail:
             raise ProtocolError(
                 ErrorKind.TOO_LARGE,

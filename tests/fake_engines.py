@@ -19,6 +19,8 @@ from backend.engine import FillOptions, FillResult, InpaintEngine
 from backend.server import configure_logging, install_signal_handlers, run_server
 from shared_protocol import ErrorKind, HiFillError, Limits
 
+DEFAULT_OPTIONS = FillOptions()
+
 # The value ColourEngine writes into every channel of every masked pixel, per dtype.
 FILL_VALUE = {np.dtype(np.uint8): 200, np.dtype(np.uint16): 51400, np.dtype(np.float32): 0.75}
 
@@ -44,23 +46,22 @@ def colour_fill(image: np.ndarray, mask: np.ndarray) -> FillResult:
 
 
 class ColourEngine(InpaintEngine):
-    """Fills the masked pixels with a constant; reports progress twice. Records the last options."""
+    """Fills the masked pixels with a constant; its one progress message names the options it got."""
 
     name = "colour"
 
-    def __init__(self) -> None:
-        self.last_options: FillOptions | None = None
-
     def describe(self) -> dict:
-        return {"device": "cpu", "model": f"fake-{self.name}", "weights": "none (test fake)", "precision": "fp32"}
+        return {
+            "device": "cpu",
+            "model": f"fake-{self.name}",
+            "weights": "none (test fake)",
+            "precision": "fp32",
+        }
 
-    def fill(self, image, mask, options=FillOptions(), progress=None, is_cancelled=None) -> FillResult:
-        self.last_options = options
-        if progress is not None:
-            progress(0.5, "Half way")
+    def fill(self, image, mask, options=DEFAULT_OPTIONS, progress=None, is_cancelled=None) -> FillResult:
         result = colour_fill(image, mask)
-        if progress is not None:
-            progress(1.0, "Done")
+        if progress is not None:  # the message echoes the options so tests can see what arrived
+            progress(1.0, f"Done (context_px={options.context_px})")
         return result
 
 
@@ -70,11 +71,10 @@ class SlowEngine(ColourEngine):
     name = "slow"
 
     def __init__(self, steps: int = 20, step_s: float = 0.05) -> None:
-        super().__init__()
         self.steps = steps
         self.step_s = step_s
 
-    def fill(self, image, mask, options=FillOptions(), progress=None, is_cancelled=None) -> FillResult:
+    def fill(self, image, mask, options=DEFAULT_OPTIONS, progress=None, is_cancelled=None) -> FillResult:
         for step in range(self.steps):
             if is_cancelled is not None and is_cancelled():
                 raise HiFillError(ErrorKind.CANCELLED, "The fill was cancelled.")
@@ -90,10 +90,9 @@ class SilentEngine(ColourEngine):
     name = "silent"
 
     def __init__(self, silent_s: float = 2.0) -> None:
-        super().__init__()
         self.silent_s = silent_s
 
-    def fill(self, image, mask, options=FillOptions(), progress=None, is_cancelled=None) -> FillResult:
+    def fill(self, image, mask, options=DEFAULT_OPTIONS, progress=None, is_cancelled=None) -> FillResult:
         time.sleep(self.silent_s)
         return colour_fill(image, mask)
 
@@ -112,7 +111,7 @@ class FailingEngine(ColourEngine):
     }
     PRIVATE_DETAIL = "secret /home/someone/detail"
 
-    def fill(self, image, mask, options=FillOptions(), progress=None, is_cancelled=None) -> FillResult:
+    def fill(self, image, mask, options=DEFAULT_OPTIONS, progress=None, is_cancelled=None) -> FillResult:
         width = image.shape[1]
         if width == 1:
             raise RuntimeError(self.PRIVATE_DETAIL)
@@ -154,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     limits = Limits(max_pixels=args.max_pixels, max_frame_bytes=args.max_frame_bytes)
     stop_event = threading.Event()
     install_signal_handlers(stop_event)
-    run_server(engine, args.endpoint, limits, stop_event, max_queue=args.max_queue, heartbeat_s=args.heartbeat)
+    run_server(
+        engine, args.endpoint, limits, stop_event, max_queue=args.max_queue, heartbeat_s=args.heartbeat
+    )
     logging.getLogger("hifill.server").info("exiting")
     return 0
 
