@@ -140,9 +140,11 @@ class _JobQueue:
         self._closed = False
 
     def put(self, job: _Job) -> bool:
-        """Queue a job; False if the queue is full or closed."""
+        """Queue a job; False if the queue is full or closed. An idle worker counts as one more slot,
+        so capacity 0 still accepts a request when nothing runs."""
         with self._condition:
-            if self._closed or len(self._pending) >= self.capacity:
+            slots = self.capacity + (1 if self._running is None else 0)
+            if self._closed or len(self._pending) >= slots:
                 return False
             self._pending.append(job)
             self._condition.notify()

@@ -541,6 +541,24 @@ def test_a_client_that_gives_up_frees_the_backend(slow_backend: Backend) -> None
     assert time.monotonic() - started < 0.8  # cancelled, not run to the end of its 1 s
 
 
+def test_a_vanished_client_is_noticed_and_its_fill_cancelled(slow_backend: Backend) -> None:
+    """A client that disappears without a cancel (editor closed): the next heartbeat finds it gone."""
+    header = wire(
+        id="vanishing", buffers=[buffer("image", 4, 3), buffer("mask", 4, 3, "L")], options={"context_px": 8}
+    )
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.connect(slow_backend.endpoint)
+    dealer.send_multipart([msgpack.packb(header), bytes(36), bytes([255] * 12)])
+    assert dealer.poll(5000)  # accepted: the first progress arrived
+    with Client(slow_backend.endpoint) as observer:
+        wait_for(lambda: observer.status()["busy"])
+        dealer.close(linger=0)
+        started = time.monotonic()
+        wait_for(lambda: not observer.status()["busy"])
+        assert time.monotonic() - started < 0.8  # heartbeat 0.3 s, not the 1 s fill
+    assert "a client went away; cancelled 1 request(s)" in slow_backend.log()
+
+
 # ---------------------------------------------------------------------------------------- liveness
 
 
@@ -665,16 +683,25 @@ def test_serve_refuses_a_public_address_before_loading_anything() -> None:
     assert "Traceback" not in completed.stderr
 
 
-def test_run_server_in_a_thread_with_ready_and_stop_events() -> None:
+def test_run_server_in_a_thread_with_ready_and_stop_events(pool: ThreadPoolExecutor) -> None:
+    """In-process use; max_queue=0 accepts a fill while idle and answers BUSY while one runs."""
     endpoint, stop, ready = free_tcp_endpoint(), threading.Event(), threading.Event()
-    thread = threading.Thread(target=run_server, args=(SlowEngine(2, 0.01), endpoint, Limits(), stop, ready))
+    engine = SlowEngine(steps=10, step_s=0.05)
+    thread = threading.Thread(
+        target=run_server, args=(engine, endpoint, Limits(), stop, ready), kwargs={"max_queue": 0}
+    )
     thread.start()
     try:
         assert ready.wait(10)
-        with Client(endpoint) as client:
-            assert client.hello()["model"] == "fake-slow"
-            image, mask = make_image(8, 8, 3, DType.U8), make_mask(8, 8)
-            check_colour_fill(image, mask, fill(client, image, mask))
+        image, mask = make_image(8, 8, 3, DType.U8), make_mask(8, 8)
+        events: list[str] = []
+        with Client(endpoint) as client, Client(endpoint) as other:
+            assert client.hello()["queue"] == {"max": 0, "length": 0}
+            running = pool.submit(fill, client, image, mask, on_progress=lambda f, m: events.append(m))
+            wait_for(lambda: "Starting" in events)
+            expect_kind(ErrorKind.BUSY, lambda: fill(other, image, mask))
+            check_colour_fill(image, mask, running.result(timeout=10))
+            check_colour_fill(image, mask, fill(other, image, mask))
         with pytest.raises(zmq.ZMQError):  # the address is taken: a clear error, not a hang
             run_server(SlowEngine(), endpoint, Limits(), threading.Event())
     finally:
