@@ -275,6 +275,8 @@ class _Server:
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a vanished client raises EHOSTUNREACH
         router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame_bytes + _MAXMSGSIZE_SLACK)
+        if "://[" in endpoint:  # a bracketed IPv6 address such as tcp://[::1]:47631
+            router.setsockopt(zmq.IPV6, 1)
         _apply_security(router, curve)
         inbox = self.context.socket(zmq.PAIR)
         inbox.setsockopt(zmq.LINGER, 0)

@@ -188,16 +188,21 @@ class Client:
     ) -> tuple[Header, list[memoryview]]:
         frames = encode(header, buffers)
         with self._lock:
-            healthy = False
+            sent = healthy = False
             try:
                 socket = self._connected_socket()
                 socket.send_multipart(frames, copy=False)
+                sent = True
                 reply, reply_buffers = self._await_final(
                     header.id, final_op, total_timeout_s, on_progress, cancel_event
                 )
                 healthy = True  # a complete exchange: the socket stays usable even for an error reply
             finally:
                 if not healthy:
+                    if (
+                        sent and header.op == Op.INPAINT
+                    ):  # abandoned (timeout, cancel, an exception in a callback): stop the backend's work
+                        self._send_cancel(header.id)
                     self._reset()
         if reply.op == Op.ERROR:
             raise _error_from_reply(reply)
@@ -207,6 +212,8 @@ class Client:
         if self._socket is None:
             socket = self._context.socket(zmq.DEALER)
             socket.setsockopt(zmq.LINGER, 0)
+            if "://[" in self.endpoint:  # a bracketed IPv6 address such as tcp://[::1]:47631
+                socket.setsockopt(zmq.IPV6, 1)
             # Queue messages only on completed connections: "writable" then means "a backend is there".
             socket.setsockopt(zmq.IMMEDIATE, 1)
             self._monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
@@ -257,7 +264,6 @@ class Client:
             if cancel_sent_at is not None and now - cancel_sent_at >= self.cancel_grace_s:
                 raise HiFillError(ErrorKind.CANCELLED, "The fill was cancelled.")
             if now >= total_deadline:
-                self._send_cancel(request_id)
                 raise HiFillError(
                     ErrorKind.TIMEOUT,
                     f"The backend did not finish within {total_timeout_s:g} s, so the request was cancelled.",
@@ -281,6 +287,10 @@ class Client:
                 try:
                     header, buffers = decode(frames, self.limits)
                 except ProtocolError as error:
+                    if error.kind == ErrorKind.UNSUPPORTED_VERSION:
+                        raise HiFillError(error.kind, error.message) from None
+                    if error.request_id not in (None, request_id):
+                        continue  # a broken reply to an earlier, abandoned request
                     raise HiFillError(
                         ErrorKind.INTERNAL,
                         f"The backend sent a message this plug-in cannot read: {error.message}",

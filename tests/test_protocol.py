@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -529,6 +530,122 @@ def test_client_accepts_any_contiguous_buffer() -> None:
     assert caught.value.kind == ErrorKind.BACKEND_UNAVAILABLE
     with pytest.raises(HiFillError, match="contiguous"):
         client.inpaint(pixels[:, ::2], 2, 3, 4, "f32", np.zeros((3, 2), np.uint8))
+
+
+class ScriptedPeer:
+    """A bare ROUTER in a thread standing in for a backend: script(header) -> list of replies (frames)."""
+
+    def __init__(self, script) -> None:
+        self.endpoint = free_tcp_endpoint()
+        self.script = script
+        self.received: list[Header] = []
+        self._stop = False
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(5)
+
+    def _serve(self) -> None:
+        router = zmq.Context.instance().socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.bind(self.endpoint)
+        self._ready.set()
+        while not self._stop:
+            if not router.poll(50):
+                continue
+            identity, *frames = router.recv_multipart()
+            header, _ = decode(frames)
+            self.received.append(header)
+            for reply in self.script(header):
+                router.send_multipart([identity, *reply])
+        router.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(5)
+
+
+def reply(header: Header, op: str = "hello", version: int = PROTOCOL_VERSION, **options) -> list[bytes]:
+    return [msgpack.packb({"v": version, "id": header.id, "op": op, "options": options, "buffers": []})]
+
+
+def test_client_reports_a_backend_of_another_protocol_version() -> None:
+    peer = ScriptedPeer(lambda header: [reply(header, version=2)])
+    try:
+        with Client(peer.endpoint) as client:
+            error = expect_client_error(ErrorKind.UNSUPPORTED_VERSION, client.hello)
+            assert "version 2" in error.message
+    finally:
+        peer.close()
+
+
+def test_client_ignores_stale_replies_and_rejects_unreadable_ones() -> None:
+    def script(header: Header) -> list[list[bytes]]:
+        stale = [
+            msgpack.packb({"v": 1, "id": "old", "op": "hello", "options": {"stale": True}, "buffers": []})
+        ]
+        if header.op == Op.HELLO:
+            return [stale, reply(header, "progress", fraction=0.5, message="x"), reply(header, answer=42)]
+        return [[msgpack.packb({"v": 1, "id": header.id, "op": "status", "options": {}, "buffers": [1]})]]
+
+    peer = ScriptedPeer(script)
+    try:
+        with Client(peer.endpoint) as client:
+            assert client.hello() == {"answer": 42}
+            error = expect_client_error(ErrorKind.INTERNAL, client.status)
+            assert "cannot read" in error.message
+            assert client.hello() == {"answer": 42}  # a fresh socket after the failure
+    finally:
+        peer.close()
+
+
+def test_client_gives_up_on_a_silent_backend_after_the_inactivity_timeout() -> None:
+    peer = ScriptedPeer(lambda header: [])
+    try:
+        with Client(peer.endpoint, inactivity_timeout_s=0.4, timeout_s=30) as client:
+            started = time.monotonic()
+            error = expect_client_error(
+                ErrorKind.BACKEND_UNAVAILABLE, lambda: client.inpaint(bytes(12), 2, 2, 3, "u8", bytes(4))
+            )
+            assert 0.35 < time.monotonic() - started < 2.0
+            assert "stopped responding" in error.message
+        wait_until(lambda: len(peer.received) == 2)  # abandoning the request sent a cancel for it
+        assert [(h.op, h.id) for h in peer.received][1:] == [(Op.CANCEL, peer.received[0].id)]
+    finally:
+        peer.close()
+
+
+def test_a_failing_progress_callback_cancels_the_request() -> None:
+    peer = ScriptedPeer(
+        lambda header: (
+            [reply(header, "progress", fraction=0.1, message="x")] if header.op == Op.INPAINT else []
+        )
+    )
+
+    def explode(fraction: float, message: str) -> None:
+        raise RuntimeError("callback bug")
+
+    try:
+        with Client(peer.endpoint) as client, pytest.raises(RuntimeError, match="callback bug"):
+            client.inpaint(bytes(12), 2, 2, 3, "u8", bytes(4), on_progress=explode)
+        wait_until(lambda: len(peer.received) == 2)
+        assert peer.received[1].op == Op.CANCEL and peer.received[1].id == peer.received[0].id
+    finally:
+        peer.close()
+
+
+def expect_client_error(kind: ErrorKind, call) -> HiFillError:
+    with pytest.raises(HiFillError) as caught:
+        call()
+    assert caught.value.kind == kind, caught.value.message
+    return caught.value
+
+
+def wait_until(condition, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
 
 
 # ---------------------------------------------------------------------------------------- pure-Python msgpack
