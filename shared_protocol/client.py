@@ -199,9 +199,8 @@ class Client:
                 healthy = True  # a complete exchange: the socket stays usable even for an error reply
             finally:
                 if not healthy:
-                    if (
-                        sent and header.op == Op.INPAINT
-                    ):  # abandoned (timeout, cancel, an exception in a callback): stop the backend's work
+                    # Abandoned (timeout, cancel, an exception in a callback): stop the backend's work.
+                    if sent and header.op == Op.INPAINT:
                         self._send_cancel(header.id)
                     self._reset()
         if reply.op == Op.ERROR:
