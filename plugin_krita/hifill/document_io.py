@@ -189,5 +189,7 @@ def apply_result(fill: FillInput, result: InpaintResult, mode: OutputMode) -> Ap
     if mode is OutputMode.IN_PLACE:
         source.remove()
         document.setActiveNode(layer)
+    else:
+        document.setActiveNode(source)  # Krita activates the added layer; the next fill needs the source
     document.waitForDone()
     return AppliedFill(region, layer, mode)
