@@ -198,7 +198,11 @@ class Case:
 
 
 def list_photos(folder: Path, count: int | None = None) -> list[Path]:
-    """Image files under folder (recursively), sorted, at most count."""
+    """Image files under folder (recursively), sorted; with count, that many spread evenly over the list.
+
+    Spreading (rather than taking the first N) keeps a small run representative of every source
+    sub-folder, and the same count always picks the same photos.
+    """
     if not folder.is_dir():
         raise EvaluationError(
             f"No photo folder at {folder}. Build the validation photos with "
@@ -207,7 +211,9 @@ def list_photos(folder: Path, count: int | None = None) -> list[Path]:
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
     if not paths:
         raise EvaluationError(f"No photos (jpg, png, webp, bmp, tif) in {folder}.")
-    return paths[:count] if count else paths
+    if not count or count >= len(paths):
+        return paths
+    return [paths[index * len(paths) // count] for index in range(count)]
 
 
 def load_photo(path: Path) -> Photo:
@@ -601,8 +607,7 @@ def _report_header(args: argparse.Namespace, methods: dict[str, Method], photos:
         f"- photos: {len(photos)} from `{args.photos}`; seed {args.seed}; masks: {args.mask_kind}, "
         f"hole fraction {args.hole_fraction[0]:.2f}–{args.hole_fraction[1]:.2f} (masks of large sizes are "
         f"drawn at a long side of {MASK_BASE} and scaled up)",
-        f"- machine: {platform.machine()} {platform.processor() or ''}, {_cpu_count()} logical CPUs, "
-        f"Python {platform.python_version()}",
+        f"- machine: {_cpu_model()}, {_cpu_count()} logical CPUs, Python {platform.python_version()}",
     ]
     for name, method in methods.items():
         description = getattr(method, "description", None)
@@ -619,6 +624,17 @@ def _report_header(args: argparse.Namespace, methods: dict[str, Method], photos:
     return "\n".join(lines) + "\n"
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _cpu_count() -> int:
     import os
 
@@ -633,7 +649,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="folder of validation photos")
     parser.add_argument("--weights", type=Path, default=None, help="generator weights (default: shipped)")
     parser.add_argument("--device", default="auto", help="device for our engine: auto, cpu, cuda")
-    parser.add_argument("--count", type=int, default=None, help="evaluate only the first N photos")
+    parser.add_argument(
+        "--count", type=int, default=None, help="evaluate N photos spread evenly over the folder"
+    )
     parser.add_argument("--sizes", default="512,hd", help="comma list: N (NxN crop), hd, 2k, 4k, 8k, longN")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of crops and masks")

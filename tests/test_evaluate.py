@@ -56,6 +56,17 @@ def test_parse_sizes() -> None:
             ev.parse_sizes(bad)
 
 
+def test_list_photos_spreads_a_subset_over_all_sources(tmp_path: Path) -> None:
+    for source in ("a", "b", "c"):
+        for index in range(4):
+            Image.new("RGB", (16, 16)).save(tmp_path / f"{source}{index}.png")
+    (tmp_path / "notes.txt").write_text("not a photo")
+    every = ev.list_photos(tmp_path)
+    assert [p.name for p in every] == sorted(f"{s}{i}.png" for s in "abc" for i in range(4))
+    assert [p.name for p in ev.list_photos(tmp_path, 3)] == ["a0.png", "b0.png", "c0.png"]
+    assert ev.list_photos(tmp_path, 50) == every
+
+
 def test_square_case_is_a_deterministic_crop_with_its_own_mask(photo: ev.Photo) -> None:
     size = ev.SizeSpec("96", "square", 96)
     case = ev.make_case(photo, size, seed=3)
