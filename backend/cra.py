@@ -1,0 +1,492 @@
+"""Contextual Residual Aggregation at any size (sections 3.1-3.2), memory bounded by the hole's window.
+
+For each hole (or group of nearby holes) a context window is chosen around it, clamped to the image,
+and covered by an exact grid of gh x gw attention cells of ch x cw full-resolution pixels (the grid
+keeps the window's aspect ratio; the window may reach a few pixels past the image edge, which is read
+mirrored). The generator sees the window averaged down to (16 gh) x (16 gw) -- about 512 x 512 --
+and returns its fill plus attention scores over the gh x gw cells. Then, Eq. 4:
+
+    blurry    = bilinear_up(average_down(window))
+    residual  = window - blurry                               (contextual residuals, background cells)
+    R_j       = sum_i s_ji R_i   for every hole cell j         (residual aggregation)
+    result    = bilinear_up(fill) + R   in the hole, blended with the soft mask
+
+The window is streamed in bands of cell rows, so only uint8 views of the image exist for the whole
+picture; float copies exist for one band at a time plus the aggregated residuals of hole cells.
+Pixels with mask 0 are never written, so they come back bit-exact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from backend.network import background_patches
+
+CELL_DOWNSCALE = 16  # generator pixels per attention cell side (32 cells over 512 px)
+DEFAULT_MODEL_SIDE = 512  # the generator's working size: about model_side^2 pixels
+MIN_WINDOW_SIDE = 384  # auto context never looks at less than this (clamped to the image)
+BAND_FLOATS = 16_000_000  # float32 values per streamed band (about 64 MB)
+
+# run_generator(image (1,3,h,w) in [-1,1], hole mask (1,1,h,w) in {0,1}) -> (fill (1,3,h,w), scores (1,L,L))
+GeneratorFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class FillCancelled(Exception):
+    """Raised between bands when the caller's cancel check returns True."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A context window on an exact cell grid. Rows top .. top + grid_h*cell_h (may pass the image edge)."""
+
+    top: int
+    left: int
+    grid_h: int
+    grid_w: int
+    cell_h: int
+    cell_w: int
+
+    @property
+    def height(self) -> int:
+        return self.grid_h * self.cell_h
+
+    @property
+    def width(self) -> int:
+        return self.grid_w * self.cell_w
+
+    @property
+    def low_res(self) -> tuple[int, int]:
+        """Generator input size (height, width)."""
+        return self.grid_h * CELL_DOWNSCALE, self.grid_w * CELL_DOWNSCALE
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------------------------
+
+
+def hole_boxes(mask: np.ndarray, block: int = 8) -> list[tuple[int, int, int, int]]:
+    """Bounding boxes (top, left, bottom, right) of connected holes (mask > 0), found on a block grid."""
+    h, w = mask.shape
+    gh, gw = -(-h // block), -(-w // block)
+    occupied = np.zeros((gh, gw), dtype=bool)
+    for y in range(0, h, block * 64):  # bounded temporaries: 64 block rows at a time
+        rows = mask[y : y + block * 64] > 0
+        n = rows.shape[0]
+        padded = np.zeros((-(-n // block) * block, gw * block), dtype=bool)
+        padded[:n, :w] = rows
+        occupied[y // block : y // block + padded.shape[0] // block] = padded.reshape(
+            padded.shape[0] // block, block, gw, block
+        ).any(axis=(1, 3))
+    labels, _ = ndimage.label(occupied, structure=np.ones((3, 3), dtype=bool))
+    boxes = []
+    for sl in ndimage.find_objects(labels):
+        if sl is None:
+            continue
+        y0, y1 = sl[0].start * block, min(sl[0].stop * block, h)
+        x0, x1 = sl[1].start * block, min(sl[1].stop * block, w)
+        sub = mask[y0:y1, x0:x1] > 0  # tighten to the exact pixels
+        ys, xs = np.any(sub, axis=1), np.any(sub, axis=0)
+        boxes.append(
+            (
+                y0 + int(ys.argmax()),
+                x0 + int(xs.argmax()),
+                y1 - int(ys[::-1].argmax()),
+                x1 - int(xs[::-1].argmax()),
+            )
+        )
+    return boxes
+
+
+def context_rect(
+    box: tuple[int, int, int, int], image_hw: tuple[int, int], context_px: int | None
+) -> tuple[int, int, int, int]:
+    """The hole's box grown by its context margin, clamped to the image.
+
+    Auto margin: 0.6 x the hole's longer side (the hole then covers roughly a quarter of the window,
+    as in training), and at least MIN_WINDOW_SIDE across where the image allows.
+    """
+    top, left, bottom, right = box
+    h, w = image_hw
+    margin = context_px if context_px is not None else round(0.6 * max(bottom - top, right - left))
+    top, left, bottom, right = top - margin, left - margin, bottom + margin, right + margin
+    if context_px is None:
+        top, bottom = _at_least(top, bottom, MIN_WINDOW_SIDE)
+        left, right = _at_least(left, right, MIN_WINDOW_SIDE)
+    (top, bottom), (left, right) = _clamp_span(top, bottom, h), _clamp_span(left, right, w)
+    return top, left, bottom, right
+
+
+def _at_least(lo: int, hi: int, side: int) -> tuple[int, int]:
+    grow = max(0, side - (hi - lo))
+    return lo - grow // 2, hi + grow - grow // 2
+
+
+def _clamp_span(lo: int, hi: int, limit: int) -> tuple[int, int]:
+    """Shift a span into [0, limit) keeping its length where possible, then clip."""
+    if lo < 0:
+        hi, lo = hi - lo, 0
+    if hi > limit:
+        lo, hi = lo - (hi - limit), limit
+    return max(lo, 0), hi
+
+
+def merge_rects(rects: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Union overlapping (top, left, bottom, right) rectangles until none overlap."""
+    rects = list(rects)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(rects)):
+            for j in range(i + 1, len(rects)):
+                a, b = rects[i], rects[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    rects[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del rects[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return rects
+
+
+def grid_for(rect: tuple[int, int, int, int], image_hw: tuple[int, int], model_side: int) -> Window:
+    """Cover a rectangle with an attention grid of ~ (model_side/16)^2 cells keeping its aspect ratio."""
+    top, left, bottom, right = rect
+    h, w = bottom - top, right - left
+    cells = (model_side / CELL_DOWNSCALE) ** 2
+    gh = max(2, min(round(math.sqrt(cells * h / w)), -(-h // CELL_DOWNSCALE)))
+    gw = max(2, min(round(math.sqrt(cells * w / h)), -(-w // CELL_DOWNSCALE), 4 * round(math.sqrt(cells))))
+    gh = max(2, min(gh, 4 * round(math.sqrt(cells))))
+    ch, cw = -(-h // gh), -(-w // gw)
+    # Centre the padded window on the rectangle, then keep it inside the image where it fits.
+    win_top = _fit(top - (gh * ch - h) // 2, gh * ch, image_hw[0])
+    win_left = _fit(left - (gw * cw - w) // 2, gw * cw, image_hw[1])
+    return Window(win_top, win_left, gh, gw, ch, cw)
+
+
+def _fit(start: int, length: int, limit: int) -> int:
+    if length >= limit:
+        return -((length - limit) // 2)
+    return min(max(start, 0), limit - length)
+
+
+def plan_windows(
+    mask: np.ndarray, context_px: int | None = None, model_side: int = DEFAULT_MODEL_SIDE
+) -> list[Window]:
+    """One window per group of holes whose context rectangles overlap."""
+    image_hw = mask.shape
+    rects = [context_rect(box, image_hw, context_px) for box in hole_boxes(mask)]
+    return [grid_for(rect, image_hw, model_side) for rect in merge_rects(rects)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pixel access and resampling
+# ---------------------------------------------------------------------------------------------
+
+
+def mirror_indices(start: int, length: int, limit: int) -> np.ndarray:
+    """Indices start .. start+length-1 folded into [0, limit) by mirror reflection (edge pixel repeated)."""
+    idx = np.arange(start, start + length)
+    period = 2 * limit
+    idx = np.mod(idx, period)
+    return np.where(idx >= limit, period - 1 - idx, idx)
+
+
+def to_unit_float(pixels: np.ndarray) -> np.ndarray:
+    """uint8/uint16/float32 (..., C) -> float32 in [0, 1] (float input passes through)."""
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float32) * (1.0 / 255.0)
+    if pixels.dtype == np.uint16:
+        return pixels.astype(np.float32) * (1.0 / 65535.0)
+    return pixels.astype(np.float32, copy=False)
+
+
+def from_unit_float(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """float32 in [0, 1] -> dtype, rounded and clipped for integer types."""
+    if dtype == np.uint8:
+        return np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
+    if dtype == np.uint16:
+        return np.clip(np.rint(values * 65535.0), 0, 65535).astype(np.uint16)
+    return values.astype(dtype)
+
+
+def _bilinear_taps(
+    n_out: int, n_in: int, start: int, stop: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Half-pixel bilinear taps (i0, i1, weight of i1) for outputs start..stop-1 (as F.interpolate)."""
+    pos = (torch.arange(start, stop, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5
+    pos = pos.clamp(min=0.0)
+    i0 = pos.floor().long().clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    return i0, i1, (pos - i0).float()
+
+
+def upsample_rows(low: torch.Tensor, out_hw: tuple[int, int], row0: int, row1: int) -> torch.Tensor:
+    """Rows row0..row1-1 of bilinear_up(low) to out_hw, equal to F.interpolate(..., 'bilinear').
+
+    low: (C, h, w) -> (C, row1 - row0, out_w). Only the needed low-resolution rows are touched.
+    """
+    _, h, w = low.shape
+    y0, y1, wy = _bilinear_taps(out_hw[0], h, row0, row1)
+    rows = low[:, y0] * (1 - wy)[None, :, None] + low[:, y1] * wy[None, :, None]
+    x0, x1, wx = _bilinear_taps(out_hw[1], w, 0, out_hw[1])
+    return rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx
+
+
+def band_to_cells(band: torch.Tensor, cell_w: int) -> torch.Tensor:
+    """(C, ch, gw*cw) -> (gw, C*ch*cw): one row per cell, channel-major inside the cell."""
+    c, ch, width = band.shape
+    return band.view(c, ch, width // cell_w, cell_w).permute(2, 0, 1, 3).reshape(width // cell_w, -1)
+
+
+def cells_to_band(cells: torch.Tensor, channels: int, cell_h: int, cell_w: int) -> torch.Tensor:
+    """Inverse of band_to_cells: (gw, C*ch*cw) -> (C, ch, gw*cw)."""
+    gw = cells.shape[0]
+    return cells.view(gw, channels, cell_h, cell_w).permute(1, 2, 0, 3).reshape(channels, cell_h, gw * cell_w)
+
+
+# ---------------------------------------------------------------------------------------------
+# Filling one window
+# ---------------------------------------------------------------------------------------------
+
+
+class WindowReader:
+    """Reads cell-row bands of a window from the (H, W, C) image and (H, W) mask, mirrored at edges."""
+
+    def __init__(self, image: np.ndarray, mask: np.ndarray, window: Window) -> None:
+        self.image, self.mask, self.window = image, mask, window
+        h, w = mask.shape
+        self.rows = mirror_indices(window.top, window.height, h)
+        self.cols = mirror_indices(window.left, window.width, w)
+        self.cols_contiguous = bool(np.all(np.diff(self.cols) == 1))
+
+    def _take(self, array: np.ndarray, r0: int, r1: int) -> np.ndarray:
+        rows = self.rows[r0:r1]
+        contiguous = np.all(np.diff(rows) == 1)
+        block = array[rows[0] : rows[-1] + 1] if contiguous else array[rows]
+        if self.cols_contiguous:
+            return block[:, self.cols[0] : self.cols[-1] + 1]
+        return block[:, self.cols]
+
+    def colour(self, r0: int, r1: int) -> torch.Tensor:
+        """Window rows r0..r1-1 as float32 (3, n, width) in [0, 1]."""
+        block = to_unit_float(self._take(self.image, r0, r1)[..., :3])
+        return torch.from_numpy(np.ascontiguousarray(block.transpose(2, 0, 1)))
+
+    def alpha(self, r0: int, r1: int) -> np.ndarray:
+        """Mask rows r0..r1-1 as float32 (n, width) in [0, 1]."""
+        return self._take(self.mask, r0, r1).astype(np.float32) * (1.0 / 255.0)
+
+    def band_rows(self) -> list[tuple[int, int, int]]:
+        """(first cell row, first pixel row, last pixel row + 1) per band of whole cell rows."""
+        w = self.window
+        per_band = max(1, BAND_FLOATS // (3 * w.cell_h * w.width))
+        return [
+            (g, g * w.cell_h, min(g + per_band, w.grid_h) * w.cell_h) for g in range(0, w.grid_h, per_band)
+        ]
+
+
+def downsample_window(reader: WindowReader) -> tuple[torch.Tensor, torch.Tensor]:
+    """Averaging down-sample (Sec. 4.1) of the window: image (1, 3, h, w) in [0,1], hole (1, 1, h, w)."""
+    w = reader.window
+    low_h, low_w = w.low_res
+    image_parts, hole_parts = [], []
+    for _, r0, r1 in reader.band_rows():
+        n_cells = (r1 - r0) // w.cell_h
+        size = (n_cells * CELL_DOWNSCALE, low_w)
+        image_parts.append(F.adaptive_avg_pool2d(reader.colour(r0, r1), size))
+        hole = torch.from_numpy(reader.alpha(r0, r1) > 0).float()[None]
+        hole_parts.append(F.adaptive_max_pool2d(hole, size))
+    image = torch.cat(image_parts, 1)[None]
+    hole = torch.cat(hole_parts, 1)[None]
+    assert image.shape[2:] == (low_h, low_w)
+    return image, hole
+
+
+def aggregation_weights(scores: torch.Tensor, hole_low: torch.Tensor, window: Window) -> tuple:
+    """Rows of the attention scores for hole cells, over valid background cells, renormalised (Eq. 2).
+
+    scores: (L, L) query x source; hole_low: (1, 1, h, w). Returns (hole_cells (J,), source_cells (N,),
+    weights (J, N)). A source cell has no hole pixel within one cell (the ACM's own background test);
+    the official softmax leaves a little weight on masked cells, which is dropped here so that the
+    aggregated residual keeps the contextual residuals' amplitude.
+    """
+    hole_cells = F.adaptive_max_pool2d(hole_low, (window.grid_h, window.grid_w)).flatten() > 0
+    valid = background_patches(hole_low, window.grid_h, window.grid_w)[0] > 0
+    hole_idx = torch.nonzero(hole_cells).flatten()
+    source_idx = torch.nonzero(valid).flatten()
+    weights = scores[hole_idx][:, source_idx].float()
+    weights = weights / weights.sum(1, keepdim=True).clamp_min(1e-12)
+    return hole_idx, source_idx, weights
+
+
+def aggregate_residuals(
+    reader: WindowReader,
+    blurry_low: torch.Tensor,
+    hole_idx: torch.Tensor,
+    source_idx: torch.Tensor,
+    weights: torch.Tensor,
+    cancelled: Callable[[], bool],
+) -> torch.Tensor:
+    """Eq. 4: R_j = sum_i s_ji R_i for hole cells j over source cells i. Returns (J, 3*ch*cw)."""
+    w = reader.window
+    aggregated = torch.zeros(len(hole_idx), 3 * w.cell_h * w.cell_w)
+    if len(source_idx) == 0 or len(hole_idx) == 0:
+        return aggregated
+    source_rows = source_idx // w.grid_w
+    for g0, r0, r1 in reader.band_rows():
+        g1 = g0 + (r1 - r0) // w.cell_h
+        in_band = (source_rows >= g0) & (source_rows < g1)
+        if not bool(in_band.any()):
+            continue
+        if cancelled():
+            raise FillCancelled
+        band = reader.colour(r0, r1)
+        residual = band - upsample_rows(blurry_low, (w.height, w.width), r0, r1)
+        cells = torch.cat(
+            [band_to_cells(residual[:, k * w.cell_h : (k + 1) * w.cell_h], w.cell_w) for k in range(g1 - g0)]
+        )  # (cells in band, 3*ch*cw), row-major cell order
+        local = source_idx[in_band] - g0 * w.grid_w
+        aggregated += weights[:, in_band] @ cells[local]
+    return aggregated
+
+
+def compose_window(
+    reader: WindowReader,
+    fill_low: torch.Tensor,
+    hole_idx: torch.Tensor,
+    aggregated: torch.Tensor,
+    region: np.ndarray,
+    region_origin: tuple[int, int],
+    cancelled: Callable[[], bool],
+) -> None:
+    """Write bilinear_up(fill) + aggregated residuals into ``region`` where the mask is > 0 (soft blend).
+
+    Only hole pixels inside the real image are written; everything else in ``region`` is untouched.
+    """
+    w = reader.window
+    hole_rows = hole_idx // w.grid_w
+    for g0, r0, r1 in reader.band_rows():
+        g1 = g0 + (r1 - r0) // w.cell_h
+        in_band = (hole_rows >= g0) & (hole_rows < g1)
+        if not bool(in_band.any()):
+            continue
+        if cancelled():
+            raise FillCancelled
+        filled = upsample_rows(fill_low, (w.height, w.width), r0, r1)  # (3, n, width)
+        for k in range(g1 - g0):
+            sel = in_band & (hole_rows == g0 + k)
+            if not bool(sel.any()):
+                continue
+            cells = torch.zeros(w.grid_w, 3 * w.cell_h * w.cell_w)
+            cells[hole_idx[sel] - (g0 + k) * w.grid_w] = aggregated[sel]
+            rows = slice(k * w.cell_h, (k + 1) * w.cell_h)
+            filled[:, rows] += cells_to_band(cells, 3, w.cell_h, w.cell_w)
+        _blend_band(reader, filled, r0, r1, region, region_origin)
+
+
+def _blend_band(
+    reader: WindowReader,
+    filled: torch.Tensor,
+    r0: int,
+    r1: int,
+    region: np.ndarray,
+    region_origin: tuple[int, int],
+) -> None:
+    """Soft-blend window rows r0..r1-1 of ``filled`` (3, n, width) into ``region`` where mask > 0."""
+    w = reader.window
+    oy, ox = region_origin
+    # Intersect the band with the region (which holds every mask > 0 pixel of the image).
+    y0, y1 = max(w.top + r0, oy), min(w.top + r1, oy + region.shape[0])
+    x0, x1 = max(w.left, ox), min(w.left + w.width, ox + region.shape[1])
+    if y0 >= y1 or x0 >= x1:
+        return
+    alpha = reader.mask[y0:y1, x0:x1]
+    inside = alpha > 0
+    if not inside.any():
+        return
+    target = region[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+    fill = filled[:, y0 - w.top - r0 : y1 - w.top - r0, x0 - w.left : x1 - w.left].permute(1, 2, 0).numpy()
+    rgb = target[..., :3]  # a view into region; alpha (if any) is never touched
+    original = to_unit_float(rgb[inside])  # (P, 3)
+    a = alpha[inside].astype(np.float32)[:, None] * (1.0 / 255.0)
+    values = fill[inside]
+    if target.dtype != np.float32:
+        values = np.clip(values, 0.0, 1.0)
+    rgb[inside] = from_unit_float(original + (values - original) * a, target.dtype)
+
+
+def fill_window(
+    image: np.ndarray,
+    mask: np.ndarray,
+    window: Window,
+    run_generator: GeneratorFn,
+    region: np.ndarray,
+    region_origin: tuple[int, int],
+    cancelled: Callable[[], bool] = lambda: False,
+    progress: Callable[[float, str], None] = lambda f, m: None,
+) -> None:
+    """The full CRA pipeline of Fig. 2 for one window; writes into ``region`` (a crop of the image copy)."""
+    reader = WindowReader(image, mask, window)
+    progress(0.0, "Reading the context")
+    low_image, hole_low = downsample_window(reader)  # (1,3,h,w) in [0,1], (1,1,h,w)
+    if cancelled():
+        raise FillCancelled
+    progress(0.15, "Running the generator")
+    fill, scores = run_generator(low_image * 2.0 - 1.0, hole_low)
+    fill = (fill.float() + 1.0) * 0.5
+    fill_low = (fill * hole_low + low_image * (1.0 - hole_low))[0]  # paste back at low resolution
+    if cancelled():
+        raise FillCancelled
+    progress(0.6, "Aggregating contextual residuals")
+    hole_idx, source_idx, weights = aggregation_weights(scores[0].float(), hole_low, window)
+    aggregated = aggregate_residuals(reader, low_image[0], hole_idx, source_idx, weights, cancelled)
+    progress(0.8, "Composing the full-resolution fill")
+    compose_window(reader, fill_low, hole_idx, aggregated, region, region_origin, cancelled)
+
+
+def mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(top, left, bottom, right) of mask > 0, or None for an empty mask."""
+    rows = np.flatnonzero(np.any(mask > 0, axis=1)) if mask.size else np.empty(0)
+    if rows.size == 0:
+        return None
+    top, bottom = int(rows[0]), int(rows[-1]) + 1
+    cols = np.flatnonzero(np.any(mask[top:bottom] > 0, axis=0))
+    return top, int(cols[0]), bottom, int(cols[-1]) + 1
+
+
+def inpaint(
+    image: np.ndarray,
+    mask: np.ndarray,
+    run_generator: GeneratorFn,
+    context_px: int | None = None,
+    model_side: int = DEFAULT_MODEL_SIDE,
+    cancelled: Callable[[], bool] = lambda: False,
+    progress: Callable[[float, str], None] = lambda f, m: None,
+) -> tuple[int, int, np.ndarray]:
+    """Fill every hole of ``mask`` (H, W) uint8 in ``image`` (H, W, 3|4). Returns (top, left, region).
+
+    region is a new array: image[top:bottom, left:right] with hole pixels filled; alpha untouched.
+    """
+    bounds = mask_bounds(mask)
+    if bounds is None:
+        return 0, 0, image[:0, :0].copy()
+    top, left, bottom, right = bounds
+    region = image[top:bottom, left:right].copy()
+    windows = plan_windows(mask, context_px, model_side)
+    for n, window in enumerate(windows):
+
+        def window_progress(f: float, message: str, n: int = n) -> None:
+            progress((n + f) / len(windows), message)
+
+        fill_window(image, mask, window, run_generator, region, (top, left), cancelled, window_progress)
+    progress(1.0, "Done")
+    return top, left, region

@@ -1,0 +1,181 @@
+"""The torch side of the engine: device and precision choice, warm generator, CRA fills."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backend import cra
+from backend.engine import CancelCheck, FillOptions, FillResult, InpaintEngine, ProgressCallback
+from backend.network import Generator
+from backend.weights import DEFAULT_WEIGHTS, ModelConfig, load_generator
+from shared_protocol import ErrorKind, HiFillError
+
+log = logging.getLogger("hifill.engine")
+
+SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float32)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has AMX-BF16 or AVX512-BF16 (bf16 convolutions are then fast in oneDNN)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def choose_device(device: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; anything else is validated."""
+    if device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise HiFillError(
+            ErrorKind.BAD_REQUEST, f"Device '{device}' was asked for but CUDA is not available."
+        )
+    return dev
+
+
+def choose_precision(device: torch.device, precision: str) -> torch.dtype | None:
+    """Autocast dtype or None for float32. 'auto': fp16 on CUDA; bf16 on CPUs with AMX/AVX512-BF16.
+
+    On CPUs without native bf16 (e.g. AVX2 only) bf16 convolutions fall back to slow reference
+    kernels (measured here ~100x slower), so auto keeps float32 there.
+    """
+    table = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision != "auto":
+        if precision not in table:
+            raise HiFillError(ErrorKind.BAD_REQUEST, f"Unknown precision '{precision}' (fp32, bf16, fp16).")
+        return table[precision]
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if cpu_has_fast_bf16() else None
+
+
+class TorchInpaintEngine(InpaintEngine):
+    """A generator kept warm on one device; fill() runs CRA (backend.cra) around each hole."""
+
+    def __init__(
+        self,
+        generator: Generator,
+        config: ModelConfig,
+        weights_path: Path,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None,
+    ) -> None:
+        self.generator = generator.to(device).eval()
+        self.config = config
+        self.weights_path = weights_path
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    @classmethod
+    def load(
+        cls,
+        weights: Path | str | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        allow_untrained: bool = False,
+        warm_up: bool = True,
+    ) -> TorchInpaintEngine:
+        path = Path(weights) if weights else DEFAULT_WEIGHTS
+        generator, config = load_generator(path)
+        if config.untrained and not allow_untrained:
+            raise HiFillError(
+                ErrorKind.NO_WEIGHTS,
+                f"{path} holds untrained (random) weights, which only tests may use. "
+                "Use the shipped weights (backend/weights/hifill-places-cpu.safetensors) or your own.",
+            )
+        if config.untrained:
+            log.warning("Serving UNTRAINED weights from %s: fills will be noise (tests only).", path)
+        dev = choose_device(device)
+        if dev.type == "cpu":
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
+        engine = cls(generator, config, path, dev, choose_precision(dev, precision))
+        if warm_up:
+            engine.warm_up()
+        return engine
+
+    def describe(self) -> dict:
+        precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast_dtype]
+        return {
+            "device": str(self.device),
+            "model": f"{self.config.architecture} ({self.config.source}, {self.config.steps} steps)",
+            "weights": str(self.weights_path),
+            "precision": precision,
+            "untrained": self.config.untrained,
+        }
+
+    def warm_up(self, side: int = 256) -> float:
+        """One small forward pass so the first real fill doesn't pay for kernel selection. Returns s."""
+        start = time.perf_counter()
+        image = torch.zeros(1, 3, side, side)
+        hole = torch.zeros(1, 1, side, side)
+        hole[:, :, side // 4 : side // 2, side // 4 : side // 2] = 1
+        self.run_generator(image, hole)
+        return time.perf_counter() - start
+
+    @torch.no_grad()
+    def run_generator(self, image: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """image (1,3,h,w) in [-1,1], hole (1,1,h,w) -> refined (1,3,h,w) and scores (1,L,L), on CPU."""
+        image = image.to(self.device, non_blocking=True)
+        hole = hole.to(self.device, non_blocking=True)
+        with torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        ):
+            out = self.generator(image, hole)
+        return out.refined.float().cpu(), out.scores.float().cpu()
+
+    def fill(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        options: FillOptions = FillOptions(),
+        progress: ProgressCallback | None = None,
+        is_cancelled: CancelCheck | None = None,
+    ) -> FillResult:
+        validate_fill_input(image, mask, options)
+        try:
+            top, left, region = cra.inpaint(
+                image,
+                mask,
+                self.run_generator,
+                context_px=options.context_px,
+                cancelled=is_cancelled or (lambda: False),
+                progress=progress or (lambda f, m: None),
+            )
+        except cra.FillCancelled:
+            raise HiFillError(ErrorKind.CANCELLED, "The fill was cancelled.") from None
+        except torch.cuda.OutOfMemoryError:
+            raise HiFillError(
+                ErrorKind.OUT_OF_MEMORY,
+                "The graphics card ran out of memory for this fill; try a smaller selection or context.",
+            ) from None
+        return FillResult(x=left, y=top, pixels=region)
+
+
+def validate_fill_input(image: np.ndarray, mask: np.ndarray, options: FillOptions) -> None:
+    """Shape/dtype checks with sentences a user understands."""
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise HiFillError(ErrorKind.BAD_REQUEST, f"The image must be RGB or RGBA, got shape {image.shape}.")
+    if image.dtype.type not in SUPPORTED_DTYPES:
+        raise HiFillError(ErrorKind.BAD_REQUEST, f"Unsupported pixel type {image.dtype} (8/16-bit or float).")
+    if mask.dtype != np.uint8 or mask.shape != image.shape[:2]:
+        raise HiFillError(
+            ErrorKind.BAD_REQUEST,
+            f"The mask must be 8-bit and {image.shape[1]}x{image.shape[0]} like the image, "
+            f"got {mask.dtype} {mask.shape[1] if mask.ndim > 1 else '?'}x{mask.shape[0]}.",
+        )
+    if options.context_px is not None and not (0 <= options.context_px <= 65536):
+        raise HiFillError(ErrorKind.BAD_REQUEST, f"Context size {options.context_px} px is out of range.")
