@@ -53,6 +53,7 @@ Container = Literal["file", "edj", "rcc"]
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 PYPI = "pypi"
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 PROVENANCE_COLUMNS = ("file", "split", "package", "release", "path", "licence", "w", "h", "version", "sha256")
 DUPLICATE_COLUMNS = ("package", "release", "path", "reason", "same_as")
 # Two photos whose 16x16 thumbnails differ by at most this much on average (0-255) and whose aspect
@@ -62,6 +63,9 @@ FINGERPRINT_SIZE = 16
 NEAR_DUPLICATE_MAX_DISTANCE = 4.0
 NEAR_DUPLICATE_MAX_ASPECT_DIFFERENCE = 0.02
 COMMAND_TIMEOUT_S = 1800
+# A photo may carry an alpha channel with a few see-through edge pixels (they are dropped); an image
+# with more non-opaque pixels than this is an icon or a cut-out, and is refused.
+MAX_TRANSPARENT_FRACTION = 0.01
 
 
 class DatasetBuildError(Exception):
@@ -232,10 +236,11 @@ SOURCES: tuple[Source, ...] = (
         _names(
             """
             abstract-geometric-art.webp angular-roof.webp art-gallery.webp building-exterior.webp
-            green-staircase.webp hotel-facade.webp icon-message.webp museum.webp tourist-and-building.webp
-            windows.webp
+            green-staircase.webp hotel-facade.webp museum.webp tourist-and-building.webp windows.webp
             """
         ),
+        # Left out: icon-message.webp (a transparent icon, not a photo, though the survey marked it).
+        licence_note="photos: CC0-1.0 per the theme's readme.txt",
     ),
     Source(
         "scribus-template",
@@ -650,6 +655,10 @@ def prepare_image(data: bytes, conversions: Path | None = None) -> PreparedImage
     with Image.open(io.BytesIO(data)) as img:
         img.load()
         kind = img.format
+        if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+            alpha = np.asarray(img.convert("RGBA").getchannel("A"))
+            if np.count_nonzero(alpha < 255) > MAX_TRANSPARENT_FRACTION * alpha.size:
+                raise DatasetBuildError("the image is largely transparent, so it is not a photo")
         keep = (kind == "JPEG" and img.mode in ("RGB", "L")) or (kind == "PNG" and img.mode == "RGB")
         rgb = img if img.mode == "RGB" else img.convert("RGB")
         print_ = fingerprint(rgb)
@@ -750,26 +759,40 @@ def _dep5_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern))
 
 
-def licence_for_path(stanzas: list[tuple[tuple[str, ...], str]], path: str) -> str | None:
-    """Licence of the last stanza whose pattern matches the path or one of its trailing parts.
+def _pattern_strength(pattern: str, tails: list[str]) -> int | None:
+    """How specifically a DEP-5 pattern names a file (None: not at all).
 
-    Copyright files name paths of the upstream source tree, installed files live elsewhere, so
-    ``usr/share/foo/bar.jpg`` is also tried as ``share/foo/bar.jpg``, ``foo/bar.jpg``, ``bar.jpg``.
-    When nothing matches, a pattern whose last part names the file (``16.04/bar.jpg``) counts.
+    Copyright files name paths in the upstream source tree while installed files live elsewhere
+    (``data/themes/x/bg.jpg`` is installed as ``usr/share/sddm/themes/x/bg.jpg``), so the pattern
+    and the path are compared by their trailing parts. The strength is the number of pattern parts
+    that are not bare wildcards; dropping leading pattern parts must leave at least one such part.
+    """
+    parts = pattern.split("/")
+    for skipped in range(len(parts)):
+        kept = parts[skipped:]
+        strength = sum(1 for part in kept if part.strip("*?"))
+        if skipped and not strength:
+            return None
+        regex = _dep5_pattern("/".join(kept))
+        if any(regex.fullmatch(tail) for tail in tails):
+            return strength
+    return None
+
+
+def licence_for_path(stanzas: list[tuple[tuple[str, ...], str]], path: str) -> str | None:
+    """Licence of the stanza that names the file most specifically (the last one among equals).
+
+    ``path`` is the installed path; see ``_pattern_strength`` for how it is compared with the
+    upstream paths of the copyright file.
     """
     parts = path.split("/")
     tails = ["/".join(parts[i:]) for i in range(len(parts))]
-    found = None
+    best: tuple[int, str] | None = None
     for patterns, licence in stanzas:
-        if any(_dep5_pattern(p).fullmatch(tail) for p in patterns for tail in tails):
-            found = licence
-    if found is not None:
-        return found
-    for patterns, licence in stanzas:
-        last_parts = (p.rsplit("/", 1)[-1] for p in patterns)
-        if any(part.strip("*?") and _dep5_pattern(part).fullmatch(parts[-1]) for part in last_parts):
-            found = licence
-    return found
+        strengths = [s for s in (_pattern_strength(p, tails) for p in patterns) if s is not None]
+        if strengths and (best is None or max(strengths) >= best[0]):
+            best = (max(strengths), licence)
+    return best[1] if best else None
 
 
 @functools.lru_cache(maxsize=64)
@@ -1114,7 +1137,6 @@ def build(out: Path, sources: list[Source], show_progress: bool = True) -> Build
     cache = out / ".cache"
     keys = {f"{s.split}/{s.key}/" for s in sources}
     previous = read_tsv(out / "provenance.tsv")
-    previous_files = {row["file"] for row in previous if _folder_of(row["file"]) in keys}
     index = DuplicateIndex()
     # Photos of sources outside this run stay listed (and count as taken for duplicate checks).
     rows: list[dict[str, object]] = []
@@ -1141,7 +1163,12 @@ def build(out: Path, sources: list[Source], show_progress: bool = True) -> Build
                     version = _deb_version(archive)
                 unpacked = unpack(archive, cache / "unpacked" / source.key)
                 for member, path, data in iter_member_images(source, unpacked):
-                    _add_photo(out, source, member, path, data, unpacked, version, index, rows, duplicates)
+                    try:
+                        _add_photo(
+                            out, source, member, path, data, unpacked, version, index, rows, duplicates
+                        )
+                    except (DatasetBuildError, OSError, SyntaxError, ValueError) as exc:
+                        failures.append(f"{source.key}: {path}: {exc}")
                     progress.update(1)
             except NetworkError as exc:
                 unreachable.add(registry)
@@ -1152,8 +1179,8 @@ def build(out: Path, sources: list[Source], show_progress: bool = True) -> Build
             write_tsv(out / "duplicates.tsv", DUPLICATE_COLUMNS, duplicates)
     finally:
         progress.close()
-    if not failures:
-        _remove_stale(out, previous_files - {str(row["file"]) for row in rows})
+    failed = {f"{s.split}/{s.key}/" for s in sources if any(f.startswith(f"{s.key}: ") for f in failures)}
+    _remove_stale(out, keys - failed, {str(row["file"]) for row in rows})
     return BuildReport(rows, duplicates, failures, time.monotonic() - started)
 
 
@@ -1217,14 +1244,24 @@ def _folder_of(relative: str) -> str:
     return relative.rsplit("/", 1)[0] + "/"
 
 
-def _remove_stale(out: Path, stale: set[str]) -> None:
-    """Delete photos an earlier build wrote that this build no longer produces (only those)."""
-    for relative in sorted(stale):
-        file = out / relative
-        if file.is_file() and file.resolve().is_relative_to(out.resolve()):
-            file.unlink()
-            if not any(file.parent.iterdir()):
-                file.parent.rmdir()
+def _remove_stale(out: Path, folders: set[str], produced: set[str]) -> None:
+    """Delete images in the builder's own folders (``train/<package>-<release>/``) that this build
+    did not produce, e.g. photos dropped from the table since an earlier build. Call it only for
+    folders whose sources all succeeded; nothing outside those folders is touched.
+    """
+    for folder in sorted(folders):
+        directory = out / folder
+        if not directory.is_dir():
+            continue
+        for file in sorted(directory.iterdir()):
+            if (
+                file.is_file()
+                and file.suffix.lower() in IMAGE_SUFFIXES
+                and f"{folder}{file.name}" not in produced
+            ):
+                file.unlink()
+        if not any(directory.iterdir()):
+            directory.rmdir()
 
 
 # --------------------------------------------------------------------------------------------------
