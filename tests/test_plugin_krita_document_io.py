@@ -25,11 +25,11 @@ def bgra_u8(x: int, y: int) -> bytes:
     return bytes([(3 * x + y) % 256, (x * y) % 256, (5 * y + 7) % 256, 255])  # B, G, R, A
 
 
-def make_document(depth: str = "U8") -> FakeDocument:
-    document = FakeDocument(W, H, depth=depth)
+def make_document(depth: str = "U8", width: int = W, height: int = H) -> FakeDocument:
+    document = FakeDocument(width, height, depth=depth)
     layer = document.add_layer("Photo")
-    for y in range(H):
-        for x in range(W):
+    for y in range(height):
+        for x in range(width):
             if depth == "U8":
                 pixel = bgra_u8(x, y)
             elif depth == "U16":
@@ -107,22 +107,23 @@ def test_locked_layer_is_refused_in_place_but_fine_for_a_new_layer() -> None:
 
 
 def test_reads_rgba_window_and_soft_mask() -> None:
-    document = make_document()
-    selection = FakeSelection(W, H).select_rect(10, 8, 6, 5).select_rect(12, 9, 2, 2, value=128)
+    document = make_document(width=90, height=60)
+    selection = FakeSelection(90, 60).select_rect(40, 30, 6, 5).select_rect(42, 31, 2, 2, value=128)
     document.set_selection(selection)
-    fill = read_fill_input(document, IN_PLACE, None)  # context 4 px
-    assert fill.selection == Rect(10, 8, 6, 5)
-    assert fill.window == Rect(6, 4, 14, 13)
+    fill = read_fill_input(document, IN_PLACE, None)  # context 4 px + 16 px slack
+    assert fill.selection == Rect(40, 30, 6, 5)
+    window = Rect(20, 10, 46, 45)
+    assert fill.window == window
     request = fill.request
-    assert (request.width, request.height, request.dtype, request.channels) == (14, 13, "u8", 4)
-    for y in range(13):
-        for x in range(14):
-            blue, green, red, alpha = bgra_u8(6 + x, 4 + y)
-            offset = 4 * (y * 14 + x)
+    assert (request.width, request.height, request.dtype, request.channels) == (46, 45, "u8", 4)
+    for y in range(window.height):
+        for x in range(window.width):
+            blue, green, red, alpha = bgra_u8(window.x + x, window.y + y)
+            offset = 4 * (y * window.width + x)
             assert request.image[offset : offset + 4] == bytes([red, green, blue, alpha])
-            inside = 10 <= 6 + x < 16 and 8 <= 4 + y < 13
-            soft = 12 <= 6 + x < 14 and 9 <= 4 + y < 11
-            assert request.mask[y * 14 + x] == (128 if soft else 255 if inside else 0)
+            inside = 40 <= window.x + x < 46 and 30 <= window.y + y < 35
+            soft = 42 <= window.x + x < 44 and 31 <= window.y + y < 33
+            assert request.mask[y * window.width + x] == (128 if soft else 255 if inside else 0)
     assert request.context_px == 4
 
 

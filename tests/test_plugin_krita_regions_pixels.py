@@ -6,7 +6,7 @@ import struct
 
 import pytest
 import test_plugin_krita_fakes  # noqa: F401  (first: puts plugin_krita/ and the repo on sys.path)
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 # isort: split
@@ -17,7 +17,14 @@ from hifill.pixels import (
     rgba_to_krita,
     swap_red_blue,
 )
-from hifill.regions import AUTO_CONTEXT_MIN_PX, Rect, RegionTooLarge, auto_context_margin, fill_window
+from hifill.regions import (
+    AUTO_MIN_WINDOW_SIDE,
+    WINDOW_SLACK_PX,
+    Rect,
+    RegionTooLarge,
+    auto_context_margin,
+    fill_window,
+)
 
 from shared_protocol import ErrorKind, HiFillError
 
@@ -33,18 +40,24 @@ def test_rect_intersection_and_expansion() -> None:
         Rect(0, 0, -1, 3)
 
 
-def test_explicit_context_is_clamped_to_the_canvas() -> None:
-    assert fill_window(Rect(100, 100, 50, 40), CANVAS, context_px=30) == Rect(70, 70, 110, 100)
-    assert fill_window(Rect(0, 790, 10, 10), CANVAS, context_px=30) == Rect(0, 760, 40, 40)
-    assert fill_window(Rect(100, 100, 50, 40), CANVAS, context_px=0) == Rect(100, 100, 50, 40)
+def test_explicit_context_plus_slack_is_shifted_into_the_canvas() -> None:
+    slack = WINDOW_SLACK_PX
+    assert fill_window(Rect(100, 100, 50, 40), CANVAS, context_px=30) == Rect(100, 100, 50, 40).expanded(
+        30 + slack
+    )
+    side = 10 + 2 * (30 + slack)
+    assert fill_window(Rect(0, 790, 10, 10), CANVAS, context_px=30) == Rect(0, 800 - side, side, side)
+    assert fill_window(Rect(100, 100, 50, 40), CANVAS, context_px=0) == Rect(100, 100, 50, 40).expanded(slack)
+    assert fill_window(Rect(100, 100, 50, 40), CANVAS, context_px=5000) == CANVAS
 
 
-def test_auto_context_scales_with_the_selection() -> None:
-    assert auto_context_margin(Rect(0, 0, 10, 5)) == AUTO_CONTEXT_MIN_PX
-    assert auto_context_margin(Rect(0, 0, 300, 200)) == 300
-    small = fill_window(Rect(500, 400, 10, 10), CANVAS)
-    assert small == Rect(500 - 128, 400 - 128, 10 + 256, 10 + 256)
-    assert fill_window(Rect(400, 300, 300, 200), CANVAS) == Rect(100, 0, 900, 800)  # clamped at 3 edges
+def test_auto_context_follows_the_backend_rule() -> None:
+    assert auto_context_margin(Rect(0, 0, 300, 200)) == 180
+    side = AUTO_MIN_WINDOW_SIDE + 2 * WINDOW_SLACK_PX  # small holes: at least this across
+    assert fill_window(Rect(500, 400, 10, 10), CANVAS) == Rect(505 - side // 2, 405 - side // 2, side, side)
+    assert fill_window(Rect(0, 0, 10, 10), CANVAS) == Rect(0, 0, side, side)  # shifted inward, not cut
+    big = Rect(400, 300, 300, 200)
+    assert fill_window(big, CANVAS) == Rect(400 - 196, 300 - 196, 300 + 392, 200 + 392)
 
 
 def test_max_pixels_shrinks_the_margin_to_the_largest_that_fits() -> None:
@@ -54,8 +67,34 @@ def test_max_pixels_shrinks_the_margin_to_the_largest_that_fits() -> None:
     margin = selection.x - window.x
     assert margin == 50  # 200 x 200 = 40,000 exactly
     assert selection.expanded(margin + 1).area > 40_000
+    auto = fill_window(selection, CANVAS, max_pixels=40_000)
+    assert auto == window
     with pytest.raises(RegionTooLarge):
         fill_window(selection, CANVAS, context_px=10, max_pixels=9_999)
+
+
+@given(
+    x=st.integers(0, 999),
+    y=st.integers(0, 799),
+    w=st.integers(1, 1000),
+    h=st.integers(1, 800),
+    context=st.one_of(st.none(), st.integers(0, 600)),
+)
+@settings(deadline=None)  # the first call imports torch (backend.cra)
+def test_window_holds_the_context_the_backend_chooses(x, y, w, h, context) -> None:
+    """backend/cra.context_rect (which the plug-in cannot import: no torch in Krita) on the whole canvas,
+    for the selection rounded out to the backend's 8-pixel blocks, lies inside the window sent."""
+    from backend import cra
+
+    selection = Rect(x, y, w, h).intersected(CANVAS)
+    window = fill_window(selection, CANVAS, context)
+    left, top = selection.x // 8 * 8, selection.y // 8 * 8
+    right = min(CANVAS.width, -(-selection.right // 8) * 8)
+    bottom = min(CANVAS.height, -(-selection.bottom // 8) * 8)
+    c_top, c_left, c_bottom, c_right = cra.context_rect(
+        (top, left, bottom, right), (CANVAS.height, CANVAS.width), context
+    )
+    assert window.contains(Rect(c_left, c_top, c_right - c_left, c_bottom - c_top))
 
 
 @given(

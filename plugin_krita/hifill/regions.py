@@ -6,13 +6,15 @@ is pure Python so it can be tested outside Krita.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-# Auto context: at least this many pixels of surroundings on each side of the selection ...
-AUTO_CONTEXT_MIN_PX = 128
-# ... and otherwise as much as the selection's longer side, so the hole covers ~1/9 of the window.
-AUTO_CONTEXT_SELECTION_FACTOR = 1.0
+# Automatic context follows the backend's own rule (backend/cra.py, context_rect): a margin of 0.6 x
+# the selection's longer side, and at least AUTO_MIN_WINDOW_SIDE across, shifted inward at the canvas
+# edges. The plug-in sends that window plus WINDOW_SLACK_PX, because the backend measures holes on
+# 8-pixel blocks; it then picks its window inside what it received.
+AUTO_CONTEXT_FACTOR = 0.6
+AUTO_MIN_WINDOW_SIDE = 384
+WINDOW_SLACK_PX = 16
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,20 @@ class Rect:
 
 
 def auto_context_margin(selection: Rect) -> int:
-    """Context margin used when the user leaves the context size on automatic."""
-    longer_side = max(selection.width, selection.height)
-    return max(AUTO_CONTEXT_MIN_PX, math.ceil(AUTO_CONTEXT_SELECTION_FACTOR * longer_side))
+    """Context margin on each side when the user leaves the context size on automatic."""
+    return round(AUTO_CONTEXT_FACTOR * max(selection.width, selection.height))
+
+
+def _span_at_least(start: int, length: int, side: int) -> tuple[int, int]:
+    grow = max(0, side - length)
+    return start - grow // 2, length + grow
+
+
+def _shift_inside(start: int, length: int, limit_start: int, limit_length: int) -> tuple[int, int]:
+    """Move a span into [limit_start, limit_start + limit_length) keeping its length where possible."""
+    start = min(start, limit_start + limit_length - length)
+    start = max(start, limit_start)
+    return start, min(length, limit_start + limit_length - start)
 
 
 class RegionTooLarge(ValueError):
@@ -84,10 +97,11 @@ def fill_window(
     context_px: int | None = None,
     max_pixels: int | None = None,
 ) -> Rect:
-    """The rectangle of layer pixels to send: selection + context, clamped to the canvas.
+    """The rectangle of layer pixels to send: selection + context (+ slack), shifted into the canvas
+    where it would stick out (keeping its size, as the backend does with its own window).
 
     selection: bounding box of the selected pixels, already clipped to the canvas and non-empty.
-    context_px: margin of surroundings on each side; None = automatic (auto_context_margin).
+    context_px: margin of surroundings on each side; None = automatic (the backend's rule).
     max_pixels: the backend's limit on width*height; the margin shrinks until the window fits.
     Raises RegionTooLarge when even the bare selection exceeds max_pixels.
     """
@@ -95,9 +109,20 @@ def fill_window(
         raise ValueError(f"selection {selection} must be non-empty and inside the canvas {canvas}")
     if context_px is not None and context_px < 0:
         raise ValueError(f"context_px must be >= 0 or None, got {context_px}")
-    margin = auto_context_margin(selection) if context_px is None else context_px
-    if max_pixels is None:
-        return selection.expanded(margin).intersected(canvas)
+    margin = (auto_context_margin(selection) if context_px is None else context_px) + WINDOW_SLACK_PX
+    grown = selection.expanded(margin)
+    x, width, y, height = grown.x, grown.width, grown.y, grown.height
+    if context_px is None:
+        x, width = _span_at_least(x, width, AUTO_MIN_WINDOW_SIDE + 2 * WINDOW_SLACK_PX)
+        y, height = _span_at_least(y, height, AUTO_MIN_WINDOW_SIDE + 2 * WINDOW_SLACK_PX)
+    x, width = _shift_inside(x, width, canvas.x, canvas.width)
+    y, height = _shift_inside(y, height, canvas.y, canvas.height)
+    window = Rect(x, y, width, height)
+    margin = max(
+        selection.x - x, selection.y - y, window.right - selection.right, window.bottom - selection.bottom
+    )
+    if max_pixels is None or window.area <= max_pixels:
+        return window
     if selection.area > max_pixels:
         raise RegionTooLarge(
             f"the selection ({selection.width}x{selection.height} px) is larger than the backend accepts"
