@@ -117,13 +117,14 @@ def start_backend(config: BackendConfig, endpoint: str, log_path: Path | None = 
         ) from error
 
 
-def _log_tail(log_path: Path, lines: int = 6) -> str:
+def _log_tail(log_path: Path, lines: int = 4) -> str:
+    """The last lines the most recent start wrote to the log (after its "--- … starting" line)."""
     try:
         text = Path(log_path).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
-    tail = [line for line in text.splitlines() if line.strip()][-lines:]
-    return " | ".join(tail)
+    latest = text.rsplit("\n--- ", 1)[-1].splitlines()[1:]
+    return " | ".join([line.strip() for line in latest if line.strip()][-lines:])
 
 
 def ensure_backend(

@@ -20,11 +20,12 @@ ROOT="${HIFILL_EDITORS_ROOT:-/work/editors-root}"
 MIRROR="${HIFILL_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SUITE=trixie
 # Bump STAMP_VERSION whenever the package list changes: the next build then adds what is missing.
-STAMP_VERSION=1
+STAMP_VERSION=2
 PACKAGES=(
   gimp python3-gi gir1.2-gimp-3.0 python3-zmq python3-msgpack
   xvfb xauth python3-pil x11-apps imagemagick
   krita python3-pyqt5
+  xdotool
 )
 STAMP="$ROOT/.hifill-editors-root"
 LOCK="${ROOT%/}.lock"

@@ -82,8 +82,15 @@ def _run_case(case, out_dir):
         result["layers_before"] = _layers(image)
         prefix = os.path.join(out_dir, case["name"])
         _dump_composite(image, babl_name, prefix + ".composite-before.raw")
-        _dump(source.get_buffer(), 0, 0, source.get_width(), source.get_height(), babl_name,
-              prefix + ".source-before.raw")
+        _dump(
+            source.get_buffer(),
+            0,
+            0,
+            source.get_width(),
+            source.get_height(),
+            babl_name,
+            prefix + ".source-before.raw",
+        )
         _dump(image.get_selection().get_buffer(), 0, 0, width, height, "Y u8", prefix + ".selection.raw")
 
         procedure = Gimp.get_pdb().lookup_procedure(PROCEDURE)
@@ -106,10 +113,19 @@ def _run_case(case, out_dir):
 
         result["layers_after"] = _layers(image)
         _dump_composite(image, babl_name, prefix + ".composite-after.raw")
-        _dump(source.get_buffer(), 0, 0, source.get_width(), source.get_height(), babl_name,
-              prefix + ".source-after.raw")
+        _dump(
+            source.get_buffer(),
+            0,
+            0,
+            source.get_width(),
+            source.get_height(),
+            babl_name,
+            prefix + ".source-after.raw",
+        )
         if case.get("export_png"):
-            Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, image, Gio.File.new_for_path(case["export_png"]), None)
+            Gimp.file_save(
+                Gimp.RunMode.NONINTERACTIVE, image, Gio.File.new_for_path(case["export_png"]), None
+            )
     finally:
         image.delete()
     return result

@@ -1,0 +1,716 @@
+"""End-to-end: the HiFill procedure in real GIMP 3.0.4 (Debian trixie root) against a real backend.
+
+    tools/editors_root.sh build && .venv/bin/pytest -m editor tests/test_e2e_gimp.py     (as root)
+
+Needs the editors root (tools/editors_root.sh; $HIFILL_EDITORS_ROOT, default /work/editors-root) and
+root privileges (chroot); skipped with the reason otherwise (the test never builds the root).
+
+The backend runs on the host (the chroot shares the network): HIFILL_E2E_BACKEND=real starts
+`python -m backend serve --weights W` (W = $HIFILL_E2E_WEIGHTS, or untrained weights written by
+backend.weights.write_untrained_weights), =fake starts the real server (backend/server.py) with the
+colour-filling test engine of tests/fake_engines.py, =auto (default) uses real when the backend CLI
+and weights writer exist, else fake.
+
+Inside the root, with this checkout bound read-only at the same path: install.py installs the
+plug-in into a fresh GIMP profile (twice: the second run must change nothing), gimp-console runs
+tests/e2e_gimp/batch_fill.py over several cases in one session, and the host compares raw dumps of
+the composite, the source layer and the selection before and after. A second profile gets pyzmq and
+msgpack vendored as wheels by install.py (--vendor always) and must fill the same way. The GUI test
+runs gimp-3.0 under Xvfb: one Ctrl+Z must undo a whole fill, the interactive dialog must appear and
+work. HIFILL_GIMP_SCREENSHOTS=DIR saves gimp-dialog.png and gimp-result.png there (docs/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from shared_protocol import Client, HiFillError  # noqa: E402
+
+pytestmark = pytest.mark.editor
+
+ROOT = Path(os.environ.get("HIFILL_EDITORS_ROOT", "/work/editors-root"))
+ROOT_TOOL = REPO / "tools" / "editors_root.sh"
+E2E_DIR = REPO / "tests" / "e2e_gimp"
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+GIMP_TIMEOUT_S = 600
+WIDTH, HEIGHT = 160, 120
+PLUGIN_FILES = {
+    "hifill.py",
+    "hifill_backend_launch.py",
+    "hifill-backend.json",
+    "hifill-install-manifest.json",
+}
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (chroot into the editors root)"
+    status = subprocess.run([str(ROOT_TOOL), "status"], capture_output=True, text=True, check=False)
+    if status.returncode != 0:
+        return f"editors root {ROOT} is not built (run: tools/editors_root.sh build)"
+    if not (ROOT / "usr" / "bin" / "gimp-console-3.0").exists():
+        return f"GIMP 3 is not installed in {ROOT}"
+    return None
+
+
+_SKIP = _skip_reason()
+if _SKIP:
+    pytestmark = [pytest.mark.editor, pytest.mark.skip(reason=_SKIP)]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _binds() -> str:
+    """The checkout (read-only) and the venv's base interpreter, at their host paths inside the root."""
+    base = subprocess.run(
+        [str(VENV_PYTHON), "-c", "import sys; print(sys.base_prefix)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return f"{REPO}:ro {base}:ro"
+
+
+def run_in_root(
+    args: list[str], env: dict[str, str] | None = None, timeout: float = GIMP_TIMEOUT_S, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run a command inside the root with a clean environment plus `env`."""
+    assignments = [f"{key}={value}" for key, value in (env or {}).items()]
+    completed = subprocess.run(
+        [str(ROOT_TOOL), "run", *assignments, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, HIFILL_EDITORS_BIND=_binds()),
+        check=False,
+    )
+    if check and completed.returncode != 0:
+        raise AssertionError(
+            f"{args[0]} failed ({completed.returncode}):\n{completed.stdout[-3000:]}\n"
+            f"{completed.stderr[-3000:]}"
+        )
+    return completed
+
+
+def _picture(width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
+    """A deterministic RGB picture: gradients and waves, uint8 (H, W, 3)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    rgb = np.stack([x / (width - 1), y / (height - 1), 0.5 + 0.4 * np.sin(x / 7.0) * np.cos(y / 9.0)], -1)
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+def _scene(width: int = 480, height: int = 320) -> np.ndarray:
+    """A small landscape with a red ball to remove (for the GUI test and the README screenshots)."""
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    horizon = height * 0.45
+    sky = np.stack([0.45 + 0.3 * y / horizon, 0.65 + 0.2 * y / horizon, np.full_like(y, 0.95)], -1)
+    grass_noise = rng.normal(0, 0.04, (height, width))
+    grass = np.stack([0.25 + grass_noise, 0.55 + 0.1 * np.sin(x / 11.0) + grass_noise, 0.2 + grass_noise], -1)
+    picture = np.where((y < horizon)[..., None], sky, grass)
+    ball = (x - width * 0.55) ** 2 + (y - height * 0.62) ** 2 < (height * 0.09) ** 2
+    picture[ball] = [0.85, 0.12, 0.1]
+    return np.round(np.clip(picture, 0, 1) * 255).astype(np.uint8)
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(rgb).save(path)
+
+
+# --------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def workdir():
+    """A fresh folder inside the root (/tmp/hifill-gimp-e2e-*), removed afterwards."""
+    name = f"hifill-gimp-e2e-{uuid.uuid4().hex[:8]}"
+    host = ROOT / "tmp" / name
+    host.mkdir(parents=True)
+    yield host, Path("/tmp") / name
+    if not os.environ.get("HIFILL_E2E_KEEP"):  # HIFILL_E2E_KEEP=1 keeps dumps and logs for debugging
+        shutil.rmtree(host, ignore_errors=True)
+
+
+def _start_process(command: list[str], log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _wait_for_hello(endpoint: str, process: subprocess.Popen, log_path: Path, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    client = Client(endpoint, timeout_s=10.0, connect_timeout_s=2.0)
+    try:
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"backend exited ({process.returncode}): {log_path.read_text()[-2000:]}")
+            try:
+                return client.hello()
+            except HiFillError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"backend silent for {timeout_s} s: {log_path.read_text()[-2000:]}"
+                    ) from None
+    finally:
+        client.close()
+
+
+def _backend_kind() -> str:
+    kind = os.environ.get("HIFILL_E2E_BACKEND", "auto")
+    if kind != "auto":
+        return kind
+    try:
+        import backend.weights  # noqa: F401
+    except ImportError:
+        return "fake"
+    return "real" if (REPO / "backend" / "__main__.py").exists() else "fake"
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    """(endpoint, kind, hello) of a backend process on the host, stopped afterwards."""
+    kind = _backend_kind()
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    folder = tmp_path_factory.mktemp("gimp-backend")
+    log_path = folder / "backend.log"
+    if kind == "real":
+        weights = os.environ.get("HIFILL_E2E_WEIGHTS")
+        if not weights:
+            from backend.weights import write_untrained_weights
+
+            weights = str(folder / "untrained.safetensors")
+            write_untrained_weights(Path(weights), seed=0)
+        command = [
+            str(VENV_PYTHON),
+            "-m",
+            "backend",
+            "serve",
+            "--endpoint",
+            endpoint,
+            "--weights",
+            weights,
+            "--device",
+            "cpu",
+        ]
+    elif kind == "fake":
+        command = [str(VENV_PYTHON), "-m", "tests.fake_engines", "--engine", "colour", "--endpoint", endpoint]
+    else:
+        raise AssertionError(f"HIFILL_E2E_BACKEND must be real, fake or auto, not {kind!r}")
+    process = _start_process(command, log_path)
+    try:
+        hello = _wait_for_hello(endpoint, process, log_path, timeout_s=180)
+        yield endpoint, kind, hello
+    finally:
+        _stop_process(process)
+
+
+def _fake_backend_python(workdir_host: Path, workdir_root: Path, fail_port: int) -> Path:
+    """A stand-in for the installed backend's Python: install.py records `<it> -m backend serve`, the
+    plug-in appends `--endpoint E`. It serves the colour test engine, or fails like a backend without
+    weights when E uses `fail_port`."""
+    script = workdir_host / "fake-backend-python"
+    script.write_text(
+        "#!/bin/sh\n"
+        "shift 3  # -m backend serve\n"
+        f'case "$2" in *:{fail_port}) echo "simulated start failure: no weights found" >&2; exit 3;; esac\n'
+        f'exec {VENV_PYTHON} -m tests.fake_engines --engine colour "$@"\n'
+    )
+    script.chmod(0o755)
+    return workdir_root / script.name
+
+
+def _install_in_root(profile_root: Path, home_root: Path, backend_python: Path, *extra: str):
+    return run_in_root(
+        [
+            "python3",
+            str(REPO / "install.py"),
+            "gimp",
+            "--profile",
+            str(profile_root),
+            "--backend-python",
+            str(backend_python),
+            *extra,
+        ],
+        env={"HOME": str(home_root)},
+    )
+
+
+def _tree(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mode) for p in sorted(folder.rglob("*"))
+    }
+
+
+@pytest.fixture(scope="module")
+def profile(workdir):
+    """A fresh GIMP profile with the plug-in installed by install.py run inside the root (twice)."""
+    host, inside = workdir
+    fail_port = _free_port()
+    backend_python = _fake_backend_python(host, inside, fail_port)
+    first = _install_in_root(inside / "profile", inside / "home", backend_python)
+    tree = _tree(host / "profile")
+    second = _install_in_root(inside / "profile", inside / "home", backend_python)
+    return {
+        "host": host / "profile",
+        "root": inside / "profile",
+        "fail_port": fail_port,
+        "first": first.stdout,
+        "second": second.stdout,
+        "tree": tree,
+        "tree_again": _tree(host / "profile"),
+    }
+
+
+def _run_batch(workdir, profile_root: Path, cases: list[dict], tag: str) -> dict[str, dict]:
+    host, inside = workdir
+    out_host, out_root = host / f"out-{tag}", inside / f"out-{tag}"
+    out_host.mkdir()
+    job = {"out_dir": str(out_root), "result_path": str(out_root / "result.json"), "cases": cases}
+    (out_host / "job.json").write_text(json.dumps(job))
+    started = time.monotonic()
+    completed = run_in_root(
+        [
+            "gimp-console-3.0",
+            "-i",
+            "-n",
+            "--batch-interpreter=python-fu-eval",
+            "-b",
+            f"exec(open('{E2E_DIR / 'batch_fill.py'}').read()); hifill_e2e('{out_root / 'job.json'}')",
+            "--quit",
+        ],
+        env={"HOME": str(inside / "home"), "GIMP3_DIRECTORY": str(profile_root)},
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    result_file = out_host / "result.json"
+    assert result_file.exists(), f"GIMP wrote no result ({completed.returncode}):\n{completed.stderr[-4000:]}"
+    results = {r["name"]: r for r in json.loads(result_file.read_text())}
+    for result in results.values():
+        result["out"] = out_host
+        result["gimp_seconds"] = elapsed
+        result["gimp_log"] = completed.stdout[-2000:] + completed.stderr[-4000:]
+    return results
+
+
+DTYPES = {"u8": np.uint8, "u16": np.uint16, "f32": np.float32}
+
+
+def _dumps(result: dict, dtype: str = "u8") -> dict[str, np.ndarray]:
+    width, height = result["canvas"]
+    source = result["layers_before"][0]["size"]
+    prefix = result["out"] / result["name"]
+    sample = DTYPES[dtype]
+    arrays = {
+        "before": np.fromfile(f"{prefix}.composite-before.raw", sample).reshape(height, width, 4),
+        "after": np.fromfile(f"{prefix}.composite-after.raw", sample).reshape(height, width, 4),
+        "selection": np.fromfile(f"{prefix}.selection.raw", np.uint8).reshape(height, width),
+        "source_before": np.fromfile(f"{prefix}.source-before.raw", sample).reshape(source[1], source[0], 4),
+        "source_after": np.fromfile(f"{prefix}.source-after.raw", sample).reshape(source[1], source[0], 4),
+    }
+    return arrays
+
+
+def _assert_ok(result: dict) -> None:
+    assert "exception" not in result, result.get("exception")
+    assert result.get("registered"), f"the procedure is not registered in GIMP:\n{result.get('gimp_log')}"
+    assert result["status"] == "success", f"{result['message']}\n{result.get('gimp_log')}"
+
+
+def _assert_fill(result: dict, dtype: str = "u8") -> dict[str, np.ndarray]:
+    """Outside the selection the composite is bit-exact; fully selected pixels changed."""
+    data = _dumps(result, dtype)
+    outside = data["selection"] == 0
+    inside = data["selection"] == 255
+    assert outside.any() and inside.any()
+    np.testing.assert_array_equal(data["after"][outside], data["before"][outside])
+    changed = np.any(data["after"][inside] != data["before"][inside], axis=-1)
+    assert changed.mean() > 0.9, f"only {changed.mean():.0%} of the selected pixels changed"
+    return data
+
+
+# ------------------------------------------------------------------------------------------------ tests
+
+
+def test_install_in_root_is_idempotent(profile):
+    plugin = profile["host"] / "plug-ins" / "hifill"
+    assert (plugin / "hifill.py").stat().st_mode & 0o111, "hifill.py must be executable"
+    assert {p.name for p in plugin.iterdir()} >= PLUGIN_FILES
+    assert (plugin / "shared_protocol" / "client.py").is_file()
+    assert not (plugin / "vendor").exists(), "Debian's python3-zmq/msgpack are there: nothing to vendor"
+    assert "nothing to vendor" in profile["first"]
+    assert profile["tree"] == profile["tree_again"]
+    config = json.loads((plugin / "hifill-backend.json").read_text())
+    assert config["command"][1:] == ["-m", "backend", "serve"]
+    assert config["cwd"] == str(REPO)
+
+
+CASES = [
+    {"name": "u8_new_layer", "selection": ["rect", 50, 40, 30, 20]},
+    {
+        "name": "u8_in_place_offset_feather",
+        "add_alpha": True,
+        "layer_offset": [-20, 15],
+        "selection": ["ellipse", 30, 30, 60, 50],
+        "feather": 8,
+        "arguments": {"output-mode": "in-place", "context-size": 24},
+    },
+    {
+        "name": "u16_new_layer",
+        "precision": "U16_NON_LINEAR",
+        "dump_dtype": "u16",
+        "selection": ["rect", 100, 20, 40, 30],
+    },
+    {
+        "name": "float_linear_in_place",
+        "precision": "FLOAT_LINEAR",
+        "dump_dtype": "f32",
+        "selection": ["rect", 10, 70, 50, 30],
+        "arguments": {"output-mode": "in-place"},
+    },
+    {"name": "no_selection"},
+    {"name": "grayscale", "grayscale": True, "selection": ["rect", 50, 40, 30, 20]},
+    {"name": "selection_off_layer", "layer_offset": [100, 0], "selection": ["rect", 10, 10, 40, 40]},
+    {"name": "autostart", "selection": ["rect", 60, 50, 20, 20]},
+    {"name": "autostart_fails", "selection": ["rect", 60, 50, 20, 20]},
+]
+
+
+@pytest.fixture(scope="module")
+def batch(workdir, profile, backend):
+    endpoint = backend[0]
+    host, inside = workdir
+    image = host / "picture.png"
+    _write_png(image, _picture())
+    autostart_endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    cases = []
+    for case in CASES:
+        case = json.loads(json.dumps(case))
+        case["image"] = str(inside / "picture.png")
+        arguments = case.setdefault("arguments", {})
+        arguments["endpoint"] = {
+            "autostart": autostart_endpoint,
+            "autostart_fails": f"tcp://127.0.0.1:{profile['fail_port']}",
+        }.get(case["name"], endpoint)
+        cases.append(case)
+    try:
+        yield _run_batch(workdir, profile["root"], cases, "main")
+    finally:
+        _stop_backends_listening_on(autostart_endpoint)
+
+
+def _stop_backends_listening_on(endpoint: str) -> None:
+    """Stop the backend the plug-in started for `endpoint` (found by that unique endpoint, killed by pid)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if endpoint.encode() in command and b"tests.fake_engines" in command:
+            os.kill(int(proc.name), signal.SIGTERM)
+
+
+def test_new_layer_u8(batch, backend):
+    result = batch["u8_new_layer"]
+    _assert_ok(result)
+    data = _assert_fill(result)
+    names = [layer["name"] for layer in result["layers_after"]]
+    assert names == ["HiFill (Background)", "Background"], "a new layer directly above the source"
+    new_layer = result["layers_after"][0]
+    assert new_layer["offsets"] == [50, 40] and new_layer["size"] == [30, 20], (
+        "the layer covers the selection"
+    )
+    np.testing.assert_array_equal(data["source_after"], data["source_before"])
+    if backend[1] == "fake":  # the colour engine writes 200 into every masked sample
+        assert np.all(data["after"][data["selection"] == 255][:, :3] == 200)
+
+
+def test_in_place_with_layer_offset_and_feather(batch):
+    result = batch["u8_in_place_offset_feather"]
+    _assert_ok(result)
+    data = _assert_fill(result)
+    assert [layer["name"] for layer in result["layers_after"]] == ["Background"], "in place: no new layer"
+    # The layer sits at (-20, 15): its pixel (x, y) is canvas (x - 20, y + 15); outside the selection the
+    # layer's own pixels are untouched, including the part hanging off the canvas.
+    height, width = data["source_before"].shape[:2]
+    selection_on_layer = np.zeros((height, width), np.uint8)
+    canvas_h, canvas_w = data["selection"].shape
+    ys, xs = np.mgrid[0:height, 0:width]
+    canvas_x, canvas_y = xs - 20, ys + 15
+    on_canvas = (canvas_x >= 0) & (canvas_x < canvas_w) & (canvas_y >= 0) & (canvas_y < canvas_h)
+    selection_on_layer[on_canvas] = data["selection"][canvas_y[on_canvas], canvas_x[on_canvas]]
+    untouched = selection_on_layer == 0
+    np.testing.assert_array_equal(data["source_after"][untouched], data["source_before"][untouched])
+    soft = (data["selection"] > 0) & (data["selection"] < 255)
+    assert soft.sum() > 50, "the feathered selection has a soft edge"
+
+
+def test_sixteen_bit_new_layer(batch):
+    result = batch["u16_new_layer"]
+    _assert_ok(result)
+    data = _assert_fill(result, "u16")
+    assert len(result["layers_after"]) == 2
+    np.testing.assert_array_equal(data["source_after"], data["source_before"])
+
+
+def test_float_linear_in_place(batch):
+    result = batch["float_linear_in_place"]
+    _assert_ok(result)
+    _assert_fill(result, "f32")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("no_selection", "Nothing is selected"),
+        ("grayscale", "not RGB"),
+        ("selection_off_layer", "does not overlap the layer"),
+    ],
+)
+def test_refusals_change_nothing(batch, name, expected):
+    result = batch[name]
+    assert "exception" not in result, result.get("exception")
+    assert result["status"] in ("execution-error", "calling-error")
+    assert expected in result["message"]
+    assert result["layers_after"] == result["layers_before"]
+    data = _dumps(result)
+    np.testing.assert_array_equal(data["after"], data["before"])
+
+
+def test_starts_the_installed_backend_when_none_answers(batch):
+    result = batch["autostart"]
+    _assert_ok(result)
+    _assert_fill(result)
+
+
+def test_clear_message_when_the_installed_backend_cannot_start(batch):
+    result = batch["autostart_fails"]
+    assert result["status"] == "execution-error"
+    assert "backend_unavailable" in result["message"]
+    assert "stopped while starting (exit code 3)" in result["message"]
+    assert "simulated start failure" in result["message"]
+    assert result["layers_after"] == result["layers_before"]
+
+
+def test_vendored_wheels_work_in_gimp(workdir, backend):
+    """install.py run on the host with --vendor always: pyzmq/msgpack wheels for GIMP's Python 3.13."""
+    host, inside = workdir
+    installed = subprocess.run(
+        [
+            str(VENV_PYTHON),
+            str(REPO / "install.py"),
+            "gimp",
+            "--profile",
+            str(host / "vendored"),
+            "--vendor",
+            "always",
+            "--python-version",
+            "3.13",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr
+    vendor = inside / "vendored" / "plug-ins" / "hifill" / "vendor"
+    probe = run_in_root(
+        [
+            "python3",
+            "-c",
+            f"import sys; sys.path.insert(0, '{vendor}'); import zmq, msgpack; "
+            "print(zmq.__file__, msgpack.__file__, zmq.pyzmq_version())",
+        ]
+    )
+    zmq_file, msgpack_file, version = probe.stdout.split()
+    assert zmq_file.startswith(str(vendor)) and msgpack_file.startswith(str(vendor))
+    assert int(version.split(".")[0]) >= 26
+    _write_png(host / "vendored-picture.png", _picture())
+    case = {
+        "name": "vendored",
+        "image": str(inside / "vendored-picture.png"),
+        "selection": ["rect", 40, 30, 30, 30],
+        "arguments": {"endpoint": backend[0]},
+    }
+    result = _run_batch(workdir, inside / "vendored", [case], "vendored")["vendored"]
+    _assert_ok(result)
+    _assert_fill(result)
+    removed = subprocess.run(
+        [
+            str(VENV_PYTHON),
+            str(REPO / "install.py"),
+            "gimp",
+            "--profile",
+            str(host / "vendored"),
+            "--uninstall",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert removed.returncode == 0, removed.stderr
+    assert not (host / "vendored" / "plug-ins").exists(), "uninstall leaves no trace of the plug-in"
+
+
+# ------------------------------------------------------------------------------------------------- GUI
+
+
+class _Display:
+    """Xvfb + xdotool inside the root."""
+
+    def __init__(self, number: int) -> None:
+        self.name = f":{number}"
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run_in_root(list(args), env={"DISPLAY": self.name}, timeout=60, check=check)
+
+    def windows(self) -> dict[str, str]:
+        listed = self.run("xdotool", "search", "--onlyvisible", "--name", ".", check=False).stdout.split()
+        return {w: self.run("xdotool", "getwindowname", w, check=False).stdout.strip() for w in listed}
+
+    def find(self, needle: str, timeout_s: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for window, title in self.windows().items():
+                if needle in title:
+                    return window
+            time.sleep(0.5)
+        raise AssertionError(f"no window named like {needle!r}: {self.windows()}")
+
+    def key(self, window: str, *keys: str) -> None:
+        self.run("xdotool", "windowfocus", "--sync", window)
+        self.run("xdotool", "key", *keys)
+
+    def screenshot(self, path_in_root: Path) -> None:
+        self.run("sh", "-c", f"xwd -root -display {self.name} | convert xwd:- png:{path_in_root}")
+
+
+def _wait_for_step(out_host: Path, step: str, timeout_s: float = 180.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for name in (step, "error"):
+            marker = out_host / f"{name}.json"
+            if marker.exists():
+                data = json.loads(marker.read_text())
+                assert name == step, f"GIMP session failed: {data}"
+                return data
+        time.sleep(0.2)
+    raise AssertionError(f"GIMP did not reach step {step}")
+
+
+def test_gui_one_undo_step_dialog_and_screenshots(workdir, profile, backend):
+    host, inside = workdir
+    out_host, out_root = host / "gui", inside / "gui"
+    out_host.mkdir()
+    _write_png(host / "scene.png", _scene())
+    job = {
+        "out_dir": str(out_root),
+        "image": str(inside / "scene.png"),
+        "selection": [222, 168, 84, 84],
+        "arguments": {"endpoint": backend[0]},
+    }
+    (out_host / "job.json").write_text(json.dumps(job))
+    # The interactive dialog starts from the last values (GIMP keeps them per procedure in
+    # plug-in-settings/GimpProcedureConfigRun-<name>.last); make them point at the test backend.
+    settings = profile["host"] / "plug-in-settings"
+    settings.mkdir(exist_ok=True)
+    (settings / "GimpProcedureConfigRun-python-fu-hifill-inpaint-selection.last").write_text(
+        f'(output-mode "new-layer")\n(context-size 0)\n(endpoint "{backend[0]}")\n'
+    )
+    (profile["host"] / "gimprc").write_text("(show-welcome-dialog no)\n")
+
+    display = _Display(100 + os.getpid() % 800)
+    bind = dict(os.environ, HIFILL_EDITORS_BIND=_binds())
+    xvfb = _start_process(
+        [str(ROOT_TOOL), "run", "Xvfb", display.name, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        host / "xvfb.log",
+    )
+    gimp = None
+    gimp_log = open(host / "gimp-gui.log", "wb")  # noqa: SIM115 - closed in finally
+    try:
+        time.sleep(2)
+        gimp = subprocess.Popen(
+            [
+                str(ROOT_TOOL),
+                "run",
+                f"HOME={inside / 'home'}",
+                f"GIMP3_DIRECTORY={profile['root']}",
+                f"DISPLAY={display.name}",
+                "gimp-3.0",
+                "-n",
+                "--batch-interpreter=python-fu-eval",
+                "-b",
+                f"exec(open('{E2E_DIR / 'gui_session.py'}').read()); hifill_gui('{out_root / 'job.json'}')",
+            ],
+            stdout=gimp_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=bind,
+        )
+
+        filled = _wait_for_step(out_host, "filled")
+        assert filled["status"] == "success", filled["message"]
+        assert filled["after"]["layers"] == ["HiFill (Background)", "Background"]
+        main_window = display.find(" – GIMP")  # the image window's title ends so; dialogs' do not
+        display.run("xdotool", "windowsize", main_window, "1280", "800")
+        display.key(main_window, "ctrl+z")
+        time.sleep(1.5)
+        (out_host / "filled.done").touch()
+        undone = _wait_for_step(out_host, "undone")
+        assert undone["layers"] == filled["before"]["layers"], (
+            f"one Ctrl+Z removes the fill {display.windows()}"
+        )
+        assert undone["selection"] == filled["before"]["selection"], "…and nothing before it"
+
+        (out_host / "undone.done").touch()
+        dialog = display.find("HiFill Inpaint Selection")
+        time.sleep(1.0)
+        display.screenshot(out_root / "gimp-dialog.png")
+        display.key(dialog, "Return")
+        interactive = _wait_for_step(out_host, "interactive")
+        assert interactive["status"] == "success", interactive["message"]
+        assert interactive["after"]["layers"] == ["HiFill (Background)", "Background"]
+        display.key(main_window, "shift+ctrl+j")  # View › Zoom › Fit Image in Window
+        time.sleep(2.0)
+        display.screenshot(out_root / "gimp-result.png")
+        target = os.environ.get("HIFILL_GIMP_SCREENSHOTS")
+        if target:
+            for name in ("gimp-dialog.png", "gimp-result.png"):
+                shutil.copyfile(out_host / name, Path(target) / name)
+    finally:
+        for process in (gimp, xvfb):
+            if process is not None:
+                _stop_process(process)
+        gimp_log.close()
