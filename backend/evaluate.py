@@ -61,10 +61,12 @@ class EvaluationError(Exception):
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """What factories may need: weights file and device of our engine, OpenCV's inpaint radius."""
+    """What factories may need: our engine's weights, device and whether untrained weights are
+    acceptable (plumbing tests only), and OpenCV's inpaint radius."""
 
     weights: Path | None = None
     device: str = "auto"
+    allow_untrained: bool = False
     opencv_radius: int = 3
 
 
@@ -86,7 +88,7 @@ def mean_colour_method(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def engine_method(weights: Path | None = None, device: str = "auto") -> Method:
+def engine_method(weights: Path | None = None, device: str = "auto", allow_untrained: bool = False) -> Method:
     """Our HiFill engine (backend.engine, CRA path) as a Method; raises EvaluationError if unusable."""
     try:
         from backend.engine import load_engine
@@ -97,7 +99,7 @@ def engine_method(weights: Path | None = None, device: str = "auto") -> Method:
             "--methods telea,ns until it is available."
         ) from error
     try:
-        engine = load_engine(weights, device=device)
+        engine = load_engine(weights, device=device, allow_untrained=allow_untrained)
     except HiFillError as error:
         raise EvaluationError(error.message) from error
 
@@ -119,7 +121,7 @@ def _cv2_flag(name: str) -> int:
 
 
 METHOD_FACTORIES: dict[str, Callable[[MethodConfig], Method]] = {
-    "hifill": lambda config: engine_method(config.weights, config.device),
+    "hifill": lambda config: engine_method(config.weights, config.device, config.allow_untrained),
     "telea": lambda config: opencv_method(_cv2_flag("telea"), config.opencv_radius),
     "ns": lambda config: opencv_method(_cv2_flag("ns"), config.opencv_radius),
     "mean": lambda config: mean_colour_method,
@@ -611,6 +613,8 @@ def _report_header(args: argparse.Namespace, methods: dict[str, Method], photos:
     ]
     for name, method in methods.items():
         description = getattr(method, "description", None)
+        if isinstance(description, dict):
+            description = ", ".join(f"{key} {value}" for key, value in description.items())
         if description:
             lines.append(f"- {METHOD_TITLES.get(name, name)}: {description}")
     if "telea" in methods or "ns" in methods:
@@ -649,6 +653,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="folder of validation photos")
     parser.add_argument("--weights", type=Path, default=None, help="generator weights (default: shipped)")
     parser.add_argument("--device", default="auto", help="device for our engine: auto, cpu, cuda")
+    parser.add_argument(
+        "--allow-untrained", action="store_true", help="accept untrained weights (to test the plumbing only)"
+    )
     parser.add_argument(
         "--count", type=int, default=None, help="evaluate N photos spread evenly over the folder"
     )
@@ -691,7 +698,12 @@ def main(argv: list[str] | None = None) -> int:
         names = [name.strip() for name in args.methods.split(",") if name.strip()]
         if not names:
             raise EvaluationError("No methods given.")
-        config = MethodConfig(weights=args.weights, device=args.device, opencv_radius=args.opencv_radius)
+        config = MethodConfig(
+            weights=args.weights,
+            device=args.device,
+            allow_untrained=args.allow_untrained,
+            opencv_radius=args.opencv_radius,
+        )
         methods = build_methods(names, config)
         report = evaluate(
             photos,

@@ -251,9 +251,8 @@ def test_methods_are_pluggable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_hifill_engine_with_untrained_weights(tmp_path: Path) -> None:
     """Our engine through the harness, with clearly untrained weights (quality is not judged)."""
     try:
-        from backend.weights import write_untrained_weights
-
         from backend.engine import load_engine  # noqa: F401
+        from backend.weights import write_untrained_weights
     except ImportError as error:
         pytest.skip(f"the engine is not available yet: {error}")
     import torch
@@ -261,11 +260,17 @@ def test_hifill_engine_with_untrained_weights(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     weights = tmp_path / "untrained.safetensors"
     write_untrained_weights(weights, seed=0)
-    paths = write_photos(tmp_path / "photos", [(260, 200)])
-    methods = ev.build_methods(["hifill", "telea"], ev.MethodConfig(weights=weights, device="cpu"))
-    report = ev.evaluate(paths, methods, ev.parse_sizes("128,long300"), tmp_path / "out", progress=False)
-    assert len(report.results) == 4
-    assert all(math.isfinite(r.scores["l1_hole"]) for r in report.results)
+    write_photos(tmp_path / "photos", [(260, 200)])
+    argv = ["--photos", str(tmp_path / "photos"), "--weights", str(weights), "--device", "cpu"]
+    argv += ["--allow-untrained", "--methods", "hifill,telea", "--sizes", "96,long200", "--no-progress"]
+    assert ev.main([*argv, "--out", str(tmp_path / "out")]) == 0
+    results = (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
+    assert "untrained" in results  # the engine's description is in the header
+    with (tmp_path / "out" / "cases.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    pairs = [(r["size"], r["method"]) for r in rows]
+    assert pairs == [("96", "hifill"), ("96", "telea"), ("long200", "hifill"), ("long200", "telea")]
+    assert all(math.isfinite(float(r["l1_hole"])) for r in rows)
 
 
 def test_missing_engine_or_weights_is_an_error_not_a_silent_skip(
