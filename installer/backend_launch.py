@@ -137,6 +137,7 @@ def ensure_backend(
     on_status: Callable[[str], None] = lambda message: None,
     log_path: Path | None = None,
     clock: Callable[[], float] = time.monotonic,
+    start: Callable[[BackendConfig, str, Path], subprocess.Popen] | None = None,
 ) -> dict:
     """Return the backend's hello reply, starting the installed backend first when nothing answers.
 
@@ -158,7 +159,7 @@ def ensure_backend(
         )
     log_path = Path(log_path) if log_path else default_log_path()
     on_status(f"Starting the HiFill backend at {endpoint}…")
-    process = start_backend(config, endpoint, log_path)
+    process = (start or start_backend)(config, endpoint, log_path)
     deadline = clock() + timeout_s
     while True:
         if is_cancelled():

@@ -7,14 +7,20 @@ rectangle of layer pixels sent to the backend (its (0, 0) is the request's top-l
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-# Auto context: the plug-in sends the selection's bounding box plus this margin on each side (clamped to
-# the layer), and leaves the final choice of context window to the backend (context_px absent). The
-# margin is twice the selection's longer side, at least AUTO_CONTEXT_MIN_PX, so the backend's own window
-# (which scales with the hole) fits inside what it receives.
-AUTO_CONTEXT_MIN_PX = 256
-AUTO_CONTEXT_FACTOR = 2
+# Context: the backend (backend/cra.py) finds hole boxes on an 8-px block grid, grows every box by a
+# margin (the user's context_px, or on auto 0.6 x the box's longer side with a window of at least
+# 384 px), pads the window to whole attention cells (less than 128 px) and shifts it inward where it
+# meets an image edge. The plug-in sends the selection's box grown by twice (margin + padding) plus a
+# block, with its origin on the layer's 8-px grid, clamped to the layer: every window the backend opens
+# then lies inside what it receives, exactly as if it had the whole layer (tests/test_plugin_gimp.py
+# checks this against backend.cra.plan_windows).
+BACKEND_AUTO_FACTOR = 0.6
+BACKEND_MIN_WINDOW_SIDE = 384
+BACKEND_GRID_PAD_PX = 128
+BACKEND_BLOCK_PX = 8
 MAX_CONTEXT_PX = 8192
 
 # bytes.translate table: any selected amount (1..255) becomes 255 = "fill". GIMP applies the soft
@@ -75,20 +81,31 @@ def selection_in_layer(
     return box.intersect(Rect(0, 0, layer_size[0], layer_size[1]))
 
 
-def auto_context_px(selection: Rect) -> int:
-    """Margin the plug-in sends around the selection when the user leaves context on auto."""
-    return max(AUTO_CONTEXT_MIN_PX, AUTO_CONTEXT_FACTOR * max(selection.width, selection.height))
+def backend_margin(selection: Rect, context_px: int | None) -> int:
+    """The largest margin the backend puts around any hole inside `selection`."""
+    if context_px is not None:
+        return context_px
+    longer = max(selection.width, selection.height)
+    return max(math.ceil(BACKEND_AUTO_FACTOR * longer), BACKEND_MIN_WINDOW_SIDE // 2)
+
+
+def request_margin(selection: Rect, context_px: int | None) -> int:
+    """Pixels of context the plug-in sends around the selection box (before clamping to the layer)."""
+    return 2 * (backend_margin(selection, context_px) + BACKEND_GRID_PAD_PX) + BACKEND_BLOCK_PX
 
 
 def request_rect(selection: Rect, layer_size: tuple[int, int], context_px: int | None) -> Rect:
-    """The layer pixels to send: the selection box (layer coordinates) plus `context_px` of context on
-    each side (None = auto_context_px), clamped to the layer."""
+    """The layer pixels to send: the selection box (layer coordinates) plus request_margin on each side,
+    clamped to the layer. context_px: the user's context (None = auto)."""
     if selection.is_empty:
         raise ValueError("the selection box is empty")
     if context_px is not None and not 0 <= context_px <= MAX_CONTEXT_PX:
         raise ValueError(f"context must be between 0 and {MAX_CONTEXT_PX} pixels, got {context_px}")
-    margin = auto_context_px(selection) if context_px is None else context_px
-    return selection.expand(margin).intersect(Rect(0, 0, layer_size[0], layer_size[1]))
+    grown = selection.expand(request_margin(selection, context_px))
+    left = max(0, grown.x - grown.x % BACKEND_BLOCK_PX)
+    top = max(0, grown.y - grown.y % BACKEND_BLOCK_PX)
+    aligned = Rect(left, top, grown.right - left, grown.bottom - top)
+    return aligned.intersect(Rect(0, 0, layer_size[0], layer_size[1]))
 
 
 def context_option(context_px: int) -> int | None:

@@ -1,0 +1,527 @@
+"""The GIMP plug-in's GIMP-free modules: region maths, formats, planning, the fill worker process and
+the backend launcher (installer/backend_launch.py, shipped as hifill_backend_launch.py).
+
+Worker and launcher tests run real processes: the real server (backend/server.py) with the test
+engines of tests/fake_engines.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "plugin_gimp"))
+sys.path.insert(0, str(REPO))
+
+from hifill_gimp import formats, plan, region  # noqa: E402
+from hifill_gimp.region import Rect  # noqa: E402
+from hifill_gimp.worker import FillJob, run_fill  # noqa: E402
+
+from installer import backend_launch  # noqa: E402
+from shared_protocol import DEFAULT_ENDPOINT, Client, ErrorKind, HiFillError  # noqa: E402
+
+WORKER_PATHS = [str(REPO / "plugin_gimp"), str(REPO)]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------------------------- region
+
+
+def test_selection_in_layer_subtracts_offsets_and_clips():
+    # Layer 100x80 at image (30, -10); selection (20, 0)-(60, 40) in image coordinates.
+    assert region.selection_in_layer((20, 0, 60, 40), (30, -10), (100, 80)) == Rect(0, 10, 30, 40)
+    assert region.selection_in_layer((0, 0, 10, 10), (30, 30), (100, 80)).is_empty
+    assert region.selection_in_layer((0, 0, 500, 500), (0, 0), (100, 80)) == Rect(0, 0, 100, 80)
+
+
+def test_request_rect_grows_by_twice_the_backend_margin_and_clamps():
+    selection = Rect(1000, 900, 100, 50)
+    auto = 2 * (192 + region.BACKEND_GRID_PAD_PX) + region.BACKEND_BLOCK_PX  # 0.6 x 100 < 384 / 2
+    assert region.request_margin(selection, None) == auto
+    assert region.request_margin(selection, 10) == 2 * (10 + 128) + 8
+    assert region.request_margin(Rect(0, 0, 1000, 10), None) == 2 * (600 + 128) + 8
+    request = region.request_rect(selection, (4000, 4000), None)
+    assert request.x % 8 == 0 and request.y % 8 == 0, "origin on the backend's 8-px block grid"
+    assert request.x <= 1000 - auto and request.right == 1100 + auto and request.bottom == 950 + auto
+    assert region.request_rect(selection, (1150, 1000), 10) == Rect(712, 616, 1150 - 712, 1000 - 616)
+    assert region.request_rect(Rect(5, 5, 10, 10), (50, 40), None) == Rect(0, 0, 50, 40)
+    with pytest.raises(ValueError):
+        region.request_rect(Rect(0, 0, 0, 5), (10, 10), None)
+    with pytest.raises(ValueError):
+        region.request_rect(selection, (2000, 2000), region.MAX_CONTEXT_PX + 1)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    layer_w=st.integers(1, 1400),
+    layer_h=st.integers(1, 1400),
+    data=st.data(),
+    context=st.one_of(st.none(), st.integers(0, 300)),
+)
+def test_the_backend_opens_the_same_windows_as_on_the_whole_layer(layer_w, layer_h, data, context):
+    """For holes anywhere inside the selection, the backend's windows on the request equal its windows
+    on the whole layer (backend.cra.plan_windows), so sending a crop changes nothing."""
+    import torch
+
+    torch.set_num_threads(1)
+    from backend.cra import plan_windows
+
+    x = data.draw(st.integers(0, layer_w - 1))
+    y = data.draw(st.integers(0, layer_h - 1))
+    selection = Rect(x, y, data.draw(st.integers(1, layer_w - x)), data.draw(st.integers(1, layer_h - y)))
+    mask = np.zeros((layer_h, layer_w), np.uint8)
+    for _ in range(data.draw(st.integers(1, 3))):
+        hx = data.draw(st.integers(selection.x, selection.right - 1))
+        hy = data.draw(st.integers(selection.y, selection.bottom - 1))
+        mask[
+            hy : data.draw(st.integers(hy + 1, selection.bottom)),
+            hx : data.draw(st.integers(hx + 1, selection.right)),
+        ] = 255
+    request = region.request_rect(selection, (layer_w, layer_h), context)
+    crop = mask[request.y : request.bottom, request.x : request.right]
+    whole = plan_windows(mask, context)
+    local = plan_windows(crop, context)
+    shifted = [(w.top + request.y, w.left + request.x, w.grid_h, w.grid_w, w.cell_h, w.cell_w) for w in local]
+    assert sorted(shifted) == sorted((w.top, w.left, w.grid_h, w.grid_w, w.cell_h, w.cell_w) for w in whole)
+
+
+def test_mask_hardening_and_emptiness():
+    soft = bytes([0, 1, 127, 128, 255, 0])
+    assert region.harden_mask(soft) == bytes([0, 255, 255, 255, 255, 0])
+    assert region.mask_is_empty(bytes(10))
+    assert not region.mask_is_empty(bytes(9) + b"\x01")
+
+
+def test_result_placement():
+    request = Rect(10, 20, 100, 50)
+    assert region.result_in_layer(5, 6, 7, 8, request) == Rect(15, 26, 7, 8)
+    with pytest.raises(ValueError):
+        region.result_in_layer(95, 0, 10, 10, request)
+    assert region.layer_to_image(Rect(15, 26, 7, 8), (-5, 100)) == Rect(10, 126, 7, 8)
+    assert region.context_option(0) is None and region.context_option(64) == 64
+
+
+# ---------------------------------------------------------------------------------------------- formats
+
+PRECISIONS = [
+    f"{c}-{t}"
+    for c in ("u8", "u16", "u32", "half", "float", "double")
+    for t in ("linear", "non-linear", "perceptual")
+]
+
+
+@pytest.mark.parametrize("nick", PRECISIONS)
+@pytest.mark.parametrize("alpha", [False, True])
+def test_every_gimp_precision_has_a_format(nick, alpha):
+    chosen = formats.pixel_format_for(nick, alpha)
+    component = nick.split("-")[0]
+    expected_dtype = {"u8": "u8", "u16": "u16"}.get(component, "f32")
+    assert chosen.dtype == expected_dtype
+    assert chosen.channels == (4 if alpha else 3)
+    assert chosen.babl_name == ("R'G'B'A " if alpha else "R'G'B' ") + {"u8": "u8", "u16": "u16"}.get(
+        component, "float"
+    )
+    assert chosen.byte_count(3, 2) == 6 * chosen.channels * {"u8": 1, "u16": 2, "f32": 4}[expected_dtype]
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(formats.UnsupportedPrecision):
+        formats.pixel_format_for("u64-linear", False)
+
+
+# ------------------------------------------------------------------------------------------------- plan
+
+
+def _drawable(**changes) -> plan.DrawableInfo:
+    values = dict(
+        name="Photo",
+        is_layer=True,
+        is_group=False,
+        is_rgb=True,
+        has_alpha=False,
+        precision_nick="u8-non-linear",
+        offsets=(0, 0),
+        size=(640, 480),
+    )
+    values.update(changes)
+    return plan.DrawableInfo(**values)
+
+
+@pytest.mark.parametrize(
+    ("drawables", "mode", "message"),
+    [
+        ([], "new-layer", "exactly one layer"),
+        ([_drawable(), _drawable()], "new-layer", "exactly one layer"),
+        ([_drawable(is_group=True)], "new-layer", "layer group"),
+        ([_drawable(is_layer=False)], "new-layer", "channel or layer mask"),
+        ([_drawable(is_rgb=False)], "new-layer", "not RGB"),
+        ([_drawable(content_locked=True)], "in-place", "locked"),
+        ([_drawable()], "sideways", "Unknown output mode"),
+    ],
+)
+def test_check_drawables_refuses_with_a_reason(drawables, mode, message):
+    with pytest.raises(plan.FillRefused, match=message):
+        plan.check_drawables(drawables, mode)
+
+
+def test_locked_pixels_may_still_get_a_new_layer():
+    assert plan.check_drawables([_drawable(content_locked=True)], "new-layer").name == "Photo"
+
+
+def test_plan_fill_reads_the_layer_and_the_selection_over_the_same_pixels():
+    drawable = _drawable(offsets=(100, 50), has_alpha=True, precision_nick="u16-linear")
+    planned = plan.plan_fill(drawable, (True, 300, 250, 340, 270), plan.Settings(context_px=8))
+    assert planned.selection == Rect(200, 200, 40, 20)
+    assert (
+        planned.request == region.request_rect(Rect(200, 200, 40, 20), (640, 480), 8) == Rect(0, 0, 520, 480)
+    )
+    assert planned.mask_rect == planned.request.translate(100, 50)
+    assert planned.pixel_format == formats.PixelFormat("R'G'B'A u16", "u16", 4)
+
+
+@pytest.mark.parametrize(
+    ("bounds", "message"),
+    [
+        (None, "Nothing is selected"),
+        ((False, 0, 0, 0, 0), "Nothing is selected"),
+        ((True, 700, 0, 720, 20), "does not overlap"),
+    ],
+)
+def test_plan_fill_refusals(bounds, message):
+    with pytest.raises(plan.FillRefused, match=message):
+        plan.plan_fill(_drawable(), bounds, plan.Settings())
+
+
+def test_check_result_rejects_answers_that_do_not_fit():
+    planned = plan.plan_fill(
+        _drawable(offsets=(0, 0)), (True, 310, 210, 320, 220), plan.Settings(context_px=0)
+    )
+    assert planned.request == Rect(40, 0, 544, 480)  # 310 - (2 * 128 + 8) = 46, aligned down to 40
+    assert plan.check_result(planned, 270, 210, 10, 10, 3, "u8", 300) == Rect(310, 210, 10, 10)
+    with pytest.raises(ValueError, match="channels"):
+        plan.check_result(planned, 0, 0, 10, 10, 4, "u8", 400)
+    with pytest.raises(ValueError, match="bytes"):
+        plan.check_result(planned, 0, 0, 10, 10, 3, "u8", 299)
+    with pytest.raises(ValueError, match="outside"):
+        plan.check_result(planned, 540, 0, 10, 10, 3, "u8", 300)
+
+
+def test_plugin_default_endpoint_is_the_protocol_default():
+    assert plan.DEFAULT_ENDPOINT == DEFAULT_ENDPOINT
+
+
+# ----------------------------------------------------------------------------------- real backend processes
+
+
+def _start_fake_backend(engine: str, endpoint: str, *extra: str) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_engines", "--engine", engine, "--endpoint", endpoint, *extra],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    client = Client(endpoint, timeout_s=5.0, connect_timeout_s=1.0)
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            try:
+                client.hello()
+                return process
+            except HiFillError:
+                assert process.poll() is None, process.stderr.read().decode()
+                assert time.monotonic() < deadline, "fake backend did not start"
+    finally:
+        client.close()
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def colour_backend():
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    process = _start_fake_backend("colour", endpoint)
+    yield endpoint
+    _stop(process)
+
+
+def _picture(width: int, height: int, channels: int) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
+
+
+def test_worker_round_trip_through_a_real_server(colour_backend):
+    image = _picture(40, 30, 4)
+    mask = np.zeros((30, 40), np.uint8)
+    mask[10:20, 5:25] = 255
+    progress: list[tuple[float, str]] = []
+    outcome = run_fill(
+        FillJob(colour_backend, 40, 30, 4, "u8", {"context_px": 4}),
+        image.tobytes(),
+        mask.tobytes(),
+        WORKER_PATHS,
+        on_progress=lambda f, m: progress.append((f, m)),
+    )
+    assert (outcome.x, outcome.y, outcome.width, outcome.height) == (5, 10, 20, 10)
+    assert (outcome.channels, outcome.dtype) == (4, "u8")
+    region_pixels = np.frombuffer(outcome.pixels, np.uint8).reshape(10, 20, 4)
+    assert np.all(region_pixels == 200)  # the colour engine's fill value for u8
+    assert progress, "backend progress reaches the plug-in"
+
+
+def test_worker_reports_backend_errors_with_their_kind():
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    process = _start_fake_backend("failing", endpoint)
+    try:
+        image = _picture(6, 4, 3)  # width 6: the failing engine raises NO_WEIGHTS
+        mask = np.full((4, 6), 255, np.uint8)
+        with pytest.raises(HiFillError) as raised:
+            run_fill(FillJob(endpoint, 6, 4, 3, "u8", {}), image.tobytes(), mask.tobytes(), WORKER_PATHS)
+        assert raised.value.kind is ErrorKind.NO_WEIGHTS
+    finally:
+        _stop(process)
+
+
+def test_worker_without_backend_is_unavailable_quickly():
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    with pytest.raises(HiFillError) as raised:
+        run_fill(
+            FillJob(endpoint, 4, 4, 3, "u8", {}, timeout_s=30, connect_timeout_s=1.0),
+            bytes(48),
+            bytes([255]) * 16,
+            WORKER_PATHS,
+        )
+    assert raised.value.kind is ErrorKind.BACKEND_UNAVAILABLE
+    assert time.monotonic() - started < 15
+
+
+def test_killing_the_plugin_cancels_the_fill_on_the_backend(tmp_path):
+    """GIMP's Cancel kills the plug-in process; the worker must then cancel the backend's job."""
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    backend = _start_fake_backend("slow", endpoint, "--steps", "200", "--step-s", "0.05")  # 10 s fill
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(
+        textwrap.dedent(f"""
+        import sys
+        sys.path[:0] = {WORKER_PATHS!r}
+        from hifill_gimp.worker import FillJob, run_fill
+        run_fill(FillJob({endpoint!r}, 32, 32, 3, "u8", {{}}), bytes(32 * 32 * 3), bytes([255]) * 1024,
+                 {WORKER_PATHS!r}, on_progress=lambda f, m: print("progress", f, flush=True))
+    """)
+    )
+    plugin_process = subprocess.Popen([sys.executable, str(plugin)], stdout=subprocess.PIPE, text=True)
+    client = Client(endpoint, timeout_s=5.0)
+    try:
+        assert plugin_process.stdout.readline().startswith("progress")
+        assert client.status()["busy"]
+        os.kill(plugin_process.pid, signal.SIGKILL)  # what GIMP does on Cancel
+        plugin_process.wait()
+        deadline = time.monotonic() + 4.0  # the fill alone would need ~10 s more
+        while client.status()["busy"]:
+            assert time.monotonic() < deadline, "the backend kept filling after the plug-in was killed"
+            time.sleep(0.1)
+    finally:
+        client.close()
+        plugin_process.kill()
+        _stop(backend)
+
+
+# -------------------------------------------------------------------------------------------- launcher
+
+
+def test_load_config(tmp_path):
+    assert backend_launch.load_config(tmp_path) is None
+    (tmp_path / backend_launch.CONFIG_FILENAME).write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "command": ["/venv/python", "-m", "backend", "serve"],
+                "cwd": "/repo",
+                "endpoint": "E",
+            }
+        )
+    )
+    config = backend_launch.load_config(tmp_path)
+    assert backend_launch.launch_command(config, "tcp://127.0.0.1:5") == [
+        "/venv/python",
+        "-m",
+        "backend",
+        "serve",
+        "--endpoint",
+        "tcp://127.0.0.1:5",
+    ]
+    (tmp_path / backend_launch.CONFIG_FILENAME).write_text("{not json")
+    with pytest.raises(HiFillError, match="run install.py again"):
+        backend_launch.load_config(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "local"),
+    [
+        ("tcp://127.0.0.1:47631", True),
+        ("tcp://localhost:1", True),
+        ("tcp://[::1]:5", True),
+        ("ipc:///tmp/x", True),
+        ("tcp://192.168.1.5:47631", False),
+        ("tcp://example.org:1", False),
+    ],
+)
+def test_only_local_endpoints_get_a_started_backend(endpoint, local):
+    assert backend_launch.is_local_endpoint(endpoint) is local
+
+
+def _config(*command: str) -> backend_launch.BackendConfig:
+    return backend_launch.BackendConfig(command=command, cwd=str(REPO), endpoint=DEFAULT_ENDPOINT)
+
+
+def test_ensure_backend_does_not_start_anything_when_one_answers(colour_backend):
+    client = Client(colour_backend, connect_timeout_s=1.0)
+    try:
+        hello = backend_launch.ensure_backend(client.hello, _config("/nonexistent/python"), colour_backend)
+    finally:
+        client.close()
+    assert hello["model"] == "fake-colour"
+
+
+def test_ensure_backend_starts_the_installed_backend(tmp_path):
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    started: list[subprocess.Popen] = []
+    statuses: list[str] = []
+    client = Client(endpoint, connect_timeout_s=0.5)
+
+    def start(config, endpoint, log_path):
+        started.append(backend_launch.start_backend(config, endpoint, log_path))
+        return started[-1]
+
+    try:
+        hello = backend_launch.ensure_backend(
+            client.hello,
+            _config(sys.executable, "-m", "tests.fake_engines", "--engine", "colour"),
+            endpoint,
+            timeout_s=60,
+            on_status=statuses.append,
+            log_path=tmp_path / "log",
+            start=start,
+        )
+        assert hello["model"] == "fake-colour"
+        assert len(started) == 1 and statuses and endpoint in statuses[0]
+    finally:
+        client.close()
+        for process in started:
+            _stop(process)
+
+
+def test_ensure_backend_explains_a_backend_that_exits(tmp_path):
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    client = Client(endpoint, connect_timeout_s=0.5)
+    code = "import sys; print('No weights were found at W.'); sys.exit(4)"
+    try:
+        with pytest.raises(HiFillError) as raised:
+            backend_launch.ensure_backend(
+                client.hello,
+                _config(sys.executable, "-c", code),
+                endpoint,
+                timeout_s=30,
+                log_path=tmp_path / "log",
+            )
+    finally:
+        client.close()
+    assert raised.value.kind is ErrorKind.BACKEND_UNAVAILABLE
+    assert "exit code 4" in raised.value.message and "No weights were found at W." in raised.value.message
+
+
+def test_ensure_backend_wait_is_bounded(tmp_path):
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    started: list[subprocess.Popen] = []
+    client = Client(endpoint, connect_timeout_s=0.3)
+
+    def start(config, endpoint, log_path):
+        started.append(backend_launch.start_backend(config, endpoint, log_path))
+        return started[-1]
+
+    begin = time.monotonic()
+    try:
+        with pytest.raises(HiFillError, match="did not answer within 2 s"):
+            backend_launch.ensure_backend(
+                client.hello,
+                _config(sys.executable, "-c", "import time; time.sleep(60)"),
+                endpoint,
+                timeout_s=2,
+                log_path=tmp_path / "log",
+                start=start,
+            )
+        assert time.monotonic() - begin < 10
+    finally:
+        client.close()
+        for process in started:
+            process.kill()
+            process.wait()
+
+
+def test_ensure_backend_without_config_or_for_a_remote_endpoint(tmp_path):
+    for config, endpoint, message in [
+        (None, f"tcp://127.0.0.1:{_free_port()}", "none is installed"),
+        (_config(sys.executable), "tcp://192.0.2.1:47631", "on this computer"),
+    ]:
+        client = Client(endpoint, connect_timeout_s=0.3)
+        try:
+            with pytest.raises(HiFillError, match=message):
+                backend_launch.ensure_backend(
+                    client.hello, config, endpoint, timeout_s=5, log_path=tmp_path / "l"
+                )
+        finally:
+            client.close()
+
+
+def test_ensure_backend_honours_cancel(tmp_path):
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    started: list[subprocess.Popen] = []
+    client = Client(endpoint, connect_timeout_s=0.3)
+
+    def start(config, endpoint, log_path):
+        started.append(backend_launch.start_backend(config, endpoint, log_path))
+        return started[-1]
+
+    try:
+        with pytest.raises(HiFillError) as raised:
+            backend_launch.ensure_backend(
+                client.hello,
+                _config(sys.executable, "-c", "import time; time.sleep(60)"),
+                endpoint,
+                timeout_s=30,
+                is_cancelled=lambda: bool(started),
+                log_path=tmp_path / "log",
+                start=start,
+            )
+        assert raised.value.kind is ErrorKind.CANCELLED
+    finally:
+        client.close()
+        for process in started:
+            process.kill()
+            process.wait()
