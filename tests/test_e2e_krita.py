@@ -13,7 +13,9 @@ adds its driver plug-in (tests/e2e_krita/driver, enabled only in this profile's 
 because HIFILL_KRITA_E2E_JOB names the job) and starts Krita under Xvfb. The driver opens each image,
 selects a rectangle, presses the docker's Fill button (8-bit, new layer) or triggers the hifill_fill
 action (16-bit, in place), exports, takes a screenshot, undoes, exports again and quits.
-HIFILL_KRITA_SCREENSHOT=PATH copies the screenshot there (docs/krita-docker.png).
+HIFILL_KRITA_SCREENSHOT=PATH adds a case on a photo (HIFILL_KRITA_SCREENSHOT_IMAGE, default a
+BSD-licensed dataset photo; HIFILL_KRITA_SCREENSHOT_SELECTION=x,y,w,h) and copies its screenshot there
+(docs/krita-docker.png).
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ KRITA_TIMEOUT_S = int(os.environ.get("HIFILL_KRITA_TIMEOUT_S", "300"))
 SOURCES = ("install.py", "installer", "plugin_krita", "shared_protocol")
 WIDTH, HEIGHT = 320, 240
 SELECTION = (120, 90, 64, 48)  # x, y, w, h
+# The documentation screenshot (HIFILL_KRITA_SCREENSHOT): a BSD-3-Clause photo from the dataset, with
+# two default dockers hidden to give the HiFill docker room.
+DEFAULT_PHOTO = REPO / "data" / "photos" / "val" / "opencv-doc-bookworm" / "data-home.jpg"  # birds in the sky
+HIDE_DOCKERS = ["PresetDocker", "ColorSelectorNg"]
 
 
 def _skip_reason() -> str | None:
@@ -81,6 +87,15 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
     import cv2
 
     assert cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
+
+
+def _read_png_or_jpeg(path: Path) -> np.ndarray:
+    """RGB uint8 of any image file OpenCV reads."""
+    import cv2
+
+    data = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert data is not None, f"cannot read {path}"
+    return data[..., ::-1]
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -236,8 +251,26 @@ def test_docker_fills_selection_in_real_krita(backend_endpoint, run_dir, tmp_pat
             "output_after_undo": f"{inside}/u16-undone.png",
         },
     ]
+    screenshot = os.environ.get("HIFILL_KRITA_SCREENSHOT")
+    if screenshot:  # one more case, on a photo, for the documentation's screenshot
+        photo = _read_png_or_jpeg(Path(os.environ.get("HIFILL_KRITA_SCREENSHOT_IMAGE", DEFAULT_PHOTO)))
+        _write_png(host_dir / "photo.png", photo)
+        selection = os.environ.get("HIFILL_KRITA_SCREENSHOT_SELECTION", "120,40,150,100")
+        cases.append(
+            {
+                "name": "photo",
+                "image": f"{inside}/photo.png",
+                "selection": [int(v) for v in selection.split(",")],
+                "output_mode": "new_layer",
+                "trigger": "button",
+                "output": f"{inside}/photo-filled.png",
+                "screenshot": f"{inside}/photo-screenshot.png",
+            }
+        )
     job = {
         "cases": cases,
+        "hide_dockers": HIDE_DOCKERS if screenshot else [],
+        "failure_screenshot": f"{inside}/failure.png",
         "result": f"{inside}/result.json",
         "timeout_s": KRITA_TIMEOUT_S - 30,
         "window_size": [1600, 1000],
@@ -253,6 +286,7 @@ def test_docker_fills_selection_in_real_krita(backend_endpoint, run_dir, tmp_pat
         "result.json",
         "krita.log",
         "screenshot.png",
+        "photo-screenshot.png",
         "failure.png",
         "u8-filled.png",
         "u16-filled.png",
@@ -305,6 +339,6 @@ def test_docker_fills_selection_in_real_krita(backend_endpoint, run_dir, tmp_pat
     u16 = by_name["u16"]
     assert len(u16["layers_after"]) == len(u16["layers_before"])  # in place: replaced, not added
     assert u16["action_shortcut"] == "Ctrl+Alt+Shift+F"
-    screenshot = os.environ.get("HIFILL_KRITA_SCREENSHOT")
     if screenshot:
-        shutil.copy2(host_dir / "screenshot.png", screenshot)
+        shutil.copy2(host_dir / "photo-screenshot.png", screenshot)
+        print(f"screenshot of the photo case written to {screenshot}")

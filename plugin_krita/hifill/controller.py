@@ -16,7 +16,7 @@ from shared_protocol import ErrorKind, HiFillError, Limits
 from .backend_life import BackendLauncher, BackendState, BackendStatus, probe_status
 from .document_io import FillInput, apply_result, read_fill_input
 from .fill_job import PROBE_CONNECT_TIMEOUT_S, FillSettings, OutputMode, default_client_factory, run_fill
-from .qt_compat import QObject, pyqtSignal
+from .qt_compat import QObject, QTimer, pyqtSignal
 from .settings import load_settings, save_settings
 
 
@@ -167,6 +167,10 @@ class FillController(QObject):
             if not self._document_is_open(fill_input):
                 raise HiFillError(ErrorKind.CANCELLED, "The image was closed while HiFill was working.")
             applied = apply_result(fill_input, outcome, self.settings.output_mode)
+            if applied.active is not None:
+                # Krita activates an added layer from a queued signal: re-select the source after it.
+                document, active = fill_input.document, applied.active
+                QTimer.singleShot(0, lambda: document.setActiveNode(active))
         except HiFillError as error:
             if error.kind is ErrorKind.BACKEND_UNAVAILABLE:
                 self._on_status(BackendStatus(BackendState.NOT_RUNNING, error.message))

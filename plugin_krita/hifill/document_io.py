@@ -130,6 +130,7 @@ class AppliedFill:
     region: Rect  # image coordinates of the written pixels (empty when nothing needed filling)
     layer: KritaNode | None  # the new layer, or the replacement of the source in IN_PLACE mode
     mode: OutputMode
+    active: KritaNode | None = None  # the layer to keep active: the one the next fill should read
 
 
 def apply_result(fill: FillInput, result: InpaintResult, mode: OutputMode) -> AppliedFill:
@@ -188,8 +189,7 @@ def apply_result(fill: FillInput, result: InpaintResult, mode: OutputMode) -> Ap
     parent.addChildNode(layer, source)
     if mode is OutputMode.IN_PLACE:
         source.remove()
-        document.setActiveNode(layer)
-    else:
-        document.setActiveNode(source)  # Krita activates the added layer; the next fill needs the source
+    active = layer if mode is OutputMode.IN_PLACE else source
     document.waitForDone()
-    return AppliedFill(region, layer, mode)
+    document.setActiveNode(active)
+    return AppliedFill(region, layer, mode, active)

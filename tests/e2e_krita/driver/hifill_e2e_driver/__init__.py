@@ -215,6 +215,15 @@ class Driver:
         self.log(f"exported {path}")
 
     def screenshot(self) -> None:
+        for docker in self.window.dockers():  # Krita restores its layout late: hide just before
+            if docker.objectName() in self.job.get("hide_dockers", []):
+                docker.hide()
+        zoom = Krita.instance().action("zoom_to_fit")
+        if zoom is not None:
+            zoom.trigger()
+        self.later(700, self.grab_screenshot)
+
+    def grab_screenshot(self) -> None:
         pixmap = self.window.qwindow().grab()
         if not pixmap.save(self.case["screenshot"]):
             self.fail("screenshot failed")
