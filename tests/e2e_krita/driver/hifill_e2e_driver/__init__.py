@@ -161,6 +161,14 @@ class Driver:
             color_depth=self.source.colorDepth(),
             layers_before=self.layer_names(),
         )
+        if self.case.get("endpoint"):  # typed into the docker like a user would
+            edit = self.widget("QLineEdit", "hifill_endpoint_edit")
+            edit.setText(self.case["endpoint"])
+            edit.editingFinished.emit()
+            if self.controller().settings.endpoint != self.case["endpoint"]:
+                self.fail("the Backend option did not reach the controller")
+        self.states: list[str] = []
+        self.controller().status_changed.connect(self.on_status)
         combo = self.widget("QComboBox", "hifill_output_combo")
         combo.setCurrentIndex(combo.findData(self.case["output_mode"]))
         if self.controller().settings.output_mode.value != self.case["output_mode"]:
@@ -183,13 +191,19 @@ class Driver:
     def on_message(self, text: str, is_error: bool) -> None:
         self.messages.append((text, is_error))
 
+    def on_status(self, status) -> None:
+        if not self.states or self.states[-1] != status.state.value:
+            self.states.append(status.state.value)
+
     def after_fill(self) -> None:
         self.controller().message_changed.disconnect(self.on_message)
+        self.controller().status_changed.disconnect(self.on_status)
         doc = self.doc
         doc.waitForDone()
         self.case_result.update(
             fill_seconds=round(time.monotonic() - self.fill_started, 2),
             messages=self.messages,
+            states=self.states,
             status=self.controller().status.describe(),
             layers_after=self.layer_names(),
             active_after=f"{doc.activeNode().name()}:{doc.activeNode().type()}" if doc.activeNode() else None,
