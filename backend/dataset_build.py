@@ -17,9 +17,11 @@ Layout of ``--out DIR``::
 
 Only images surveyed as natural colour photos are listed in ``SOURCES`` (drawings, renders and
 greyscale test images are left out). JPEG bytes are kept as they are; WebP and unusual PNG modes
-are converted to 8-bit RGB PNG. JPEG files are written as stored, so a reader should apply EXIF
-orientation (``PIL.ImageOps.exif_transpose``). A re-run reuses the cache and rewrites nothing that
-is already in place.
+are converted to 8-bit RGB PNG, as are photos a source stores sideways (turned upright). None of
+the JPEG files carries an EXIF orientation other than upright today; a reader that wants to be
+safe applies ``PIL.ImageOps.exif_transpose``. Duplicates (identical bytes, or the same picture
+re-encoded, e.g. a wallpaper shipped by two releases) are written once; the first source in table
+order wins. A re-run reuses the cache and rewrites nothing that is already in place.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import sys
 import time
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1149,8 +1152,8 @@ class BuildReport:
             size = sum(f.stat().st_size for f in files if f.is_file())
             lines.append(f"{split}: {len(files)} photos, {size / 1e6:.1f} MB in {out / split}")
         lines.append(f"duplicates skipped: {len(self.duplicates)} (listed in {out / 'duplicates.tsv'})")
-        licences = sorted({str(row["licence"]) for row in self.rows})
-        lines.append("licences: " + "; ".join(licences))
+        licences = Counter(str(row["licence"]) for row in self.rows)
+        lines.append("licences: " + " | ".join(f"{name} ({n})" for name, n in sorted(licences.items())))
         lines.append(f"time: {self.seconds:.0f} s")
         lines += [f"FAILED: {failure}" for failure in self.failures]
         return "\n".join(lines)
