@@ -24,11 +24,24 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
     return total // 2, total - total // 2
 
 
+def upsample2x_tf1(x: torch.Tensor) -> torch.Tensor:
+    """tf.image.resize_bilinear to exactly twice the size (TF1, no half-pixel centres), x: (B, C, h, w).
+
+    Output 2i is input i; output 2i+1 is the mean of inputs i and i+1 (the last one repeats the edge).
+    """
+    for axis in (2, 3):
+        nxt = torch.cat([x.narrow(axis, 1, x.shape[axis] - 1), x.narrow(axis, x.shape[axis] - 1, 1)], axis)
+        x = torch.stack([x, (x + nxt) * 0.5], axis + 1).flatten(axis, axis + 1)
+    return x
+
+
 def resize_bilinear_tf1(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """tf.image.resize_bilinear (TF1, align_corners=False, no half-pixel centres). x: (B, C, h, w)."""
     _, _, in_h, in_w = x.shape
     if (in_h, in_w) == (height, width):
         return x
+    if (height, width) == (2 * in_h, 2 * in_w):
+        return upsample2x_tf1(x)
     if in_h % height == 0 and in_w % width == 0:  # integer down-scale: source coordinates are exact
         return x[:, :, :: in_h // height, :: in_w // width]
     for axis, (n_in, n_out) in ((2, (in_h, height)), (3, (in_w, width))):
@@ -52,11 +65,20 @@ class GatedConv(nn.Module):
     def __init__(self, spec: L.ConvSpec) -> None:
         super().__init__()
         self.spec = spec
+        # Stride 1 with an odd kernel: TF 'SAME' is symmetric, so the convolution pads by itself.
+        self.inner_padding = spec.dilation * (spec.kernel - 1) // 2 if spec.stride == 1 else 0
         self.feature = nn.Conv2d(
-            spec.in_channels, spec.out_channels, spec.kernel, spec.stride, dilation=spec.dilation
+            spec.in_channels,
+            spec.out_channels,
+            spec.kernel,
+            spec.stride,
+            padding=self.inner_padding,
+            dilation=spec.dilation,
         )
         if spec.gate == "single_channel":
-            self.gate = nn.Conv2d(spec.in_channels, 1, spec.kernel, spec.stride, dilation=spec.dilation)
+            self.gate = nn.Conv2d(
+                spec.in_channels, 1, spec.kernel, spec.stride, padding=self.inner_padding, dilation=spec.dilation
+            )
         else:
             self.gate = nn.Conv2d(spec.in_channels, spec.out_channels, 1, spec.stride)
 
@@ -64,9 +86,11 @@ class GatedConv(nn.Module):
         s = self.spec
         if s.upsample_first:
             x = resize_bilinear_tf1(x, x.shape[2] * 2, x.shape[3] * 2)
-        top, bottom = same_padding(x.shape[2], s.kernel, s.stride, s.dilation)
-        left, right = same_padding(x.shape[3], s.kernel, s.stride, s.dilation)
-        padded = F.pad(x, (left, right, top, bottom))
+        padded = x
+        if s.stride != 1:
+            top, bottom = same_padding(x.shape[2], s.kernel, s.stride, s.dilation)
+            left, right = same_padding(x.shape[3], s.kernel, s.stride, s.dilation)
+            padded = F.pad(x, (left, right, top, bottom))
         features = self.feature(padded)
         gate_input = padded if s.gate == "single_channel" else x
         return F.elu(features) * torch.sigmoid(self.gate(gate_input))
