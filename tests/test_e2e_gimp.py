@@ -7,9 +7,9 @@ root privileges (chroot); skipped with the reason otherwise (the test never buil
 
 The backend runs on the host (the chroot shares the network): HIFILL_E2E_BACKEND=real starts
 `python -m backend serve --weights W` (W = $HIFILL_E2E_WEIGHTS, or untrained weights written by
-backend.weights.write_untrained_weights), =fake starts the real server (backend/server.py) with the
-colour-filling test engine of tests/fake_engines.py, =auto (default) uses real when the backend CLI
-and weights writer exist, else fake.
+backend.weights.write_untrained_weights and served by tests/e2e_gimp/serve_engine.py), =fake starts
+the real server (backend/server.py) with the colour-filling test engine of tests/fake_engines.py,
+=auto (default) uses real when the engine is importable, else fake.
 
 Inside the root, with this checkout bound read-only at the same path: install.py installs the
 plug-in into a fresh GIMP profile (twice: the second run must change nothing), gimp-console runs
@@ -190,45 +190,60 @@ def _backend_kind() -> str:
     if kind != "auto":
         return kind
     try:
+        import backend.inference  # noqa: F401
         import backend.weights  # noqa: F401
     except ImportError:
         return "fake"
-    return "real" if (REPO / "backend" / "__main__.py").exists() else "fake"
+    return "real"
 
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
-    """(endpoint, kind, hello) of a backend process on the host, stopped afterwards."""
+    """(endpoint, kind, hello) of a backend process on the host, stopped afterwards.
+
+    real: trained weights from HIFILL_E2E_WEIGHTS through `python -m backend serve`, else untrained
+    weights through tests/e2e_gimp/serve_engine.py (the same engine and server, allow_untrained)."""
     kind = _backend_kind()
     endpoint = f"tcp://127.0.0.1:{_free_port()}"
     folder = tmp_path_factory.mktemp("gimp-backend")
     log_path = folder / "backend.log"
     if kind == "real":
         weights = os.environ.get("HIFILL_E2E_WEIGHTS")
-        if not weights:
+        if weights:
+            command = [
+                str(VENV_PYTHON),
+                "-m",
+                "backend",
+                "serve",
+                "--endpoint",
+                endpoint,
+                "--weights",
+                weights,
+                "--device",
+                "cpu",
+            ]
+        else:
             from backend.weights import write_untrained_weights
 
-            weights = str(folder / "untrained.safetensors")
-            write_untrained_weights(Path(weights), seed=0)
-        command = [
-            str(VENV_PYTHON),
-            "-m",
-            "backend",
-            "serve",
-            "--endpoint",
-            endpoint,
-            "--weights",
-            weights,
-            "--device",
-            "cpu",
-        ]
+            untrained = folder / "untrained.safetensors"
+            write_untrained_weights(untrained, seed=0)
+            command = [
+                str(VENV_PYTHON),
+                "-m",
+                "tests.e2e_gimp.serve_engine",
+                "--endpoint",
+                endpoint,
+                "--weights",
+                str(untrained),
+                "--allow-untrained",
+            ]
     elif kind == "fake":
         command = [str(VENV_PYTHON), "-m", "tests.fake_engines", "--engine", "colour", "--endpoint", endpoint]
     else:
         raise AssertionError(f"HIFILL_E2E_BACKEND must be real, fake or auto, not {kind!r}")
     process = _start_process(command, log_path)
     try:
-        hello = _wait_for_hello(endpoint, process, log_path, timeout_s=180)
+        hello = _wait_for_hello(endpoint, process, log_path, timeout_s=300)
         yield endpoint, kind, hello
     finally:
         _stop_process(process)
@@ -452,8 +467,12 @@ def test_new_layer_u8(batch, backend):
         "the layer covers the selection"
     )
     np.testing.assert_array_equal(data["source_after"], data["source_before"])
+    inside = data["selection"] == 255
     if backend[1] == "fake":  # the colour engine writes 200 into every masked sample
-        assert np.all(data["after"][data["selection"] == 255][:, :3] == 200)
+        assert np.all(data["after"][inside][:, :3] == 200)
+    elif os.environ.get("HIFILL_E2E_WEIGHTS"):  # trained weights: the fill continues the picture
+        error = np.abs(data["after"][inside][:, :3].astype(int) - data["before"][inside][:, :3].astype(int))
+        assert error.mean() < 40, f"mean error {error.mean():.1f} in the hole: not a plausible fill"
 
 
 def test_in_place_with_layer_offset_and_feather(batch):
@@ -703,6 +722,7 @@ def test_gui_one_undo_step_dialog_and_screenshots(workdir, profile, backend):
         assert interactive["status"] == "success", interactive["message"]
         assert interactive["after"]["layers"] == ["HiFill (Background)", "Background"]
         display.key(main_window, "shift+ctrl+j")  # View › Zoom › Fit Image in Window
+        display.run("xdotool", "mousemove", "700", "42")  # empty tab bar: no brush outline, no tooltip
         time.sleep(2.0)
         display.screenshot(out_root / "gimp-result.png")
         target = os.environ.get("HIFILL_GIMP_SCREENSHOTS")
