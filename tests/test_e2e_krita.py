@@ -244,9 +244,10 @@ def backend(workdir):
 
 def _stand_in_backend_python(host: Path, inside: str, command: list[str]) -> str:
     """What install.py records as the backend's Python: `<it> -m backend serve` + `--endpoint E` from the
-    plug-in. It runs the same backend as the host's (the venv and the checkout are bound in the root)."""
+    plug-in. It runs the same backend as the host's (the venv and the checkout are bound in the root;
+    files of the run folder are named by their path inside the root)."""
     script = host / "backend-python"
-    quoted = " ".join(f"'{part}'" for part in command)
+    quoted = " ".join("'" + part.replace(str(host), inside) + "'" for part in command)
     script.write_text(f'#!/bin/sh\nshift 3  # -m backend serve\nexec {quoted} "$@"\n')
     script.chmod(0o755)
     return f"{inside}/backend-python"

@@ -89,7 +89,8 @@ def test_starts_the_installed_backend_once_and_waits_for_hello(launcher_factory)
         hello.client.close()
 
 
-def test_a_backend_that_dies_while_starting_is_reported_with_its_output(launcher_factory) -> None:
+def test_a_backend_that_dies_while_starting_is_reported_with_its_output(launcher_factory, tmp_path) -> None:
+    (tmp_path / "backend.log").write_text("an old failure of another editor's backend\n" * 50)  # shared log
     script = "import sys; print('cannot load weights: demo'); sys.exit(3)"
     launcher = launcher_factory((sys.executable, "-c", script))
     hello = hello_of(free_endpoint())
@@ -98,6 +99,7 @@ def test_a_backend_that_dies_while_starting_is_reported_with_its_output(launcher
     hello.client.close()
     assert caught.value.kind is ErrorKind.BACKEND_UNAVAILABLE
     assert "exit code 3" in caught.value.message and "cannot load weights: demo" in caught.value.message
+    assert "old failure" not in caught.value.message
 
 
 def test_a_silent_backend_times_out_and_is_not_started_twice(launcher_factory) -> None:

@@ -77,14 +77,26 @@ def load_launch_config(plugin_support_dir: Path) -> tuple[launch.BackendConfig |
     return config, ""
 
 
-def _tail(path: Path) -> str:
+def _log_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _tail(path: Path, start: int) -> str:
+    """The last whole lines (at most LOG_TAIL_CHARS) written to path after byte offset start."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - LOG_TAIL_CHARS))
-            return handle.read().decode("utf-8", "replace").strip()
+            begin = max(start, handle.tell() - LOG_TAIL_CHARS)
+            handle.seek(begin)
+            text = handle.read().decode("utf-8", "replace")
     except OSError:
         return ""
+    if begin > start and "\n" in text:
+        text = text.split("\n", 1)[1]  # drop the partial first line
+    return " ".join(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("---"))
 
 
 class BackendLauncher:
@@ -110,6 +122,7 @@ class BackendLauncher:
         self._clock = clock
         self._sleep = sleep
         self.process: subprocess.Popen | None = None
+        self._log_start = 0  # where the started backend's output begins in the (shared) log
 
     def ensure_running(
         self,
@@ -148,6 +161,7 @@ class BackendLauncher:
             )
         if self.process is None or self.process.poll() is not None:
             notify(BackendStatus(BackendState.STARTING, "starting the installed backend"))
+            self._log_start = _log_size(self.log_path)
             self.process = self._start(self.config, endpoint, self.log_path)
         return self._wait_for_hello(endpoint, probe, timeout_s, notify, is_cancelled)
 
@@ -167,7 +181,7 @@ class BackendLauncher:
             exit_code = self.process.poll()
             if exit_code is not None:
                 self.process = None
-                tail = _tail(self.log_path)
+                tail = _tail(self.log_path, self._log_start)
                 raise HiFillError(
                     ErrorKind.BACKEND_UNAVAILABLE,
                     f"The HiFill backend stopped while starting (exit code {exit_code}; log:"

@@ -158,7 +158,9 @@ class FillController(QObject):
         self._worker_finished.emit(fill_input, result)
 
     def _on_finished(self, fill_input: FillInput, outcome: object) -> None:
-        cancel, self._cancel = self._cancel, None
+        # Still busy while writing: Krita's waitForDone() runs the event loop, so a second Fill (or
+        # anything watching `busy`) could otherwise run in the middle of the layer insertion.
+        cancel = self._cancel
         try:
             if isinstance(outcome, HiFillError):
                 raise outcome
@@ -186,6 +188,7 @@ class FillController(QObject):
                 where = "into a new layer (undo removes it)" if new_layer else "in place"
                 self.message_changed.emit(f"Filled {size} {where}.", False)
         finally:
+            self._cancel = None
             self.busy_changed.emit(False)
 
     def _document_is_open(self, fill_input: FillInput) -> bool:
