@@ -364,6 +364,8 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
     result = json.loads((host / "result.json").read_text())
     assert "error" not in result, f"{result.get('error')}\n{json.dumps(result['log'], indent=1)}\n{log_tail}"
     assert result.get("ok") and krita.returncode == 0, f"exit {krita.returncode}: {log_tail}"
+    krita_log = (host / "krita.log").read_text(errors="replace")
+    assert "SAFE ASSERT" not in krita_log, "Krita reported an internal assertion:\n" + krita_log[-3000:]
     by_name = {case["name"]: case for case in result["cases"]}
     print(
         f"\nbackend: {backend_kind} ({hello.get('device')}, {hello.get('model')});"

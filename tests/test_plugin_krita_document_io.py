@@ -146,7 +146,7 @@ def test_new_layer_holds_only_the_fill_and_one_undo_removes_it() -> None:
 
     assert [layer.name() for layer in document.layers()] == ["Photo", "Photo" + NEW_LAYER_SUFFIX]
     assert applied.region == Rect(10, 8, 6, 5) and applied.layer is document.layers()[1]
-    assert bytes(source.data) == original and document.activeNode() is source
+    assert bytes(source.data) == original and applied.active is source
     new = document.layers()[1]
     for y in range(H):
         for x in range(W):
@@ -167,11 +167,11 @@ def test_in_place_replaces_exactly_the_region_of_a_16_bit_layer() -> None:
     fill = read_fill_input(document, IN_PLACE, None)
     assert fill.request.dtype == "u16"
     value = struct.pack("<4H", 11, 22, 33, 44)  # R, G, B, A
-    apply_result(fill, fill_everything_selected(fill, value), OutputMode.IN_PLACE)
+    applied = apply_result(fill, fill_everything_selected(fill, value), OutputMode.IN_PLACE)
 
     (replacement,) = document.layers()
     assert replacement is not source and replacement.name() == "Photo"
-    assert document.activeNode() is replacement
+    assert applied.layer is replacement and applied.active is replacement
     for y in range(H):
         for x in range(W):
             pixel = replacement.pixelData(x, y, 1, 1)

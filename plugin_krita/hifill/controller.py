@@ -170,7 +170,7 @@ class FillController(QObject):
                 raise HiFillError(ErrorKind.CANCELLED, "The image was closed while HiFill was working.")
             applied = apply_result(fill_input, outcome, self.settings.output_mode)
             if applied.active is not None:
-                # Krita activates an added layer from a queued signal: re-select the source after it.
+                # Krita activates an added layer from a queued signal: select ours after that.
                 document, active = fill_input.document, applied.active
                 QTimer.singleShot(0, lambda: document.setActiveNode(active))
         except HiFillError as error:

@@ -130,7 +130,7 @@ class AppliedFill:
     region: Rect  # image coordinates of the written pixels (empty when nothing needed filling)
     layer: KritaNode | None  # the new layer, or the replacement of the source in IN_PLACE mode
     mode: OutputMode
-    active: KritaNode | None = None  # the layer to keep active: the one the next fill should read
+    active: KritaNode | None = None  # the layer to make active: the one the next fill should read
 
 
 def apply_result(fill: FillInput, result: InpaintResult, mode: OutputMode) -> AppliedFill:
@@ -189,7 +189,8 @@ def apply_result(fill: FillInput, result: InpaintResult, mode: OutputMode) -> Ap
     parent.addChildNode(layer, source)
     if mode is OutputMode.IN_PLACE:
         source.remove()
-    active = layer if mode is OutputMode.IN_PLACE else source
     document.waitForDone()
-    document.setActiveNode(active)
+    # The caller activates `active` once Krita has registered the new layer (activating it right away
+    # trips a Krita assertion, and Krita itself activates an added layer a moment later).
+    active = layer if mode is OutputMode.IN_PLACE else source
     return AppliedFill(region, layer, mode, active)

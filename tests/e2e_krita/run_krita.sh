@@ -8,8 +8,8 @@ RUN_DIR=$1
 TIMEOUT_S=$2
 export HOME="$RUN_DIR/home"
 export XDG_CONFIG_HOME="$HOME/.config" XDG_DATA_HOME="$HOME/.local/share" XDG_CACHE_HOME="$HOME/.cache"
-export XDG_RUNTIME_DIR="$RUN_DIR/runtime" LANG=C.UTF-8
-mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+export XDG_RUNTIME_DIR="$RUN_DIR/runtime" TMPDIR="$RUN_DIR/tmp" LANG=C.UTF-8
+mkdir -p "$XDG_RUNTIME_DIR" "$TMPDIR" && chmod 700 "$XDG_RUNTIME_DIR"  # Krita's swap files go to TMPDIR
 
 Xvfb -displayfd 3 -screen 0 1600x1000x24 -nolisten tcp 3>"$RUN_DIR/display" 2>"$RUN_DIR/xvfb.log" &
 XVFB_PID=$!
@@ -23,5 +23,7 @@ done
 export DISPLAY=":$(head -n1 "$RUN_DIR/display")"
 export HIFILL_KRITA_E2E_JOB="$RUN_DIR/job.json"
 status=0
-timeout --kill-after=10 "$TIMEOUT_S" krita --nosplash >"$RUN_DIR/krita.log" 2>&1 || status=$?
+echo "run_krita: start $(date +%s.%N)" >"$RUN_DIR/krita.log"
+timeout --kill-after=10 "$TIMEOUT_S" krita --nosplash >>"$RUN_DIR/krita.log" 2>&1 || status=$?
+echo "run_krita: exit $status $(date +%s.%N)" >>"$RUN_DIR/krita.log"
 exit "$status"

@@ -45,6 +45,7 @@ class Driver:
     # --- plumbing -----------------------------------------------------------------------------------
     def log(self, text: str) -> None:
         self.result["log"].append(f"{time.monotonic() - self.started:6.2f}s {text}")
+        print(f"hifill_e2e_driver: {time.time():.3f} {text}", flush=True)  # krita.log, next to Krita's own
 
     def write_result(self) -> None:
         with open(self.job["result"], "w", encoding="utf-8") as handle:
