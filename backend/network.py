@@ -45,12 +45,12 @@ def resize_bilinear_tf1(x: torch.Tensor, height: int, width: int) -> torch.Tenso
     if in_h % height == 0 and in_w % width == 0:  # integer down-scale: source coordinates are exact
         return x[:, :, :: in_h // height, :: in_w // width]
     for axis, (n_in, n_out) in ((2, (in_h, height)), (3, (in_w, width))):
-        src = torch.arange(n_out, device=x.device, dtype=torch.float32) * (n_in / n_out)
+        src = torch.arange(n_out, device=x.device, dtype=torch.float64) * (n_in / n_out)
         i0 = src.floor().long().clamp(max=n_in - 1)
         i1 = (i0 + 1).clamp(max=n_in - 1)
         shape = [1, 1, 1, 1]
         shape[axis] = n_out
-        frac = (src - i0.float()).to(x.dtype).view(shape)
+        frac = (src - i0.double()).to(x.dtype).view(shape)
         x0 = x.index_select(axis, i0)
         x = x0 + (x.index_select(axis, i1) - x0) * frac
     return x
@@ -77,7 +77,12 @@ class GatedConv(nn.Module):
         )
         if spec.gate == "single_channel":
             self.gate = nn.Conv2d(
-                spec.in_channels, 1, spec.kernel, spec.stride, padding=self.inner_padding, dilation=spec.dilation
+                spec.in_channels,
+                1,
+                spec.kernel,
+                spec.stride,
+                padding=self.inner_padding,
+                dilation=spec.dilation,
             )
         else:
             self.gate = nn.Conv2d(spec.in_channels, spec.out_channels, 1, spec.stride)

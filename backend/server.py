@@ -647,6 +647,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument(
+        "--precision", default="auto", help="auto, fp32, bf16 or fp16 autocast (default: auto per device)"
+    )
+    parser.add_argument(
+        "--allow-untrained",
+        action="store_true",
+        help="accept weights labelled untrained (random); for tests of the plumbing only",
+    )
+    parser.add_argument(
         "--max-queue",
         type=int,
         default=DEFAULT_MAX_QUEUE,
@@ -677,7 +685,9 @@ def main(argv: list[str] | None = None) -> int:
     from backend.engine import load_engine  # imported here: loading weights pulls in torch
 
     try:
-        engine = load_engine(args.weights, args.device)
+        engine = load_engine(
+            args.weights, args.device, precision=args.precision, allow_untrained=args.allow_untrained
+        )
     except HiFillError as error:
         log.error("cannot start the engine: %s", error.message)
         return 1

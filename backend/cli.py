@@ -1,0 +1,125 @@
+"""Command line: one entry point, one sub-command per job; each job's module owns its own options."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+# sub-command -> (module with main(argv) -> int, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("backend.server", "run the backend for the GIMP and Krita plug-ins"),
+    "inpaint": ("backend.cli", "fill IMAGE where MASK is white and write OUT (same code path as serve)"),
+    "bench": ("backend.bench", "measure fills through a real backend over ZeroMQ (--compare: with peers)"),
+    "train": ("backend.train", "train the generator (Algorithm 1), resumable"),
+    "evaluate": ("backend.evaluate", "in-hole L1 / PSNR / SSIM vs OpenCV baselines, contact sheets"),
+    "import-official": ("backend.official_import", "convert the official TF checkpoint to our weights"),
+    "build-dataset": ("backend.dataset_build", "build the training/validation photo folders"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m backend <command> [options]", "", "commands:"]
+    lines += [f"  {name:<16} {text}" for name, (_, text) in COMMANDS.items()]
+    lines.append("\n'python -m backend <command> --help' shows a command's options.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"unknown command '{command}'\n\n{usage()}", file=sys.stderr)
+        return 2
+    if command == "inpaint":
+        return inpaint_main(rest)
+    module = importlib.import_module(COMMANDS[command][0])
+    return module.main(rest)
+
+
+def inpaint_main(argv: list[str]) -> int:
+    """`python -m backend inpaint IMAGE MASK -o OUT`: the engine's fill, written as a full image."""
+    import argparse
+
+    import numpy as np
+    from PIL import Image
+
+    from backend.engine import FillOptions, load_engine
+    from shared_protocol import HiFillError
+
+    parser = argparse.ArgumentParser(prog="python -m backend inpaint", description=inpaint_main.__doc__)
+    parser.add_argument(
+        "image", type=Path, help="photo to fill (PNG, JPEG, TIFF, ...; RGB or RGBA, 8/16-bit)"
+    )
+    parser.add_argument(
+        "mask", type=Path, help="mask of the same size: white = fill, black = keep, grey = soft"
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the result")
+    parser.add_argument("--weights", type=Path, default=None, help="generator weights (default: shipped)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--context", type=int, default=None, help="context margin around holes in px (auto)")
+    args = parser.parse_args(argv)
+
+    try:
+        image = load_image(args.image)
+        with Image.open(args.mask) as m:
+            mask = np.asarray(m.convert("L"))
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read the input: {exc}", file=sys.stderr)
+        return 2
+    if mask.shape != image.shape[:2]:
+        print(
+            f"error: the mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+            f"{image.shape[1]}x{image.shape[0]}; they must match.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        engine = load_engine(args.weights, args.device, precision=args.precision)
+        from tqdm import tqdm
+
+        with tqdm(total=100, unit="%", desc="Filling", leave=False) as bar:
+
+            def progress(fraction: float, message: str) -> None:
+                bar.set_description(message)
+                bar.update(round(fraction * 100) - bar.n)
+
+            result = engine.fill(image, mask, FillOptions(context_px=args.context), progress=progress)
+    except HiFillError as exc:
+        print(f"error ({exc.kind.value}): {exc.message}", file=sys.stderr)
+        return 1
+    out = image.copy()
+    h, w = result.pixels.shape[:2]
+    out[result.y : result.y + h, result.x : result.x + w] = result.pixels
+    save_image(out, args.output)
+    print(
+        f"wrote {args.output} ({image.shape[1]}x{image.shape[0]}, "
+        f"filled region {w}x{h} at {result.x},{result.y})"
+    )
+    return 0
+
+
+def load_image(path: Path):
+    """(H, W, 3|4) uint8 or uint16 array from an image file."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            return np.asarray(im, dtype=np.uint16)[..., None].repeat(3, axis=2)
+        if im.mode not in ("RGB", "RGBA"):
+            im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
+        return np.asarray(im).copy()
+
+
+def save_image(pixels, path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    if pixels.dtype == np.uint16:  # PIL cannot write 16-bit RGB(A): the file gets 8 bits per channel
+        pixels = (pixels.astype(np.float32) / 257.0).round().astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)

@@ -1,0 +1,222 @@
+"""CRA invariants: bit-exact outside the mask, equality with an explicit per-patch loop, any size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from backend import cra
+from backend.engine import FillOptions, load_engine
+from backend.weights import write_untrained_weights
+from shared_protocol import ErrorKind, HiFillError
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    path = write_untrained_weights(tmp_path_factory.mktemp("w") / "untrained.safetensors")
+    return load_engine(path, device="cpu", allow_untrained=True)
+
+
+def photo_like(h: int, w: int, channels: int, dtype=np.uint8, seed: int = 0) -> np.ndarray:
+    """Smooth gradients plus texture, so residuals are not trivially zero."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([(np.sin(x / 37) + 1) / 2, (np.cos(y / 23) + 1) / 2, ((x + y) % 97) / 97], -1)
+    values = np.clip(base * 0.8 + rng.random((h, w, 3)) * 0.2, 0, 1)
+    if channels == 4:
+        values = np.concatenate([values, rng.random((h, w, 1))], -1)
+    if dtype == np.float32:
+        return values.astype(np.float32)
+    top = np.iinfo(dtype).max
+    return np.rint(values * top).astype(dtype)
+
+
+def several_holes(h: int, w: int) -> np.ndarray:
+    mask = np.zeros((h, w), np.uint8)
+    mask[h // 5 : h // 5 + h // 6, w // 7 : w // 7 + w // 9] = 255  # hard rectangle
+    yy, xx = np.mgrid[0:h, 0:w]
+    blob = ((yy - 0.7 * h) / (0.08 * h)) ** 2 + ((xx - 0.6 * w) / (0.05 * w)) ** 2
+    mask[blob < 1] = 255
+    mask[(blob >= 1) & (blob < 1.6)] = 90  # soft (feathered) rim
+    mask[h - 3 :, w - 20 :] = 255  # touching the image edge
+    return mask
+
+
+def apply(image: np.ndarray, result) -> np.ndarray:
+    out = image.copy()
+    h, w = result.pixels.shape[:2]
+    out[result.y : result.y + h, result.x : result.x + w] = result.pixels
+    return out
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "channels", "dtype"),
+    [(777, 1001, 3, np.uint8), (500, 8000, 4, np.uint8), (301, 257, 4, np.uint16), (200, 333, 3, np.float32)],
+)
+def test_pixels_outside_the_mask_are_bit_exact_and_alpha_untouched(engine, h, w, channels, dtype):
+    image = photo_like(h, w, channels, dtype)
+    mask = several_holes(h, w)
+    result = engine.fill(image, mask)
+    assert result.pixels.dtype == image.dtype
+    out = apply(image, result)
+    assert np.array_equal(out[mask == 0], image[mask == 0])
+    if channels == 4:
+        assert np.array_equal(out[..., 3], image[..., 3])
+    changed = np.any(out[..., :3] != image[..., :3], axis=-1)
+    assert changed[mask == 255].mean() > 0.5  # the hole was actually filled
+
+
+def test_empty_mask_returns_the_input(engine):
+    image = photo_like(64, 80, 3)
+    result = engine.fill(image, np.zeros((64, 80), np.uint8))
+    assert result.pixels.shape[:2] == (0, 0)
+    assert np.array_equal(apply(image, result), image)
+
+
+def test_bad_input_is_refused_with_a_clear_error(engine):
+    with pytest.raises(HiFillError) as err:
+        engine.fill(np.zeros((10, 10, 2), np.uint8), np.zeros((10, 10), np.uint8))
+    assert err.value.kind is ErrorKind.BAD_REQUEST
+    with pytest.raises(HiFillError, match="mask"):
+        engine.fill(np.zeros((10, 10, 3), np.uint8), np.zeros((10, 11), np.uint8))
+
+
+def test_cancel_between_stages_raises_cancelled(engine):
+    image = photo_like(300, 300, 3)
+    mask = several_holes(300, 300)
+    with pytest.raises(HiFillError) as err:
+        engine.fill(image, mask, FillOptions(), is_cancelled=lambda: True)
+    assert err.value.kind is ErrorKind.CANCELLED
+
+
+def test_upsample_rows_equals_torch_bilinear():
+    low = torch.rand(3, 24, 40)
+    full = F.interpolate(low[None], size=(100, 173), mode="bilinear", align_corners=False)[0]
+    for r0, r1 in [(0, 7), (33, 71), (90, 100)]:
+        torch.testing.assert_close(
+            cra.upsample_rows(low, (100, 173), r0, r1), full[:, r0:r1], atol=1e-5, rtol=0
+        )
+
+
+def test_mirror_indices_reflect_at_both_edges():
+    assert cra.mirror_indices(-3, 9, 5).tolist() == [2, 1, 0, 0, 1, 2, 3, 4, 4]
+
+
+def test_windows_follow_the_holes():
+    mask = np.zeros((4320, 7680), np.uint8)
+    mask[1000:1200, 2000:2200] = 255  # a 200x200 hole in 8K
+    (window,) = cra.plan_windows(mask)
+    assert window.height * window.width < 800 * 800  # small window, not the whole image
+    assert window.top <= 1000 and window.top + window.height >= 1200
+    mask[4000:4100, 7000:7100] = 255  # far away: its own window
+    assert len(cra.plan_windows(mask)) == 2
+    mask[1210:1250, 2210:2250] = 255  # close to the first: merged with it
+    assert len(cra.plan_windows(mask)) == 2
+    for window in cra.plan_windows(mask):
+        assert window.top >= 0 and window.top + window.height <= 4320
+        assert window.left >= 0 and window.left + window.width <= 7680
+
+
+def test_context_option_sets_the_margin():
+    mask = np.zeros((2000, 2000), np.uint8)
+    mask[900:1000, 900:1000] = 255
+    (small,) = cra.plan_windows(mask, context_px=50)
+    (large,) = cra.plan_windows(mask, context_px=600)
+    assert small.height < 300 and large.height > 1200
+
+
+def reference_cra(image, mask, window, fill_fn, scores):
+    """CRA written out plainly: whole window in float, a loop over hole cells and source cells (Eq. 4)."""
+    h, w = mask.shape
+    rows = cra.mirror_indices(window.top, window.height, h)
+    cols = cra.mirror_indices(window.left, window.width, w)
+    pixels = image[rows][:, cols, :3].astype(np.float64) / 255.0  # (Hw, Ww, 3)
+    hole = mask[rows][:, cols] > 0
+    k = window.cell_h // cra.CELL_DOWNSCALE  # full-res pixels per low-res pixel (exact here)
+    lh, lw = window.low_res
+    low = pixels.reshape(lh, k, lw, k, 3).mean(axis=(1, 3))
+    hole_low = hole.reshape(lh, k, lw, k).any(axis=(1, 3)).astype(np.float64)
+    fill = fill_fn(low * 2 - 1)
+    fill = (fill + 1) / 2
+    fill_low = fill * hole_low[..., None] + low * (1 - hole_low[..., None])
+
+    def up(a):
+        t = torch.from_numpy(a.transpose(2, 0, 1)).float()[None]
+        return F.interpolate(t, size=pixels.shape[:2], mode="bilinear", align_corners=False)[0].double()
+
+    residual = pixels - up(low).numpy().transpose(1, 2, 0)
+    out = up(fill_low).numpy().transpose(1, 2, 0)
+    gh, gw, ch, cw = window.grid_h, window.grid_w, window.cell_h, window.cell_w
+    cell_hole = hole.reshape(gh, ch, gw, cw).any(axis=(1, 3))
+    near_hole = np.zeros_like(cell_hole)
+    for y in range(gh):
+        for x in range(gw):
+            near_hole[y, x] = cell_hole[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2].any()
+    for j in range(gh * gw):
+        yj, xj = divmod(j, gw)
+        if not cell_hole[yj, xj]:
+            continue
+        acc, total = np.zeros((ch, cw, 3)), 0.0
+        for i in range(gh * gw):
+            yi, xi = divmod(i, gw)
+            if near_hole[yi, xi]:
+                continue
+            acc += scores[j, i] * residual[yi * ch : (yi + 1) * ch, xi * cw : (xi + 1) * cw]
+            total += scores[j, i]
+        out[yj * ch : (yj + 1) * ch, xj * cw : (xj + 1) * cw] += acc / total
+    out = np.clip(out, 0, 1)
+    expected = image.copy()
+    alpha = mask.astype(np.float64) / 255
+    for wy, iy in enumerate(range(window.top, window.top + window.height)):
+        if not 0 <= iy < h:
+            continue
+        for wx, ix in enumerate(range(window.left, window.left + window.width)):
+            if 0 <= ix < w and mask[iy, ix] > 0:
+                orig = image[iy, ix, :3] / 255.0
+                value = orig + (out[wy, wx] - orig) * alpha[iy, ix]
+                expected[iy, ix, :3] = np.clip(np.rint(value * 255), 0, 255)
+    return expected
+
+
+def test_residual_aggregation_equals_an_explicit_per_patch_loop():
+    image = photo_like(100, 150, 4, seed=3)
+    mask = np.zeros((100, 150), np.uint8)
+    mask[30:60, 50:90] = 255
+    mask[60:66, 50:90] = 128  # soft edge
+    window = cra.Window(top=-14, left=-5, grid_h=4, grid_w=5, cell_h=32, cell_w=32)  # mirrored edges
+    rng = np.random.default_rng(7)
+    scores = rng.random((20, 20))
+
+    def fill_fn(low_in):  # a deterministic stand-in for the generator, (h, w, 3) in [-1, 1]
+        return np.tanh(low_in * 1.5 + 0.2)
+
+    def fake_generator(image_t, hole_t):
+        out = torch.from_numpy(fill_fn(image_t[0].permute(1, 2, 0).double().numpy()).transpose(2, 0, 1))
+        return out.float()[None], torch.from_numpy(scores).float()[None]
+
+    region = image.copy()
+    cra.fill_window(image, mask, window, fake_generator, region, (0, 0))
+    expected = reference_cra(image, mask, window, fill_fn, scores)
+    difference = np.abs(region.astype(int) - expected.astype(int))
+    assert difference.max() <= 1  # float32 vs float64 rounding at most one level
+    assert (difference == 0).mean() > 0.999
+    assert np.array_equal(region[mask == 0], image[mask == 0])
+
+
+def test_weights_errors_are_clear(tmp_path: Path):
+    with pytest.raises(HiFillError) as err:
+        load_engine(tmp_path / "missing.safetensors")
+    assert err.value.kind is ErrorKind.NO_WEIGHTS and "python -m backend train" in err.value.message
+    untrained = write_untrained_weights(tmp_path / "u.safetensors")
+    with pytest.raises(HiFillError, match="untrained"):
+        load_engine(untrained)
+    truncated = tmp_path / "t.safetensors"
+    truncated.write_bytes(untrained.read_bytes()[:5000])
+    with pytest.raises(HiFillError, match="corrupt or truncated"):
+        load_engine(truncated)
