@@ -312,6 +312,14 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
             "output_after_undo": f"{inside}/u16-undone.png",
         },
         {
+            "name": "no_selection",
+            "image": f"{inside}/u8.png",
+            "selection": None,
+            "output_mode": "new_layer",
+            "trigger": "action",
+            "expect_error": "Select the area to fill",
+        },
+        {
             "name": "autostart",
             "image": f"{inside}/u8.png",
             "selection": SELECTION,
@@ -410,6 +418,9 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
     u16 = by_name["u16"]
     assert len(u16["layers_after"]) == len(u16["layers_before"])  # in place: replaced, not added
     assert u16["action_shortcut"] == "Ctrl+Alt+Shift+F"
+    refused = by_name["no_selection"]
+    assert refused["layers_after"] == refused["layers_before"] == ["Background:paintlayer"]
+    assert refused["message_label"].startswith("Select the area to fill"), refused["message_label"]
     autostart = by_name["autostart"]
     assert "starting" in autostart["states"] and autostart["states"][-1] == "connected", autostart["states"]
     assert not _answers(autostart_endpoint), "the backend the plug-in started still runs after Krita quit"

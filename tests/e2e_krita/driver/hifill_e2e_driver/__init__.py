@@ -152,11 +152,12 @@ class Driver:
             self.fail(f"expected one paint layer, found {self.layer_names()}")
         self.source = paint[0]
         doc.setActiveNode(self.source)
-        x, y, w, h = self.case["selection"]
-        selection = Selection()
-        selection.select(x, y, w, h, 255)
-        doc.setSelection(selection)
-        doc.waitForDone()
+        if self.case.get("selection"):  # None: leave the fresh image without a selection
+            x, y, w, h = self.case["selection"]
+            selection = Selection()
+            selection.select(x, y, w, h, 255)
+            doc.setSelection(selection)
+            doc.waitForDone()
         self.case_result.update(
             color_model=self.source.colorModel(),
             color_depth=self.source.colorDepth(),
@@ -212,7 +213,14 @@ class Driver:
             message_label=self.widget("QLabel", "hifill_message_label").text(),
             status_label=self.widget("QLabel", "hifill_status_label").text(),
         )
-        if any(is_error for _, is_error in self.messages):
+        errors = [text for text, is_error in self.messages if is_error]
+        expected = self.case.get("expect_error")
+        if expected is not None:  # a refusal: the message, and nothing else happened
+            if not any(expected in text for text in errors):
+                self.fail(f"expected an error containing {expected!r}, got {self.messages}")
+            self.later(0, self.check_undo)
+            return
+        if errors:
             self.fail(f"the fill reported an error: {self.messages}")
         doc.refreshProjection()
         doc.waitForDone()
