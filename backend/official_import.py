@@ -84,7 +84,7 @@ def _make_crc_table() -> list[int]:
 
 _CRC_TABLE = _make_crc_table()
 _CRC_TABLE_NP = np.array(_CRC_TABLE, dtype=np.uint32)
-_CRC_LANES = 1024  # byte streams advanced side by side in the numpy path
+_NUMPY_CRC_FROM = 65536  # bytes; below this a plain loop is fast enough
 
 
 def _crc_register(register: int, data: bytes | memoryview) -> int:
@@ -95,48 +95,51 @@ def _crc_register(register: int, data: bytes | memoryview) -> int:
     return register
 
 
-@functools.lru_cache(maxsize=64)
-def _zeros_operator(length: int) -> tuple[int, ...]:
-    """Columns of the GF(2) matrix that advances a raw register over ``length`` zero bytes."""
-    columns = np.left_shift(np.uint32(1), np.arange(32, dtype=np.uint32))
-    for _ in range(length):
-        columns = _CRC_TABLE_NP[columns & 0xFF] ^ (columns >> 8)
-    return tuple(int(c) for c in columns)
-
-
-def _apply_operator(columns: tuple[int, ...], register: int) -> int:
-    out = 0
-    bit = 0
-    while register:
-        if register & 1:
-            out ^= columns[bit]
-        register >>= 1
-        bit += 1
+def _apply_operator(columns: np.ndarray, registers: np.ndarray) -> np.ndarray:
+    """A 32x32 GF(2) matrix (given by its columns) applied to every register of an array."""
+    out = np.zeros_like(registers)
+    for bit in range(32):
+        out ^= ((registers >> np.uint32(bit)) & np.uint32(1)) * columns[bit]
     return out
 
 
+@functools.lru_cache(maxsize=256)
+def _zeros_operator(length: int) -> np.ndarray:
+    """Columns of the GF(2) matrix that advances a raw register over ``length`` zero bytes."""
+    basis = np.left_shift(np.uint32(1), np.arange(32, dtype=np.uint32))
+    one_byte = _CRC_TABLE_NP[basis & 0xFF] ^ (basis >> np.uint32(8))
+    result, power = basis, one_byte
+    while length:  # square-and-multiply over compositions of the one-byte operator
+        if length & 1:
+            result = _apply_operator(power, result)
+        power = _apply_operator(power, power)
+        length >>= 1
+    result.setflags(write=False)
+    return result
+
+
 def crc32c(data: bytes | memoryview) -> int:
-    """CRC-32C of ``data``. Large inputs run as 1024 interleaved streams in numpy, then are combined.
+    """CRC-32C of ``data``. Large inputs run as interleaved lanes in numpy, then are combined pairwise.
 
     The raw register update is linear over GF(2), so the register after A||B equals the register after
     A advanced over |B| zero bytes, xor the register of B started from zero.
     """
     data = memoryview(data).cast("B")
     size = len(data)
-    if size < 64 * _CRC_LANES:
+    if size < _NUMPY_CRC_FROM:
         return _crc_register(0xFFFFFFFF, data) ^ 0xFFFFFFFF
-    lane_length = size // _CRC_LANES
-    lanes = np.frombuffer(data, np.uint8, count=_CRC_LANES * lane_length).reshape(_CRC_LANES, lane_length)
-    columns = np.ascontiguousarray(lanes.T)
-    registers = np.zeros(_CRC_LANES, dtype=np.uint32)
+    lanes = 1 << max(8, (size.bit_length() - 1) // 2)  # a power of two near sqrt(size)
+    lane_length = size // lanes
+    matrix = np.frombuffer(data, np.uint8, count=lanes * lane_length).reshape(lanes, lane_length)
+    registers = np.zeros(lanes, dtype=np.uint32)
     registers[0] = 0xFFFFFFFF
-    for column in columns:
-        registers = _CRC_TABLE_NP[(registers ^ column) & 0xFF] ^ (registers >> 8)
-    shift = _zeros_operator(lane_length)
-    register = 0
-    for lane_register in registers.tolist():
-        register = _apply_operator(shift, register) ^ lane_register
-    register = _crc_register(register, data[_CRC_LANES * lane_length :])
+    for column in np.ascontiguousarray(matrix.T):
+        registers = _CRC_TABLE_NP[(registers ^ column) & 0xFF] ^ (registers >> np.uint32(8))
+    length = lane_length
+    while len(registers) > 1:  # lane pairs (A, B) -> A advanced over |B| zeros, xor B
+        registers = _apply_operator(_zeros_operator(length), registers[0::2]) ^ registers[1::2]
+        length *= 2
+    register = _crc_register(int(registers[0]), data[lanes * lane_length :])
     return register ^ 0xFFFFFFFF
 
 
@@ -861,8 +864,13 @@ def write_table(
     Path(path).write_bytes(bytes(out))
 
 
-def write_bundle(prefix: Path, tensors: Mapping[str, np.ndarray], **table_options) -> None:
-    """Write PREFIX.index and PREFIX.data-00000-of-00001 holding ``tensors`` (TensorFlow layout, as given)."""
+def write_bundle(
+    prefix: Path, tensors: Mapping[str, np.ndarray], checksums: bool = True, **table_options
+) -> None:
+    """Write PREFIX.index and PREFIX.data-00000-of-00001 holding ``tensors`` (TensorFlow layout, as given).
+
+    ``checksums=False`` leaves the optional CRC-32C field out of the entries (faster; nothing verified).
+    """
     prefix = Path(prefix)
     dtype_enum = {np.dtype(np_dtype).newbyteorder("="): num for num, (_, np_dtype) in TF_DTYPES.items()}
     data = bytearray()
@@ -876,7 +884,7 @@ def write_bundle(prefix: Path, tensors: Mapping[str, np.ndarray], **table_option
             shape=tuple(array.shape),
             offset=len(data),
             size=len(raw),
-            crc32c=mask_crc(crc32c(raw)),
+            crc32c=mask_crc(crc32c(raw)) if checksums else None,
         )
         data += raw
         pairs.append((name.encode("utf-8"), entry.encode()))
