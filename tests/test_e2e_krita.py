@@ -4,19 +4,22 @@
 
 Needs the editors root (tools/editors_root.sh; $HIFILL_EDITORS_ROOT, default /work/editors-root) and
 root privileges (chroot); skipped with the reason otherwise (the test never builds the root).
-The backend: HIFILL_E2E_BACKEND=real runs the real engine with the real server (`python -m backend
-serve --weights W` once the CLI exists, until then tests/e2e_gimp/serve_engine.py) with W =
-$HIFILL_E2E_WEIGHTS or untrained weights from backend.weights.write_untrained_weights; =fake runs the
-real server with the colour-filling engine of tests/fake_engines.py; =auto (default) takes real when
-the engine is importable. Inside the root, with this checkout bound read-only at the same path,
-install.py installs the plug-in into a fresh profile (twice: the second run changes nothing) and
-records a stand-in "backend Python" that serves the same kind of backend. The test adds its driver
-plug-in (tests/e2e_krita/driver, enabled only in this profile's kritarc, active only because
-HIFILL_KRITA_E2E_JOB names the job) and starts Krita under Xvfb. In one Krita session the driver:
+
+The backend: HIFILL_E2E_BACKEND=real runs `python -m backend serve --device cpu --weights W` with
+W = $HIFILL_E2E_WEIGHTS, or untrained weights from backend.weights.write_untrained_weights (then
+with --allow-untrained); =fake runs the real server with the colour-filling engine of
+tests/fake_engines.py; =auto (default) takes real when the engine is importable.
+
+Inside the root, with this checkout bound read-only at the same path, install.py installs the
+plug-in into a fresh profile (twice: the second run changes nothing) and records a stand-in "backend
+Python" that serves the same kind of backend. The test adds its driver plug-in
+(tests/e2e_krita/driver, enabled only in this profile's kritarc, active only because
+HIFILL_KRITA_E2E_JOB names the job) and starts Krita under Xvfb. In one Krita session the driver runs:
 
 - u8: 8-bit image, rectangle selection, docker's Fill button, backend already running on the host,
   result into a new layer above the source; export, screenshot, one undo, export again;
 - u16: 16-bit image, the hifill_fill action (default shortcut Ctrl+Alt+Shift+F), in place; two undos;
+- no_selection: the action without a selection: a message in the panel, nothing changed;
 - autostart: the docker's endpoint set to a port where nothing answers: the plug-in starts the
   installed backend (status "starting" then "connected"), fills, and stops it when Krita quits.
 
@@ -176,16 +179,8 @@ def _backend_command(kind: str, weights: Path | None) -> list[str]:
         return [str(VENV_PYTHON), "-m", "tests.fake_engines", "--engine", "colour"]
     if kind != "real":
         raise AssertionError(f"HIFILL_E2E_BACKEND must be real, fake or auto, not {kind!r}")
-    if os.environ.get("HIFILL_E2E_WEIGHTS"):  # trained weights: the real command line
-        return [str(VENV_PYTHON), "-m", "backend", "serve", "--device", "cpu", "--weights", str(weights)]
-    return [
-        str(VENV_PYTHON),
-        "-m",
-        "tests.e2e_gimp.serve_engine",
-        "--allow-untrained",
-        "--weights",
-        str(weights),
-    ]
+    command = [str(VENV_PYTHON), "-m", "backend", "serve", "--device", "cpu", "--weights", str(weights)]
+    return command if os.environ.get("HIFILL_E2E_WEIGHTS") else [*command, "--allow-untrained"]
 
 
 @pytest.fixture(scope="module")
