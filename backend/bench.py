@@ -653,6 +653,21 @@ def _process_tree(pid: int) -> list[int]:
     return found
 
 
+def process_state(pid: int) -> str:
+    """The state letter of /proc/PID/stat ('T' stopped, 'R' running, 'S' sleeping...); '' if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def _wait_until_stopped(pid: int, timeout_s: float = 5.0) -> None:
+    """SIGSTOP is delivered asynchronously: wait until the process really is stopped (or gone)."""
+    deadline = time.monotonic() + timeout_s
+    while process_state(pid) not in ("T", "t", "", "Z", "X") and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 @contextlib.contextmanager
 def paused(pid: int | None) -> Iterator[list[int]]:
     """SIGSTOP a process (and its children) for the duration; SIGCONT them in any case afterwards.
@@ -680,6 +695,8 @@ def paused(pid: int | None) -> Iterator[list[int]]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(member, signal.SIGSTOP)
                 stopped.append(member)
+        for member in stopped:
+            _wait_until_stopped(member)
         yield stopped
     finally:
         for member in reversed(stopped):
@@ -1135,6 +1152,7 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
                 "spawn_to_first_result_s": time.perf_counter() - backend.spawned_at,
                 "first_case": first.key,
                 "peak_rss_bytes": backend.memory().get("VmHWM"),
+                "backend_pid": backend.pid,
             }
             for case in settings.cases:
                 bar.set_postfix_str(f"{METHOD_TITLES[OURS]}: {case.key}")
