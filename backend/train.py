@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
@@ -131,8 +130,12 @@ def gradient_penalty(critic: Discriminator, real: torch.Tensor, fake: torch.Tens
 
 
 def save_state(path: Path, generator, critic, step: int, config: TrainConfig, extra: dict) -> None:
-    tensors = {f"generator.{k}": v.detach().cpu().float().contiguous() for k, v in generator.state_dict().items()}
-    tensors.update({f"critic.{k}": v.detach().cpu().half().contiguous() for k, v in critic.state_dict().items()})
+    tensors = {
+        f"generator.{k}": v.detach().cpu().float().contiguous() for k, v in generator.state_dict().items()
+    }
+    tensors.update(
+        {f"critic.{k}": v.detach().cpu().half().contiguous() for k, v in critic.state_dict().items()}
+    )
     meta = {"step": str(step), "train_config": json.dumps(asdict(config)), "extra": json.dumps(extra)}
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -166,7 +169,9 @@ def sample_sheet(path: Path, real, hole, coarse, refined) -> None:
     for i in range(real.shape[0]):
         masked = real[i] * (1 - hole[i]) + hole[i]
         pasted = refined[i] * hole[i] + real[i] * (1 - hole[i])
-        rows.append(np.concatenate([to_uint8(t) for t in (masked, coarse[i], refined[i], pasted, real[i])], 1))
+        rows.append(
+            np.concatenate([to_uint8(t) for t in (masked, coarse[i], refined[i], pasted, real[i])], 1)
+        )
     Image.fromarray(np.concatenate(rows, 0)).save(path)
 
 
@@ -222,7 +227,9 @@ def train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
 
     generator, critic = Generator().to(device), None
-    config = TrainConfig(size=args.size, batch=args.batch, critic_every=args.critic_every, lr_g=args.lr, lr_d=args.lr)
+    config = TrainConfig(
+        size=args.size, batch=args.batch, critic_every=args.critic_every, lr_g=args.lr, lr_d=args.lr
+    )
     critic = Discriminator(config.size).to(device)
     step, extra = 0, {"wall_seconds": 0.0, "seed": args.seed}
     init_from = Path(args.init) if args.init else None
@@ -249,18 +256,26 @@ def train(args: argparse.Namespace) -> int:
 
     losses_csv = run / "losses.csv"
     new_csv = not losses_csv.exists()
-    log = open(losses_csv, "a", newline="")
+    log = open(losses_csv, "a", newline="")  # noqa: SIM115 -- open for the whole run, closed at the end
     writer = csv.writer(log)
     if new_csv:
-        writer.writerow(["step", "in_hole_l1_coarse", "in_hole_l1_refined", "critic", "adversarial", "seconds"])
+        writer.writerow(
+            ["step", "in_hole_l1_coarse", "in_hole_l1_refined", "critic", "adversarial", "seconds"]
+        )
 
     stop = StopFlag()
     deadline = time.time() + args.minutes * 60 if args.minutes else math.inf
     end_step = step + args.steps if args.steps else math.inf
-    bar = tqdm(initial=step, total=None if end_step == math.inf else end_step, unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        initial=step, total=None if end_step == math.inf else end_step, unit="step", dynamic_ncols=True
+    )
     last_save, started = time.time(), time.time()
     wall_before = float(extra.get("wall_seconds", 0.0))
-    autocast_kwargs = {"device_type": device.type, "dtype": autocast or torch.float32, "enabled": autocast is not None}
+    autocast_kwargs = {
+        "device_type": device.type,
+        "dtype": autocast or torch.float32,
+        "enabled": autocast is not None,
+    }
     running = {}
 
     def checkpoint() -> None:
@@ -285,8 +300,11 @@ def train(args: argparse.Namespace) -> int:
 
     while step < end_step and time.time() < deadline and not stop.stop:
         real = data.batch().to(device)
-        hole = torch.from_numpy(mask_batch(rng, config.batch, config.size, config.size, "mixed",
-                                           (config.hole_min, config.hole_max))).to(device)
+        hole = torch.from_numpy(
+            mask_batch(
+                rng, config.batch, config.size, config.size, "mixed", (config.hole_min, config.hole_max)
+            )
+        ).to(device)
         with torch.autocast(**autocast_kwargs):
             out = generator(real, hole)
         pasted = out.refined.float() * hole + real * (1 - hole)
@@ -321,7 +339,9 @@ def train(args: argparse.Namespace) -> int:
         for k, v in values.items():
             running[k] = 0.98 * running.get(k, v) + 0.02 * v
         bar.update(1)
-        bar.set_postfix(hole_l1=f"{running['in_hole_l1_refined'] * 127.5:.1f}", critic=f"{running['critic']:.2f}")
+        bar.set_postfix(
+            hole_l1=f"{running['in_hole_l1_refined'] * 127.5:.1f}", critic=f"{running['critic']:.2f}"
+        )
         if step % 10 == 0:
             writer.writerow([step, *(f"{running[k]:.5f}" for k in values), f"{time.time() - started:.0f}"])
         if step % 500 == 0:
@@ -340,8 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m backend train", description=__doc__.splitlines()[0])
     p.add_argument("--photos", default="data/photos/train", help="folder of training photos (recursive)")
     p.add_argument("--run", default="runs/cpu", help="run folder: state, samples.png, losses.csv/png")
-    p.add_argument("--init", default="backend/weights/training-state.safetensors",
-                   help="state to start from when the run folder has none (the committed state)")
+    p.add_argument(
+        "--init",
+        default="backend/weights/training-state.safetensors",
+        help="state to start from when the run folder has none (the committed state)",
+    )
     p.add_argument("--export", default=str(DEFAULT_WEIGHTS), help="where to write the shipped generator")
     p.add_argument("--steps", type=int, default=0, help="stop after this many more steps (0: no limit)")
     p.add_argument("--minutes", type=float, default=0, help="stop after this many minutes (0: no limit)")

@@ -1,0 +1,116 @@
+"""The real backend (`python -m backend serve`, real generator) as a process, driven by the real Client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.weights import write_untrained_weights
+from shared_protocol import Client, ErrorKind, HiFillError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_endpoint() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    return write_untrained_weights(tmp_path_factory.mktemp("weights") / "untrained.safetensors")
+
+
+def start_backend(weights: Path, tmp: Path) -> tuple[subprocess.Popen, str]:
+    endpoint = free_endpoint()
+    log = open(tmp / f"backend-{endpoint.rsplit(':', 1)[1]}.log", "w")  # noqa: SIM115 -- lives with the process
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    cmd = [sys.executable, "-m", "backend", "serve", "--endpoint", endpoint, "--weights", str(weights)]
+    process = subprocess.Popen([*cmd, "--allow-untrained"], cwd=REPO, stdout=log, stderr=log, env=env)
+    with Client(endpoint, timeout_s=5, connect_timeout_s=2) as client:
+        deadline = time.time() + 120
+        while True:
+            try:
+                client.hello()
+                break
+            except HiFillError:
+                if time.time() > deadline or process.poll() is not None:
+                    process.kill()
+                    raise AssertionError(f"backend did not start: {(tmp / log.name).read_text()[-2000:]}")
+                time.sleep(0.5)
+    return process, endpoint
+
+
+@pytest.fixture
+def backend(weights, tmp_path):
+    process, endpoint = start_backend(weights, tmp_path)
+    yield process, endpoint
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_small_hole_in_8k_is_filled_with_bounded_memory(backend):
+    process, endpoint = backend
+    h, w = 4320, 7680
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    mask[2000:2200, 3000:3200] = 255
+    with Client(endpoint, timeout_s=300) as client:
+        info = client.hello()
+        assert info["device"] == "cpu"
+        result = client.inpaint(image.tobytes(), w, h, 3, "u8", mask.tobytes())
+    assert (result.x, result.y, result.width, result.height) == (3000, 2000, 200, 200)
+    region = np.frombuffer(result.pixels, np.uint8).reshape(200, 200, 3)
+    assert not np.array_equal(region, image[2000:2200, 3000:3200])
+    peak = peak_rss_mb(process.pid)
+    assert peak < 1024, f"backend peak RSS {peak:.0f} MB"  # the image alone is 100 MB; window-bounded
+
+
+def test_bad_input_gets_an_error_and_the_backend_keeps_serving(backend):
+    _, endpoint = backend
+    with Client(endpoint, timeout_s=120) as client:
+        with pytest.raises(HiFillError) as err:
+            client.inpaint(b"\0" * 10, 4, 4, 3, "u8", b"\0" * 16)  # wrong byte count
+        assert err.value.kind is ErrorKind.BAD_REQUEST
+        image = np.full((64, 64, 3), 120, np.uint8)
+        mask = np.zeros((64, 64), np.uint8)
+        mask[20:40, 20:40] = 255
+        result = client.inpaint(image.tobytes(), 64, 64, 3, "u8", mask.tobytes())
+        assert (result.width, result.height) == (20, 20)
+
+
+def test_killing_the_backend_mid_fill_gives_a_clear_error_within_the_timeout(backend):
+    process, endpoint = backend
+    h, w = 2160, 3840
+    image = np.zeros((h, w, 3), np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    mask[200:1900, 300:3500] = 255  # a big fill: still running when the backend dies
+    threading.Timer(3.0, process.kill).start()
+    started = time.monotonic()
+    with Client(endpoint, timeout_s=60) as client, pytest.raises(HiFillError) as err:
+        client.inpaint(image.tobytes(), w, h, 3, "u8", mask.tobytes())
+    assert err.value.kind is ErrorKind.BACKEND_UNAVAILABLE
+    assert "backend" in err.value.message.lower()
+    assert time.monotonic() - started < 30
