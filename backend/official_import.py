@@ -477,7 +477,7 @@ def resolve_prefix(path: Path) -> Path:
             )
             if not match:
                 raise CheckpointError(f"{state} does not name a checkpoint (no model_checkpoint_path line).")
-            named = Path(match.group(1).encode("utf-8").decode("unicode_escape"))
+            named = Path(_unescape_text_proto(match.group(1)))
             candidates = [named if named.is_absolute() else path / named, path / named.name]
             for prefix in candidates:
                 if _index_path(prefix).is_file():
@@ -505,6 +505,22 @@ def resolve_prefix(path: Path) -> Path:
         f"No TensorFlow checkpoint at {path}: expected {path.name}.index (and its .data shard), "
         "an .index file, or a folder holding a 'checkpoint' file."
     )
+
+
+def _unescape_text_proto(text: str) -> str:
+    """A C-escaped text-format string (\\", \\n, octal and hex bytes) as text; non-UTF-8 bytes survive."""
+    named = {"n": b"\n", "t": b"\t", "r": b"\r", "a": b"\a", "b": b"\b", "f": b"\f", "v": b"\v"}
+
+    def replace(match: re.Match) -> bytes:
+        octal, hexadecimal, char = match.groups()
+        if octal:
+            return bytes([int(octal, 8) & 0xFF])
+        if hexadecimal:
+            return bytes([int(hexadecimal, 16)])
+        return named.get(char.decode("latin-1"), char)
+
+    raw = re.sub(rb"\\(?:([0-7]{1,3})|x([0-9a-fA-F]{1,2})|(.))", replace, text.encode("utf-8"), flags=re.S)
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def _index_path(prefix: Path) -> Path:
@@ -965,7 +981,6 @@ def main(argv: list[str] | None = None) -> int:
             raise CheckpointError(
                 f"{output} already exists; pass --force to overwrite it or -o to write elsewhere."
             )
-        torch.set_grad_enabled(False)
         generator, plan, bundle = import_generator(args.path, verify=not args.no_verify)
         step = global_step(bundle)
         skipped = {kind: len(names) for kind, names in sorted(plan.skipped.items())}

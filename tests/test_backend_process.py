@@ -53,7 +53,9 @@ def start_backend(weights: Path, tmp: Path) -> tuple[subprocess.Popen, str]:
             except HiFillError:
                 if time.time() > deadline or process.poll() is not None:
                     process.kill()
-                    raise AssertionError(f"backend did not start: {(tmp / log.name).read_text()[-2000:]}")
+                    raise AssertionError(
+                        f"backend did not start: {Path(log.name).read_text()[-2000:]}"
+                    ) from None
                 time.sleep(0.5)
     return process, endpoint
 

@@ -403,6 +403,14 @@ def test_wrong_dtype(bundle_with):
     assert f"{name} is float64, expected float32" in _error(bundle_with(edit)).message
 
 
+def test_checkpoint_file_with_escaped_relative_path(tmp_path):
+    """TensorFlow writes the 'checkpoint' file in text format: non-ASCII bytes come octal-escaped."""
+    (tmp_path / "café").mkdir()
+    shutil.copy(REAL_INDEX, tmp_path / "café" / 'snap "1".index')
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "caf\\303\\251/snap \\"1\\""\n')
+    assert oi.resolve_prefix(tmp_path) == tmp_path / "café" / 'snap "1"'
+
+
 def test_unresolvable_paths(tmp_path, capsys):
     with pytest.raises(oi.CheckpointError, match="No TensorFlow checkpoint at"):
         oi.resolve_prefix(tmp_path / "nothing")
