@@ -972,7 +972,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(list_variables(bundle)))
             plan = plan_import(bundle.entries, Generator(), official_parameter_map(Generator()), "generator")
             print(
-                f"{len(plan.mapping)} generator tensors, {plan.parameters:,} parameters, "
+                f"{len(plan.mapping)} generator tensors ({plan.parameters:,} parameters) "
                 "map onto our generator."
             )
             return 0

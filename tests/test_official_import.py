@@ -151,7 +151,7 @@ def test_list_command_on_the_real_index(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 206 + 1
     assert "generator/re_de_toRGB__256/re_de_toRGB__256_conv/pw  float32  [1, 1, 64, 3]" in "\n".join(out)
-    assert out[-1].startswith("192 generator tensors, 2,722,791 parameters")
+    assert out[-1] == "192 generator tensors (2,722,791 parameters) map onto our generator."
 
 
 def test_real_index_without_its_data_shard_is_a_clear_error(tmp_path, capsys):
