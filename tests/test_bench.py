@@ -125,6 +125,10 @@ def test_cases_follow_the_issue() -> None:
         "512x512 5%", "512x512 10%", "512x512 25%", "8K 5%", "8K 10%", "8K 25%",
     ]  # fmt: skip
     assert bench.parse_size("640x480") == ("640x480", 640, 480)
+    # the cold start ends with a small fill, whatever the cases
+    assert bench.cold_start_case(plain).key == "512x512 10%"
+    assert bench.cold_start_case(bench.build_cases(["8k"], None, compare=False)).key == "512x512 10%"
+    assert bench.cold_start_case(bench.build_cases(["256"], [25.0], compare=False)).key == "256x256 25%"
     with pytest.raises(Exception, match="not a size"):
         bench.parse_size("huge")
 
