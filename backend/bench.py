@@ -264,6 +264,7 @@ class Measurement:
     height: int
     hole_percent: float  # actual share of hole pixels, in %
     times_s: list[float] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)  # CPU time (user + system) of the method's process
     capped: bool = False
     cap_s: float | None = None
     skipped: str | None = None  # why the case was not run
@@ -280,6 +281,7 @@ class Measurement:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["median_s"] = self.median_s
+        data["median_cpu_s"] = float(np.median(self.cpu_s)) if self.cpu_s else None
         data["runs"] = len(self.times_s)
         data["pixels"] = self.width * self.height
         return data
@@ -292,6 +294,15 @@ def process_memory(pid: int | str) -> dict[str, int]:
     except OSError:
         return {}
     return {key: int(kb) * 1024 for key, kb in re.findall(r"^(Vm\w+):\s+(\d+) kB", text, re.MULTILINE)}
+
+
+def process_cpu_seconds(pid: int | str) -> float | None:
+    """User + system CPU time of a process so far, from /proc/PID/stat; None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def reset_peak_rss(pid: int | str) -> bool:
@@ -433,6 +444,7 @@ def run_ours(
     resettable = reset_peak_rss(backend.pid)
     result.check["peak_scope"] = "case" if resettable else "cumulative since start"
     for run in range(repeats):
+        cpu_before = process_cpu_seconds(backend.pid)
         start = time.perf_counter()
         try:
             filled = client.inpaint(image, case.width, case.height, 3, "u8", mask)
@@ -444,6 +456,9 @@ def run_ours(
             result.error = f"{error.kind.value}: {error.message}"
             break
         result.times_s.append(time.perf_counter() - start)
+        cpu_after = process_cpu_seconds(backend.pid)
+        if cpu_before is not None and cpu_after is not None:
+            result.cpu_s.append(cpu_after - cpu_before)
         if run == 0:
             result.check.update(check_fill(image, mask, region_of(filled), filled.x, filled.y))
         del filled
@@ -548,11 +563,11 @@ def peer_child_main(argv: list[str]) -> int:
     _emit({"event": "ready", "rss": memory.get("VmRSS"), "hwm": memory.get("VmHWM")})
     spent = 0.0
     for run in range(int(repeats)):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         output = fill(image, mask)
         seconds = time.perf_counter() - start
         spent += seconds
-        message: dict[str, Any] = {"event": "run", "seconds": seconds}
+        message: dict[str, Any] = {"event": "run", "seconds": seconds, "cpu": time.process_time() - cpu_start}
         if run == 0:
             message["check"] = check_fill(image, mask, np.asarray(output), 0, 0)
         memory = process_memory("self")
@@ -615,6 +630,7 @@ def run_peer(
                     break
                 message = json.loads(line)
                 result.times_s.append(message["seconds"])
+                result.cpu_s.append(message["cpu"])
                 result.peak_rss_bytes, result.rss_after_bytes = message.get("hwm"), message.get("rss")
                 result.check.update(message.get("check", {}))
                 on_run()
@@ -818,7 +834,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- date: {report['created']}; commit {report['commit']}; command: `{report['command']}`",
         f"- machine: {machine['cpu']}, {machine['cpus']} logical CPUs, {machine['ram_gb']:.0f} GB RAM, "
         f"{machine['os']}; Python {machine['python']}, torch {machine['torch']}; "
-        f"load average at start {machine['load_at_start']}",
+        f"load average (1 min) at start {machine['load_at_start']}, "
+        f"at the end {report.get('load_at_end', '?')}",
         f"- backend: {backend.get('model', '?')}, device {backend.get('device', '?')}, precision "
         f"{backend.get('precision', '?')}, weights `{backend.get('weights', '?')}`"
         + (" (**untrained: plumbing only**)" if backend.get("untrained") else ""),
@@ -829,8 +846,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Our backend (warm, end to end through ZeroMQ)",
         "",
-        "| Case | Pixels | Hole | Runs | Median | Min – max | Backend peak RSS | RSS after |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| Case | Pixels | Hole | Runs | Median | Min – max | Backend CPU / fill | Backend peak RSS "
+        "| RSS after |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for item in report["results"]:
         if item["method"] != OURS:
@@ -839,7 +857,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         spread = f"{_fmt_s(min(times))} – {_fmt_s(max(times))}" if times else "–"
         lines.append(
             f"| {item['case']} | {item['pixels'] / 1e6:.2f} MP | {item['hole_percent']:.1f}% "
-            f"| {item['runs']} | {_time_cell(item)} | {spread} | {_fmt_mb(item['peak_rss_bytes'])} "
+            f"| {item['runs']} | {_time_cell(item)} | {spread} | {_fmt_s(item['median_cpu_s'])} "
+            f"| {_fmt_mb(item['peak_rss_bytes'])} "
             f"| {_fmt_mb(item['rss_after_bytes'])} |"
         )
     scope = {item["check"].get("peak_scope") for item in report["results"] if item["method"] == OURS}
@@ -851,7 +870,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             if scope == {"case"}
             else "cumulative since the backend started (the kernel refused a reset), so a row also "
             "covers every earlier case."
-        ),
+        )
+        + " Backend CPU / fill is the user + system CPU time the backend process spent per fill (its "
+        "threads can use several cores at once); unlike wall time it barely depends on other load.",
         "",
     ]
     cold = report.get("cold_start")
@@ -1183,6 +1204,7 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
         if settings.compare:
             report["results"] += _run_peers(settings, data, bar)
     report["targets"] = target_table(report)
+    report["load_at_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     return report
 
 

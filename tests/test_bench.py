@@ -42,7 +42,8 @@ def test_smoke_run_writes_table_json_and_plot(smoke: dict) -> None:
     out = smoke["out"]
     markdown = (out / "bench.md").read_text()
     assert (out / "bench-scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| Case | Pixels | Hole | Runs | Median | Min – max | Backend peak RSS | RSS after |" in markdown
+    header = "| Case | Pixels | Hole | Runs | Median | Min – max | Backend CPU / fill | Backend peak RSS |"
+    assert header in markdown
     assert "| 256x256 10% | 0.07 MP |" in markdown
     assert "Round trip / memcpy" in markdown
     target_rows = markdown.split("## Targets (issue 6)")[1].strip().splitlines()[2:]
@@ -58,6 +59,7 @@ def test_smoke_our_backend_numbers_are_real(smoke: dict) -> None:
     assert 9.0 <= ours["hole_percent"] <= 11.0
     assert ours["runs"] == 2 and all(t > 0 for t in ours["times_s"])
     assert min(ours["times_s"]) <= ours["median_s"] <= max(ours["times_s"])
+    assert len(ours["cpu_s"]) == 2 and ours["median_cpu_s"] > 0  # the backend process did the work
     assert ours["peak_rss_bytes"] >= ours["rss_after_bytes"] > 50_000_000  # torch + model are resident
     check = ours["check"]
     assert check["covers_hole"] and check["outside_bit_exact"]
@@ -92,7 +94,7 @@ def test_smoke_peers_measured_in_their_own_processes(smoke: dict) -> None:
     assert set(peers) == {"telea", "ns", "patchmatch"}
     for item in peers.values():
         assert item["case"] == "256x256 10%" and not item["capped"] and item["error"] is None
-        assert item["runs"] == 2 and item["median_s"] > 0
+        assert item["runs"] == 2 and item["median_s"] > 0 and item["median_cpu_s"] > 0
         assert item["peak_rss_bytes"] > 0
         assert item["check"]["hole_changed_fraction"] > 0.5
     assert report["settings"]["patchmatch_version"]
