@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("backend.evaluate", "in-hole L1 / PSNR / SSIM vs OpenCV baselines, contact sheets"),
     "import-official": ("backend.official_import", "convert the official TF checkpoint to our weights"),
     "build-dataset": ("backend.dataset_build", "build the training/validation photo folders"),
+    "model-card": ("backend.model_card", "write the shipped weights' model card from their metadata"),
 }
 
 
