@@ -312,7 +312,9 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
             "selection": None,
             "output_mode": "new_layer",
             "trigger": "action",
+            "hide_docker": True,  # the message then goes to the canvas (floating message)
             "expect_error": "Select the area to fill",
+            "screenshot": f"{inside}/no-selection.png",
         },
         {
             "name": "autostart",
@@ -369,6 +371,7 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
     assert result.get("ok") and krita.returncode == 0, f"exit {krita.returncode}: {log_tail}"
     krita_log = (host / "krita.log").read_text(errors="replace")
     assert "SAFE ASSERT" not in krita_log, "Krita reported an internal assertion:\n" + krita_log[-3000:]
+    assert "Traceback" not in krita_log, "a Python error inside Krita:\n" + krita_log[-3000:]
     by_name = {case["name"]: case for case in result["cases"]}
     print(
         f"\nbackend: {backend_kind} ({hello.get('device')}, {hello.get('model')});"

@@ -45,7 +45,23 @@ def get_controller():
         launcher = BackendLauncher(config, launch.default_log_path(), config_problem=problem)
         default_endpoint = config.endpoint if config is not None and config.endpoint else DEFAULT_ENDPOINT
         _controller = FillController(Krita.instance(), launcher, default_endpoint)
+        _controller.message_changed.connect(_show_in_view_without_docker)
     return _controller
+
+
+def _show_in_view_without_docker(text: str, is_error: bool) -> None:
+    """When the fill came from the shortcut and no HiFill docker is on screen, say it on the canvas."""
+    from krita import Krita
+
+    from .docker import DOCKER_ID
+    from .qt_compat import QtGui
+
+    window = Krita.instance().activeWindow()
+    if window is None or any(d.objectName() == DOCKER_ID and d.isVisible() for d in window.dockers()):
+        return
+    view = window.activeView()
+    if view is not None:
+        view.showFloatingMessage(f"HiFill: {text}", QtGui.QIcon(), 6000 if is_error else 3000, 1)
 
 
 def _register() -> None:

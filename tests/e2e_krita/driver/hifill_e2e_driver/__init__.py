@@ -178,6 +178,8 @@ class Driver:
         self.messages: list[tuple[str, bool]] = []
         self.controller().message_changed.connect(self.on_message)
         self.log(f"{self.case['name']}: selection {self.case['selection']}, trigger {self.case['trigger']}")
+        if self.case.get("hide_docker"):  # the shortcut with no panel on screen
+            self.docker.hide()
         if self.case["trigger"] == "button":
             self.widget("QPushButton", "hifill_fill_button").click()
         else:
@@ -218,7 +220,10 @@ class Driver:
         if expected is not None:  # a refusal: the message, and nothing else happened
             if not any(expected in text for text in errors):
                 self.fail(f"expected an error containing {expected!r}, got {self.messages}")
-            self.later(0, self.check_undo)
+            if self.case.get("screenshot"):
+                self.later(1500, self.grab_screenshot)
+            else:
+                self.later(0, self.check_undo)
             return
         if errors:
             self.fail(f"the fill reported an error: {self.messages}")
@@ -247,13 +252,17 @@ class Driver:
         self.later(700, self.grab_screenshot)
 
     def grab_screenshot(self) -> None:
-        pixmap = self.window.qwindow().grab()
+        # The whole X screen (the window fills it): on-canvas messages are separate windows.
+        _, QtWidgets = _qt()
+        pixmap = QtWidgets.QApplication.primaryScreen().grabWindow(0)
         if not pixmap.save(self.case["screenshot"]):
             self.fail("screenshot failed")
         self.log(f"screenshot {self.case['screenshot']}")
         self.later(0, self.check_undo)
 
     def check_undo(self) -> None:
+        if self.case.get("hide_docker"):
+            self.docker.show()
         steps = int(self.case.get("undo_steps", 0))
         if steps:
             undo = Krita.instance().action("edit_undo")
