@@ -20,8 +20,10 @@ HIFILL_KRITA_E2E_JOB names the job) and starts Krita under Xvfb. In one Krita se
   result into a new layer above the source; export, screenshot, one undo, export again;
 - u16: 16-bit image, the hifill_fill action (default shortcut Ctrl+Alt+Shift+F), in place; two undos;
 - no_selection: the action without a selection: a message in the panel, nothing changed;
-- autostart: the docker's endpoint set to a port where nothing answers: the plug-in starts the
-  installed backend (status "starting" then "connected"), fills, and stops it when Krita quits.
+- cancel_while_starting: the docker's endpoint set to a port where nothing answers: the plug-in
+  starts the installed backend (status "starting"); Cancel 0.3 s later: a message, nothing changed;
+- autostart: the same endpoint again: the backend started before is waited for, not started twice;
+  the fill lands; the plug-in stops that backend when Krita quits.
 
 The host compares the exports with the input: outside the selection bit-exact, inside changed, undo
 restores everything. HIFILL_KRITA_SCREENSHOT=PATH adds a case on a photo
@@ -317,6 +319,16 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
             "screenshot": f"{inside}/no-selection.png",
         },
         {
+            "name": "cancel_while_starting",
+            "image": f"{inside}/u8.png",
+            "selection": SELECTION,
+            "endpoint": autostart_endpoint,
+            "output_mode": "new_layer",
+            "trigger": "button",
+            "cancel_after_ms": 300,
+            "expect_message": "Cancelled while the backend was starting",
+        },
+        {
             "name": "autostart",
             "image": f"{inside}/u8.png",
             "selection": SELECTION,
@@ -419,9 +431,15 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
     refused = by_name["no_selection"]
     assert refused["layers_after"] == refused["layers_before"] == ["Background:paintlayer"]
     assert refused["message_label"].startswith("Select the area to fill"), refused["message_label"]
+    cancelled = by_name["cancel_while_starting"]
+    assert cancelled["layers_after"] == cancelled["layers_before"], cancelled
+    assert cancelled["states"][-1] == "starting" and cancelled["progress"] == 0, cancelled
     autostart = by_name["autostart"]
-    assert "starting" in autostart["states"] and autostart["states"][-1] == "connected", autostart["states"]
+    assert autostart["states"][-1] == "connected", autostart["states"]
     assert not _answers(autostart_endpoint), "the backend the plug-in started still runs after Krita quit"
+    launcher_log = (host / "tmp" / "hifill-backend.log").read_text()
+    starts = launcher_log.count(f"--endpoint {autostart_endpoint}")
+    assert starts == 1, f"the backend was started {starts} times (the cancelled start must be reused)"
     if screenshot:
         shutil.copy2(host / "photo-screenshot.png", screenshot)
         print(f"screenshot of the photo case written to {screenshot}")

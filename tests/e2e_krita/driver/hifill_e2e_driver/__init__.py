@@ -189,6 +189,10 @@ class Driver:
             self.case_result["action_shortcut"] = action.shortcut().toString()
             action.trigger()
         self.fill_started = time.monotonic()
+        if self.case.get("cancel_after_ms") is not None:  # the user changes their mind
+            self.later(
+                int(self.case["cancel_after_ms"]), self.widget("QPushButton", "hifill_cancel_button").click
+            )
         idle = lambda: not self.controller().busy  # noqa: E731
         self.later(50, lambda: self.wait_until(idle, self.after_fill, "the fill"))
 
@@ -217,6 +221,13 @@ class Driver:
         )
         errors = [text for text, is_error in self.messages if is_error]
         expected = self.case.get("expect_error")
+        if self.case.get("expect_message") is not None:  # e.g. cancelled: no error, nothing changed
+            if errors or not any(self.case["expect_message"] in text for text, _ in self.messages):
+                self.fail(
+                    f"expected a message containing {self.case['expect_message']!r}, got {self.messages}"
+                )
+            self.later(0, self.check_undo)
+            return
         if expected is not None:  # a refusal: the message, and nothing else happened
             if not any(expected in text for text in errors):
                 self.fail(f"expected an error containing {expected!r}, got {self.messages}")
