@@ -164,6 +164,20 @@ def test_swap_is_its_own_inverse(data: bytes) -> None:
         assert swap_red_blue(swap_red_blue(data, bytes_per_channel), bytes_per_channel) == data
 
 
+def test_block_wise_conversions_match_whole_buffer_results(monkeypatch) -> None:
+    import hifill.pixels as pixels
+
+    halves = struct.pack("=12e", *[i / 8 for i in range(12)])
+    mask = bytes([0, 9, 0])
+    rgba = bytes(range(1, 25))
+    whole = (krita_to_rgba(halves, layout_for("RGBA", "F16")), clear_outside_mask(rgba, mask, 8))
+    monkeypatch.setattr(pixels, "BLOCK_VALUES", 5)  # blocks that split pixels and values unevenly
+    assert krita_to_rgba(halves, layout_for("RGBA", "F16")) == whole[0]
+    assert rgba_to_krita(whole[0], layout_for("RGBA", "F16")) == halves
+    monkeypatch.setattr(pixels, "BLOCK_VALUES", 2)
+    assert clear_outside_mask(rgba, mask, 8) == whole[1] == bytes(8) + rgba[8:16] + bytes(8)
+
+
 def test_clear_outside_mask_zeroes_exactly_the_unselected_pixels() -> None:
     pixels = bytes(range(1, 25))  # 3 pixels of 8 bytes
     assert clear_outside_mask(pixels, bytes([0, 1, 255]), 8) == bytes(8) + pixels[8:]

@@ -168,7 +168,7 @@ class FillController(QObject):
                 raise HiFillError(ErrorKind.CANCELLED, "Fill cancelled; nothing was changed.")
             if not self._document_is_open(fill_input):
                 raise HiFillError(ErrorKind.CANCELLED, "The image was closed while HiFill was working.")
-            applied = apply_result(fill_input, outcome, self.settings.output_mode)
+            applied = apply_result(fill_input, outcome, fill_input.output_mode)
             if applied.active is not None:
                 # Krita activates an added layer from a queued signal: select ours after that.
                 document, active = fill_input.document, applied.active

@@ -66,6 +66,7 @@ class FillInput:
     window: Rect  # the pixels sent (image coordinates)
     layout: PixelLayout
     request: FillRequest
+    output_mode: OutputMode  # chosen when the fill started (the option may change meanwhile)
 
 
 def _user_error(message: str) -> HiFillError:
@@ -115,7 +116,9 @@ def read_fill_input(
         channels=layout.channels,
         context_px=settings.context_px,
     )
-    return FillInput(document, source, source.uniqueId(), selection, window, layout, request)
+    return FillInput(
+        document, source, source.uniqueId(), selection, window, layout, request, settings.output_mode
+    )
 
 
 def _crop_mask(mask: bytes, mask_width: int, rect: Rect) -> bytes:

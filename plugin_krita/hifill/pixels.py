@@ -97,14 +97,35 @@ def _to_little_endian(data: bytes, typecode: str) -> bytes:
     return values.tobytes()
 
 
+# Pure-Python conversions work on blocks so memory stays bounded on big regions.
+BLOCK_VALUES = 1 << 18
+
+
+def _convert_floats(
+    data: bytes, source_order: str, source_code: str, target_order: str, target_code: str
+) -> bytes:
+    """Re-encode floats (e.g. half <-> single) block by block; values keep their order."""
+    size = struct.calcsize(source_code)
+    parts = []
+    for start in range(0, len(data), BLOCK_VALUES * size):
+        block = data[start : start + BLOCK_VALUES * size]
+        count = len(block) // size
+        parts.append(
+            struct.pack(
+                f"{target_order}{count}{target_code}",
+                *struct.unpack(f"{source_order}{count}{source_code}", block),
+            )
+        )
+    return b"".join(parts)
+
+
 def krita_to_rgba(data: bytes | bytearray | memoryview, layout: PixelLayout) -> bytes:
     """Krita layer bytes -> protocol image bytes (RGBA, dtype layout.protocol_dtype, little-endian)."""
     rgba = swap_red_blue(data, layout.krita_bytes_per_channel) if layout.krita_is_bgra else bytes(data)
     if layout.color_depth == "U16":
         return _to_little_endian(rgba, "H")
     if layout.color_depth == "F16":
-        count = len(rgba) // 2
-        return struct.pack(f"<{count}f", *struct.unpack(f"={count}e", rgba))
+        return _convert_floats(rgba, "=", "e", "<", "f")
     if layout.color_depth == "F32":
         return _to_little_endian(rgba, "f")
     return rgba
@@ -118,9 +139,8 @@ def rgba_to_krita(data: bytes | bytearray | memoryview, layout: PixelLayout) -> 
     elif layout.color_depth == "F32":
         raw = _to_little_endian(raw, "f")
     elif layout.color_depth == "F16":
-        count = len(raw) // 4
         try:
-            raw = struct.pack(f"={count}e", *struct.unpack(f"<{count}f", raw))
+            raw = _convert_floats(raw, "<", "f", "=", "e")
         except OverflowError:
             raise HiFillError(
                 ErrorKind.INTERNAL, "The backend returned values too large for a 16-bit float layer."
@@ -144,8 +164,13 @@ def clear_outside_mask(pixels: bytes | bytearray | memoryview, mask: bytes, byte
     if not source:
         return source
     keep = mask.translate(_NONZERO_TO_FF)
-    keep_bytes = bytearray(len(source))
-    for byte in range(bytes_per_pixel):
-        keep_bytes[byte::bytes_per_pixel] = keep
-    kept = int.from_bytes(source, "little") & int.from_bytes(keep_bytes, "little")
-    return kept.to_bytes(len(source), "little")
+    parts = []
+    for first in range(0, len(mask), BLOCK_VALUES):  # a bitwise AND of big integers, block by block
+        block_keep = keep[first : first + BLOCK_VALUES]
+        block = source[first * bytes_per_pixel : (first + len(block_keep)) * bytes_per_pixel]
+        keep_bytes = bytearray(len(block))
+        for byte in range(bytes_per_pixel):
+            keep_bytes[byte::bytes_per_pixel] = block_keep
+        kept = int.from_bytes(block, "little") & int.from_bytes(keep_bytes, "little")
+        parts.append(kept.to_bytes(len(block), "little"))
+    return b"".join(parts)

@@ -6,20 +6,15 @@ try:
     from PyQt5 import QtCore, QtGui, QtWidgets
 
     QT_API = "PyQt5"
-    QAction = QtWidgets.QAction
 except ImportError:  # Krita 6
     from PyQt6 import QtCore, QtGui, QtWidgets
 
     QT_API = "PyQt6"
-    QAction = QtGui.QAction
 
 pyqtSignal = QtCore.pyqtSignal
 QObject = QtCore.QObject
 QTimer = QtCore.QTimer
-QStandardPaths = QtCore.QStandardPaths
-Qt = QtCore.Qt
 
-QCheckBox = QtWidgets.QCheckBox
 QComboBox = QtWidgets.QComboBox
 QFormLayout = QtWidgets.QFormLayout
 QGroupBox = QtWidgets.QGroupBox
@@ -32,14 +27,12 @@ QSpinBox = QtWidgets.QSpinBox
 QVBoxLayout = QtWidgets.QVBoxLayout
 QWidget = QtWidgets.QWidget
 
-# Scoped enum spellings work in PyQt6 and in PyQt5 >= 5.11.
-TEXT_SELECTABLE = Qt.TextInteractionFlag.TextSelectableByMouse
-CACHE_LOCATION = QStandardPaths.StandardLocation.GenericCacheLocation
+# Scoped enum spelling: the only one PyQt6 accepts, and valid in PyQt5 >= 5.11.
+TEXT_SELECTABLE = QtCore.Qt.TextInteractionFlag.TextSelectableByMouse
 
 __all__ = [
-    "CACHE_LOCATION",
-    "QAction",
-    "QCheckBox",
+    "QT_API",
+    "TEXT_SELECTABLE",
     "QComboBox",
     "QFormLayout",
     "QGroupBox",
@@ -50,12 +43,9 @@ __all__ = [
     "QProgressBar",
     "QPushButton",
     "QSpinBox",
-    "QStandardPaths",
     "QTimer",
-    "QT_API",
     "QVBoxLayout",
     "QWidget",
-    "Qt",
-    "TEXT_SELECTABLE",
+    "QtGui",
     "pyqtSignal",
 ]
