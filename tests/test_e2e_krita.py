@@ -19,6 +19,8 @@ HIFILL_KRITA_E2E_JOB names the job) and starts Krita under Xvfb. In one Krita se
 - u8: 8-bit image, rectangle selection, docker's Fill button, backend already running on the host,
   result into a new layer above the source; export, screenshot, one undo, export again;
 - u16: 16-bit image, the hifill_fill action (default shortcut Ctrl+Alt+Shift+F), in place; two undos;
+- f32: the image converted to 32-bit float RGBA in Krita; the raw composite changes exactly inside
+  the selection;
 - no_selection: the action without a selection: a message in the panel, nothing changed;
 - cancel_while_starting: the docker's endpoint set to a port where nothing answers: the plug-in
   starts the installed backend (status "starting"); Cancel 0.3 s later: a message, nothing changed;
@@ -309,6 +311,15 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
             "output_after_undo": f"{inside}/u16-undone.png",
         },
         {
+            "name": "f32",
+            "image": f"{inside}/u8.png",
+            "convert_to": ["RGBA", "F32", "sRGB-elle-V2-g10.icc"],
+            "selection": SELECTION,
+            "output_mode": "new_layer",
+            "trigger": "button",
+            "output": f"{inside}/f32-filled.png",
+        },
+        {
             "name": "no_selection",
             "image": f"{inside}/u8.png",
             "selection": None,
@@ -428,6 +439,9 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
     u16 = by_name["u16"]
     assert len(u16["layers_after"]) == len(u16["layers_before"])  # in place: replaced, not added
     assert u16["action_shortcut"] == "Ctrl+Alt+Shift+F"
+    f32 = by_name["f32"]
+    assert (f32["color_model"], f32["color_depth"], f32["pixel_bytes"]) == ("RGBA", "F32", 16), f32
+    assert f32["outside_changed"] == 0 and f32["inside_changed"] > 0.5, f32
     refused = by_name["no_selection"]
     assert refused["layers_after"] == refused["layers_before"] == ["Background:paintlayer"]
     assert refused["message_label"].startswith("Select the area to fill"), refused["message_label"]

@@ -152,6 +152,13 @@ class Driver:
             self.fail(f"expected one paint layer, found {self.layer_names()}")
         self.source = paint[0]
         doc.setActiveNode(self.source)
+        if self.case.get("convert_to"):  # e.g. RGBA F32: the float path, checked on raw pixels below
+            model, depth, profile = self.case["convert_to"]
+            if not doc.setColorSpace(model, depth, profile):
+                self.fail(f"could not convert the image to {model} {depth}")
+            doc.refreshProjection()
+            doc.waitForDone()
+            self.projection_before = bytes(doc.pixelData(0, 0, doc.width(), doc.height()))
         if self.case.get("selection"):  # None: leave the fresh image without a selection
             x, y, w, h = self.case["selection"]
             selection = Selection()
@@ -240,11 +247,33 @@ class Driver:
             self.fail(f"the fill reported an error: {self.messages}")
         doc.refreshProjection()
         doc.waitForDone()
+        if self.case.get("convert_to"):
+            self.compare_projection()
         self.export(self.case["output"])
         if self.case.get("screenshot"):
             self.later(1500, self.screenshot)
         else:
             self.later(0, self.check_undo)
+
+    def compare_projection(self) -> None:
+        """Raw composite before/after, pixel by pixel: the selection changed, nothing else."""
+        doc = self.doc
+        after = bytes(doc.pixelData(0, 0, doc.width(), doc.height()))
+        before = self.projection_before
+        size = len(before) // (doc.width() * doc.height())
+        x0, y0, w, h = self.case["selection"]
+        outside_changed = inside_changed = 0
+        for y in range(doc.height()):
+            for x in range(doc.width()):
+                offset = (y * doc.width() + x) * size
+                changed = before[offset : offset + size] != after[offset : offset + size]
+                if x0 <= x < x0 + w and y0 <= y < y0 + h:
+                    inside_changed += changed
+                else:
+                    outside_changed += changed
+        self.case_result.update(
+            pixel_bytes=size, outside_changed=outside_changed, inside_changed=inside_changed / (w * h)
+        )
 
     def export(self, path: str) -> None:
         self.doc.setBatchmode(True)
