@@ -178,6 +178,12 @@ class FillController(QObject):
                 self._on_status(BackendStatus(BackendState.NOT_RUNNING, error.message))
             self.progress_changed.emit(0.0, "")
             self.message_changed.emit(error.message, error.kind is not ErrorKind.CANCELLED)
+        except Exception as error:  # a bug while writing: say so in the panel, details in Krita's log
+            traceback.print_exc(file=sys.stderr)
+            self.progress_changed.emit(0.0, "")
+            self.message_changed.emit(
+                f"HiFill could not write the result ({type(error).__name__}: {error}); see Krita's log.", True
+            )
         else:
             self.progress_changed.emit(1.0, "done")
             if applied.layer is None:
@@ -185,7 +191,11 @@ class FillController(QObject):
             else:
                 size = f"{applied.region.width}×{applied.region.height} px"
                 new_layer = applied.mode is OutputMode.NEW_LAYER
-                where = "into a new layer (undo removes it)" if new_layer else "in place"
+                where = (
+                    "into a new layer (undo removes it)"
+                    if new_layer
+                    else "in place (two undo steps revert it)"
+                )
                 self.message_changed.emit(f"Filled {size} {where}.", False)
         finally:
             self._cancel = None
