@@ -982,7 +982,7 @@ def plot_scaling(report: dict[str, Any], path: Path) -> None:
 
     colours = {OURS: "tab:blue", "telea": "tab:orange", "ns": "tab:green", "patchmatch": "tab:red"}
     styles = {5.0: ":", 10.0: "-", 25.0: "--"}
-    figure, axes = plt.subplots(figsize=(8, 5.5), dpi=110)
+    figure, axes = plt.subplots(figsize=(10, 5.5), dpi=110)
     series: dict[tuple[str, float], list[tuple[int, float, bool]]] = {}
     for item in report["results"]:
         target_hole = float(item["case"].rsplit(" ", 1)[1].rstrip("%"))
@@ -993,7 +993,11 @@ def plot_scaling(report: dict[str, Any], path: Path) -> None:
             series.setdefault((item["method"], target_hole), []).append(
                 (item["pixels"], value, item["capped"])
             )
-    for (method, hole), points in sorted(series.items()):
+    order = [OURS, *PEERS]
+    ranked = sorted(
+        series.items(), key=lambda kv: (order.index(kv[0][0]) if kv[0][0] in order else 99, kv[0][1])
+    )
+    for (method, hole), points in ranked:
         points.sort()
         xs, ys = [p[0] for p in points], [p[1] for p in points]
         axes.plot(
@@ -1032,7 +1036,7 @@ def plot_scaling(report: dict[str, Any], path: Path) -> None:
     machine = report["machine"]
     axes.set_title(f"Fill time vs image size — {machine['cpu']}, {machine['cpus']} CPUs", fontsize=10)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=7, loc="upper left")
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
