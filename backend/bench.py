@@ -1176,7 +1176,8 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
         try:
             first = cold_start_case(settings.cases)
             bar.set_postfix_str("backend cold start")
-            data.image(first.width, first.height), data.mask(first)  # made before the clock starts
+            data.image(first.width, first.height)  # image and mask are made before the clock starts
+            data.mask(first)
             backend.start()
             report["backend"] = backend.wait_for_hello(client, timeout_s=600.0)
             hello_s = time.perf_counter() - backend.spawned_at
