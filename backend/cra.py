@@ -29,9 +29,13 @@ from scipy import ndimage
 
 from backend.network import background_patches
 
+# The context rule's constants live with the plug-ins' copy of it (shared_protocol.regions, stdlib only):
+# AUTO_CONTEXT_FACTOR x the hole's longer side is the auto margin, auto context never looks at less than
+# MIN_WINDOW_SIDE (clamped to the image), holes are found on BLOCK_PX blocks.
+from shared_protocol.regions import AUTO_CONTEXT_FACTOR, BLOCK_PX, MIN_WINDOW_SIDE
+
 CELL_DOWNSCALE = 16  # generator pixels per attention cell side (32 cells over 512 px)
 DEFAULT_MODEL_SIDE = 512  # the generator's working size: about model_side^2 pixels
-MIN_WINDOW_SIDE = 384  # auto context never looks at less than this (clamped to the image)
 BAND_FLOATS = 16_000_000  # float32 values per streamed band (about 64 MB)
 
 # run_generator(image (1,3,h,w) in [-1,1], hole mask (1,1,h,w) in {0,1}) -> (fill (1,3,h,w), scores (1,L,L))
@@ -72,7 +76,7 @@ class Window:
 # ---------------------------------------------------------------------------------------------
 
 
-def hole_boxes(mask: np.ndarray, block: int = 8) -> list[tuple[int, int, int, int]]:
+def hole_boxes(mask: np.ndarray, block: int = BLOCK_PX) -> list[tuple[int, int, int, int]]:
     """Bounding boxes (top, left, bottom, right) of connected holes (mask > 0), found on a block grid."""
     h, w = mask.shape
     gh, gw = -(-h // block), -(-w // block)
@@ -115,7 +119,9 @@ def context_rect(
     """
     top, left, bottom, right = box
     h, w = image_hw
-    margin = context_px if context_px is not None else round(0.6 * max(bottom - top, right - left))
+    margin = (
+        context_px if context_px is not None else round(AUTO_CONTEXT_FACTOR * max(bottom - top, right - left))
+    )
     top, left, bottom, right = top - margin, left - margin, bottom + margin, right + margin
     if context_px is None:
         top, bottom = _at_least(top, bottom, MIN_WINDOW_SIDE)

@@ -25,18 +25,14 @@ gi.require_version("GimpUi", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp, GimpUi, GLib, GObject  # noqa: E402
 from hifill_gimp.formats import SELECTION_FORMAT  # noqa: E402
-from hifill_gimp.plan import (  # noqa: E402  (GIMP-free, no pyzmq needed to register the procedure)
+from hifill_gimp.procedure import (  # noqa: E402  (no pyzmq needed to register the procedure)
     DEFAULT_ENDPOINT,
     OUTPUT_IN_PLACE,
     OUTPUT_NEW_LAYER,
-    DrawableInfo,
     FillRefused,
     Settings,
-    check_drawables,
-    check_result,
-    plan_fill,
+    context_option,
 )
-from hifill_gimp.region import context_option, harden_mask, layer_to_image, mask_is_empty  # noqa: E402
 
 PROCEDURE_NAME = "python-fu-hifill-inpaint-selection"
 BACKEND_START_TIMEOUT_S = 120.0
@@ -51,11 +47,12 @@ def _settings(config) -> Settings:
     )
 
 
-def _describe(drawable, image) -> DrawableInfo:
+def _drawable_fields(drawable, image) -> dict:
+    """What hifill_gimp.plan.DrawableInfo holds about `drawable`."""
     is_layer = isinstance(drawable, Gimp.Layer) and not isinstance(drawable, Gimp.LayerMask)
     group_type = getattr(Gimp, "GroupLayer", None)
     is_group = isinstance(drawable, group_type) if group_type else bool(is_layer and drawable.is_group())
-    return DrawableInfo(
+    return dict(
         name=drawable.get_name(),
         is_layer=is_layer,
         is_group=is_group,
@@ -105,10 +102,17 @@ def _backend_hello(settings: Settings, status) -> dict:
 def fill(image, drawables, settings: Settings) -> None:
     """Fill the selection of the one selected layer. Raises FillRefused / HiFillError; on error the
     image is unchanged (nothing is written before the backend's answer is checked)."""
+    # Imported here, not at the top: they need shared_protocol (pyzmq, msgpack), and a missing package
+    # must end as run()'s message, not as a procedure GIMP never registers.
+    from hifill_gimp.plan import DrawableInfo, check_drawables, check_result, plan_fill  # noqa: PLC0415
+    from hifill_gimp.region import harden_mask, layer_to_image  # noqa: PLC0415
     from hifill_gimp.worker import FillJob, run_fill  # noqa: PLC0415
 
+    from shared_protocol.regions import mask_is_empty  # noqa: PLC0415
+
     source_object = drawables[0] if len(drawables) == 1 else None
-    source = check_drawables([_describe(d, image) for d in drawables], settings.output_mode)
+    described = [DrawableInfo(**_drawable_fields(d, image)) for d in drawables]
+    source = check_drawables(described, settings.output_mode)
     non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(image)[1:6]
     plan = plan_fill(source, (non_empty, x1, y1, x2, y2), settings)
     pixel_format = plan.pixel_format

@@ -342,8 +342,10 @@ def test_install_py_gimp_into_a_profile_idempotent_dry_run_and_uninstall(tmp_pat
         "hifill.py",
         "hifill_backend_launch.py",
         "hifill_gimp/plan.py",
+        "hifill_gimp/procedure.py",
         "hifill_gimp/worker.py",
         "shared_protocol/client.py",
+        "shared_protocol/regions.py",
     } <= shipped
     config = json.loads((plugin / "hifill-backend.json").read_text())
     assert config["command"] == [sys.executable, "-m", "backend", "serve"] and config["cwd"] == str(REPO)

@@ -1,5 +1,6 @@
-"""The GIMP plug-in's GIMP-free modules: region maths, formats, planning, the fill worker process and
-the backend launcher (installer/backend_launch.py, shipped as hifill_backend_launch.py).
+"""The GIMP plug-in's GIMP-free modules: GIMP's side of the region maths, formats, planning, the fill
+worker process and the backend launcher (installer/backend_launch.py, shipped as
+hifill_backend_launch.py). The request rectangle itself is shared_protocol.regions (tests/test_regions.py).
 
 Worker and launcher tests run real processes: the real server (backend/server.py) with the test
 engines of tests/fake_engines.py.
@@ -7,6 +8,7 @@ engines of tests/fake_engines.py.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -19,19 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugin_gimp"))
 sys.path.insert(0, str(REPO))
 
-from hifill_gimp import formats, plan, region  # noqa: E402
-from hifill_gimp.region import Rect  # noqa: E402
+from hifill_gimp import formats, plan, procedure, region  # noqa: E402
 from hifill_gimp.worker import FillJob, run_fill  # noqa: E402
 
 from installer import backend_launch  # noqa: E402
 from shared_protocol import DEFAULT_ENDPOINT, Client, ErrorKind, HiFillError  # noqa: E402
+from shared_protocol.regions import Rect, request_rect  # noqa: E402
 
 WORKER_PATHS = [str(REPO / "plugin_gimp"), str(REPO)]
 
@@ -52,71 +52,44 @@ def test_selection_in_layer_subtracts_offsets_and_clips():
     assert region.selection_in_layer((0, 0, 500, 500), (0, 0), (100, 80)) == Rect(0, 0, 100, 80)
 
 
-def test_request_rect_grows_by_twice_the_backend_margin_and_clamps():
-    selection = Rect(1000, 900, 100, 50)
-    auto = 2 * (192 + region.BACKEND_GRID_PAD_PX) + region.BACKEND_BLOCK_PX  # 0.6 x 100 < 384 / 2
-    assert region.request_margin(selection, None) == auto
-    assert region.request_margin(selection, 10) == 2 * (10 + 128) + 8
-    assert region.request_margin(Rect(0, 0, 1000, 10), None) == 2 * (600 + 128) + 8
-    request = region.request_rect(selection, (4000, 4000), None)
-    assert request.x % 8 == 0 and request.y % 8 == 0, "origin on the backend's 8-px block grid"
-    assert request.x <= 1000 - auto and request.right == 1100 + auto and request.bottom == 950 + auto
-    assert region.request_rect(selection, (1150, 1000), 10) == Rect(712, 616, 1150 - 712, 1000 - 616)
-    assert region.request_rect(Rect(5, 5, 10, 10), (50, 40), None) == Rect(0, 0, 50, 40)
-    with pytest.raises(ValueError):
-        region.request_rect(Rect(0, 0, 0, 5), (10, 10), None)
-    with pytest.raises(ValueError):
-        region.request_rect(selection, (2000, 2000), region.MAX_CONTEXT_PX + 1)
-
-
-@settings(max_examples=120, deadline=None)
-@given(
-    layer_w=st.integers(1, 1400),
-    layer_h=st.integers(1, 1400),
-    data=st.data(),
-    context=st.one_of(st.none(), st.integers(0, 300)),
-)
-def test_the_backend_opens_the_same_windows_as_on_the_whole_layer(layer_w, layer_h, data, context):
-    """For holes anywhere inside the selection, the backend's windows on the request equal its windows
-    on the whole layer (backend.cra.plan_windows), so sending a crop changes nothing."""
-    import torch
-
-    torch.set_num_threads(1)
-    from backend.cra import plan_windows
-
-    x = data.draw(st.integers(0, layer_w - 1))
-    y = data.draw(st.integers(0, layer_h - 1))
-    selection = Rect(x, y, data.draw(st.integers(1, layer_w - x)), data.draw(st.integers(1, layer_h - y)))
-    mask = np.zeros((layer_h, layer_w), np.uint8)
-    for _ in range(data.draw(st.integers(1, 3))):
-        hx = data.draw(st.integers(selection.x, selection.right - 1))
-        hy = data.draw(st.integers(selection.y, selection.bottom - 1))
-        mask[
-            hy : data.draw(st.integers(hy + 1, selection.bottom)),
-            hx : data.draw(st.integers(hx + 1, selection.right)),
-        ] = 255
-    request = region.request_rect(selection, (layer_w, layer_h), context)
-    crop = mask[request.y : request.bottom, request.x : request.right]
-    whole = plan_windows(mask, context)
-    local = plan_windows(crop, context)
-    shifted = [(w.top + request.y, w.left + request.x, w.grid_h, w.grid_w, w.cell_h, w.cell_w) for w in local]
-    assert sorted(shifted) == sorted((w.top, w.left, w.grid_h, w.grid_w, w.cell_h, w.cell_w) for w in whole)
-
-
-def test_mask_hardening_and_emptiness():
+def test_mask_hardening():
     soft = bytes([0, 1, 127, 128, 255, 0])
     assert region.harden_mask(soft) == bytes([0, 255, 255, 255, 255, 0])
-    assert region.mask_is_empty(bytes(10))
-    assert not region.mask_is_empty(bytes(9) + b"\x01")
 
 
-def test_result_placement():
-    request = Rect(10, 20, 100, 50)
-    assert region.result_in_layer(5, 6, 7, 8, request) == Rect(15, 26, 7, 8)
-    with pytest.raises(ValueError):
-        region.result_in_layer(95, 0, 10, 10, request)
+def test_new_layer_placement_and_context_option():
     assert region.layer_to_image(Rect(15, 26, 7, 8), (-5, 100)) == Rect(10, 126, 7, 8)
-    assert region.context_option(0) is None and region.context_option(64) == 64
+    assert procedure.context_option(0) is None and procedure.context_option(64) == 64
+
+
+def test_what_registers_the_procedure_needs_no_pyzmq_or_msgpack():
+    """hifill.py imports only these at the top, so GIMP lists HiFill even without the packages."""
+    code = (
+        "import sys\n"
+        "sys.modules['zmq'] = sys.modules['msgpack'] = None  # any import of them now fails\n"
+        f"sys.path.insert(0, {str(REPO / 'plugin_gimp')!r})\n"
+        "from hifill_gimp import formats, procedure\n"
+        "print(procedure.Settings().endpoint)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == DEFAULT_ENDPOINT
+    tree = ast.parse((REPO / "plugin_gimp" / "hifill.py").read_text())
+    top_level = {
+        alias.name if isinstance(node, ast.Import) else node.module
+        for node in tree.body
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert top_level == {
+        "sys",
+        "traceback",
+        "pathlib",
+        "gi",
+        "gi.repository",
+        "hifill_gimp.formats",
+        "hifill_gimp.procedure",
+    }
 
 
 # ---------------------------------------------------------------------------------------------- formats
@@ -178,7 +151,7 @@ def _drawable(**changes) -> plan.DrawableInfo:
     ],
 )
 def test_check_drawables_refuses_with_a_reason(drawables, mode, message):
-    with pytest.raises(plan.FillRefused, match=message):
+    with pytest.raises(procedure.FillRefused, match=message):
         plan.check_drawables(drawables, mode)
 
 
@@ -188,12 +161,10 @@ def test_locked_pixels_may_still_get_a_new_layer():
 
 def test_plan_fill_reads_the_layer_and_the_selection_over_the_same_pixels():
     drawable = _drawable(offsets=(100, 50), has_alpha=True, precision_nick="u16-linear")
-    planned = plan.plan_fill(drawable, (True, 300, 250, 340, 270), plan.Settings(context_px=8))
+    planned = plan.plan_fill(drawable, (True, 300, 250, 340, 270), procedure.Settings(context_px=8))
     assert planned.selection == Rect(200, 200, 40, 20)
-    assert (
-        planned.request == region.request_rect(Rect(200, 200, 40, 20), (640, 480), 8) == Rect(0, 0, 520, 480)
-    )
-    assert planned.mask_rect == planned.request.translate(100, 50)
+    assert planned.request == request_rect(Rect(200, 200, 40, 20), (640, 480), 8) == Rect(0, 0, 520, 480)
+    assert planned.mask_rect == planned.request.translated(100, 50)
     assert planned.pixel_format == formats.PixelFormat("R'G'B'A u16", "u16", 4)
 
 
@@ -206,13 +177,13 @@ def test_plan_fill_reads_the_layer_and_the_selection_over_the_same_pixels():
     ],
 )
 def test_plan_fill_refusals(bounds, message):
-    with pytest.raises(plan.FillRefused, match=message):
-        plan.plan_fill(_drawable(), bounds, plan.Settings())
+    with pytest.raises(procedure.FillRefused, match=message):
+        plan.plan_fill(_drawable(), bounds, procedure.Settings())
 
 
 def test_check_result_rejects_answers_that_do_not_fit():
     planned = plan.plan_fill(
-        _drawable(offsets=(0, 0)), (True, 310, 210, 320, 220), plan.Settings(context_px=0)
+        _drawable(offsets=(0, 0)), (True, 310, 210, 320, 220), procedure.Settings(context_px=0)
     )
     assert planned.request == Rect(40, 0, 544, 480)  # 310 - (2 * 128 + 8) = 46, aligned down to 40
     assert plan.check_result(planned, 270, 210, 10, 10, 3, "u8", 300) == Rect(310, 210, 10, 10)
@@ -225,7 +196,7 @@ def test_check_result_rejects_answers_that_do_not_fit():
 
 
 def test_plugin_default_endpoint_is_the_protocol_default():
-    assert plan.DEFAULT_ENDPOINT == DEFAULT_ENDPOINT
+    assert procedure.DEFAULT_ENDPOINT == DEFAULT_ENDPOINT
 
 
 # ----------------------------------------------------------------------------------- real backend processes

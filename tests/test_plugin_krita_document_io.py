@@ -12,9 +12,9 @@ from test_plugin_krita_fakes import FakeDocument, FakeSelection
 # isort: split
 from hifill.document_io import NEW_LAYER_SUFFIX, apply_result, read_fill_input
 from hifill.fill_job import FillSettings, OutputMode
-from hifill.regions import Rect
 
 from shared_protocol import DEFAULT_ENDPOINT, ErrorKind, HiFillError, InpaintResult
+from shared_protocol.regions import Rect
 
 W, H = 40, 30
 NEW = FillSettings(OutputMode.NEW_LAYER, context_px=None, endpoint=DEFAULT_ENDPOINT)
@@ -107,22 +107,24 @@ def test_locked_layer_is_refused_in_place_but_fine_for_a_new_layer() -> None:
 
 
 def test_reads_rgba_window_and_soft_mask() -> None:
-    document = make_document(width=90, height=60)
-    selection = FakeSelection(90, 60).select_rect(40, 30, 6, 5).select_rect(42, 31, 2, 2, value=128)
+    document = make_document(width=640, height=40)
+    selection = FakeSelection(640, 40).select_rect(400, 10, 6, 5).select_rect(402, 11, 2, 2, value=128)
     document.set_selection(selection)
-    fill = read_fill_input(document, IN_PLACE, None)  # context 4 px + 16 px slack
-    assert fill.selection == Rect(40, 30, 6, 5)
-    window = Rect(20, 10, 46, 45)
+    fill = read_fill_input(document, IN_PLACE, None)  # context 4 px
+    assert fill.selection == Rect(400, 10, 6, 5)
+    # shared_protocol.regions.request_rect: 2 x (4 + 128) + 8 = 272 px on each side, from x = 128 (on
+    # the 8-px grid) to the canvas' right edge, and the canvas' full height.
+    window = Rect(128, 0, 512, 40)
     assert fill.window == window
     request = fill.request
-    assert (request.width, request.height, request.dtype, request.channels) == (46, 45, "u8", 4)
+    assert (request.width, request.height, request.dtype, request.channels) == (512, 40, "u8", 4)
     for y in range(window.height):
         for x in range(window.width):
             blue, green, red, alpha = bgra_u8(window.x + x, window.y + y)
             offset = 4 * (y * window.width + x)
             assert request.image[offset : offset + 4] == bytes([red, green, blue, alpha])
-            inside = 40 <= window.x + x < 46 and 30 <= window.y + y < 35
-            soft = 42 <= window.x + x < 44 and 31 <= window.y + y < 33
+            inside = 400 <= window.x + x < 406 and 10 <= window.y + y < 15
+            soft = 402 <= window.x + x < 404 and 11 <= window.y + y < 13
             assert request.mask[y * window.width + x] == (128 if soft else 255 if inside else 0)
     assert request.context_px == 4
 

@@ -69,7 +69,8 @@ def test_install_is_complete_idempotent_and_uninstall_leaves_no_trace(home: Path
     for name in ("__init__.py", "docker.py", "pixels.py", "hifill.action"):
         assert (package / name).is_file(), name
     support = package / "support"
-    for name in ("shared_protocol/__init__.py", "shared_protocol/client.py", "hifill_backend_launch.py"):
+    shipped = ("shared_protocol/__init__.py", "shared_protocol/client.py", "shared_protocol/regions.py")
+    for name in (*shipped, "hifill_backend_launch.py"):
         assert (support / name).is_file(), name
     assert not (support / "vendor").exists()  # this Python has pyzmq and msgpack
     config = json.loads((support / "hifill-backend.json").read_text())
@@ -109,7 +110,7 @@ def test_foreign_files_are_never_overwritten(home: Path) -> None:
 
 def test_a_file_changed_after_install_is_kept(home: Path) -> None:
     assert run_install(home).returncode == 0
-    edited = home / "data" / "krita" / "pykrita" / "hifill" / "regions.py"
+    edited = home / "data" / "krita" / "pykrita" / "hifill" / "pixels.py"
     edited.write_text(edited.read_text() + "# local change\n")
     assert run_install(home).returncode == 1  # not ours any more: not replaced
     removed = run_install(home, "--uninstall")

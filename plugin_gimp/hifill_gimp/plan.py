@@ -1,33 +1,19 @@
 """Decide what one fill reads, sends and writes, from plain values the GIMP glue collects.
 
 Everything here is independent of GIMP so it runs in unit tests; hifill.py only gathers the inputs
-(selection bounds, layer offsets and size, precision, alpha) and performs the reads and writes.
+(selection bounds, layer offsets and size, precision, alpha) and performs the reads and writes. Needs
+shared_protocol (so pyzmq): hifill.py imports it when a fill runs, not to register the procedure.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared_protocol.regions import Rect, place_result, request_rect
+
 from .formats import PixelFormat, UnsupportedPrecision, pixel_format_for
-from .region import Rect, request_rect, result_in_layer, selection_in_layer
-
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:47631"  # = shared_protocol.DEFAULT_ENDPOINT (checked by a test)
-OUTPUT_NEW_LAYER = "new-layer"
-OUTPUT_IN_PLACE = "in-place"
-OUTPUT_MODES = (OUTPUT_NEW_LAYER, OUTPUT_IN_PLACE)
-
-
-class FillRefused(Exception):
-    """The fill cannot start; the message tells the user why and what to do. Nothing was changed."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The procedure's declared arguments."""
-
-    output_mode: str = OUTPUT_NEW_LAYER
-    context_px: int | None = None  # None = auto
-    endpoint: str = DEFAULT_ENDPOINT
+from .procedure import OUTPUT_IN_PLACE, OUTPUT_MODES, FillRefused, Settings
+from .region import selection_in_layer
 
 
 @dataclass(frozen=True)
@@ -101,7 +87,7 @@ def plan_fill(
         request = request_rect(selection, drawable.size, settings.context_px)
     except ValueError as error:
         raise FillRefused(f"Invalid context size: {error}.") from error
-    mask_rect = request.translate(drawable.offsets[0], drawable.offsets[1])
+    mask_rect = request.translated(drawable.offsets[0], drawable.offsets[1])
     return FillPlan(request=request, mask_rect=mask_rect, selection=selection, pixel_format=pixel_format)
 
 
@@ -120,4 +106,4 @@ def check_result(
             f"the backend's region holds {pixels_length} bytes, expected "
             f"{expected_format.byte_count(width, height)} for {width}x{height}"
         )
-    return result_in_layer(x, y, width, height, plan.request)
+    return place_result(plan.request, x, y, width, height)

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shared_protocol import ErrorKind, HiFillError, InpaintResult
+from shared_protocol.regions import Rect, RegionTooLarge, mask_is_empty, place_result, request_rect
 
 from .fill_job import FillRequest, FillSettings, OutputMode
 from .pixels import PixelLayout, clear_outside_mask, krita_to_rgba, layout_for, rgba_to_krita
-from .regions import Rect, RegionTooLarge, fill_window
 
 NEW_LAYER_SUFFIX = " (HiFill)"
 
@@ -93,16 +93,16 @@ def read_fill_input(
     canvas = Rect(0, 0, document.width(), document.height())
     selected = Rect(selection_obj.x(), selection_obj.y(), selection_obj.width(), selection_obj.height())
     selection = selected.intersected(canvas)
-    if selection.is_empty():
+    if selection.is_empty:
         raise _user_error("The selection is empty or outside the canvas; select the area to fill.")
     try:
-        window = fill_window(selection, canvas, settings.context_px, max_pixels)
+        window = request_rect(selection, (canvas.width, canvas.height), settings.context_px, max_pixels)
     except RegionTooLarge as error:
         raise HiFillError(ErrorKind.TOO_LARGE, str(error).capitalize() + ".") from None
     mask = bytes(selection_obj.pixelData(window.x, window.y, window.width, window.height))
     if len(mask) != window.area:
         raise HiFillError(ErrorKind.INTERNAL, "Krita returned selection data of an unexpected size.")
-    if not mask.strip(b"\x00"):
+    if mask_is_empty(mask):
         raise _user_error("The selection is empty; select the area to fill.")
     raw = bytes(source.pixelData(window.x, window.y, window.width, window.height))
     if len(raw) != window.area * layout.krita_bytes_per_pixel:
@@ -153,18 +153,20 @@ def apply_result(fill: FillInput, result: InpaintResult, mode: OutputMode) -> Ap
         )
     if result.width == 0 or result.height == 0:
         return AppliedFill(Rect(fill.window.x, fill.window.y, 0, 0), None, mode)
-    region = Rect(fill.window.x + result.x, fill.window.y + result.y, result.width, result.height)
-    expected_dtype, expected_channels = fill.request.dtype, fill.request.channels
+    misfit = HiFillError(
+        ErrorKind.INTERNAL,
+        "The backend returned a result that does not fit the request; nothing was changed.",
+    )
+    try:
+        region = place_result(fill.window, result.x, result.y, result.width, result.height)
+    except ValueError:
+        raise misfit from None
     if (
-        not fill.window.contains(region)
-        or result.dtype != expected_dtype
-        or result.channels != expected_channels
+        result.dtype != fill.request.dtype
+        or result.channels != fill.request.channels
         or len(result.pixels) != region.area * fill.layout.protocol_bytes_per_pixel
     ):
-        raise HiFillError(
-            ErrorKind.INTERNAL,
-            "The backend returned a result that does not fit the request; nothing was changed.",
-        )
+        raise misfit
     pixels = rgba_to_krita(result.pixels, fill.layout)  # the single RGBA -> BGRA conversion back
     parent = source.parentNode()
     if parent is None:

@@ -1,0 +1,33 @@
+"""What the HiFill procedure declares and how a fill is refused: importable without pyzmq or msgpack.
+
+hifill.py registers the procedure from these names alone, so GIMP lists HiFill even when the
+plug-in's packages are missing; running it then says what to do (run install.py again) instead of
+the plug-in silently not existing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:47631"  # = shared_protocol.DEFAULT_ENDPOINT (checked by a test)
+OUTPUT_NEW_LAYER = "new-layer"
+OUTPUT_IN_PLACE = "in-place"
+OUTPUT_MODES = (OUTPUT_NEW_LAYER, OUTPUT_IN_PLACE)
+
+
+class FillRefused(Exception):
+    """The fill cannot start; the message tells the user why and what to do. Nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The procedure's declared arguments."""
+
+    output_mode: str = OUTPUT_NEW_LAYER
+    context_px: int | None = None  # None = auto
+    endpoint: str = DEFAULT_ENDPOINT
+
+
+def context_option(context_px: int) -> int | None:
+    """The dialog's context value (0 = auto) as the protocol's context_px (None = auto)."""
+    return None if context_px <= 0 else context_px
