@@ -11,6 +11,9 @@ Standard library only (install.py runs with whatever Python the user has). The p
   manifest (`hifill-install-manifest.json`) listing exactly what it created, and honours dry-run.
   `uninstall` removes exactly what a manifest lists (plus Python's own `__pycache__` inside folders
   the install created) and restores INI values.
+- `run_for_output`, `windows_program_folders`, `roaming_appdata`, `macos_bundle_version`: what both
+  editors' detection reads the same way; `install_each`, `uninstall_each`: the steps both editor
+  modules take around their own install plan.
 - `backend_config` / `add_support_modules`: record how to start the backend
   (`hifill-backend.json` next to the plug-in) and ship `shared_protocol` plus the backend launcher
   (`hifill_backend_launch.py`) with the plug-in.
@@ -22,12 +25,13 @@ import hashlib
 import json
 import os
 import platform
+import plistlib
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -659,6 +663,108 @@ def resolve_editor_python(options: InstallOptions, detected: Sequence[str] | Non
             "Could not find the editor's Python; pass --editor-python PATH or --python-version X.Y."
         )
     return probe_python(command)
+
+
+# --- finding editors, and the steps every editor module takes around its own plan ------------------------
+
+Runner = Callable[[Sequence[str]], str | None]  # runs a command; its stdout, or None when it failed
+
+
+def detection_inputs(
+    env: Mapping[str, str] | None, system: str | None, home: Path | None
+) -> tuple[Mapping[str, str], str, Path]:
+    """What detection reads, with this computer's values for the ones not given (tests pass their own):
+    the environment, platform.system() ("Linux", "Darwin", "Windows") and the home folder."""
+    return (os.environ if env is None else env), (system or platform.system()), (home or Path.home())
+
+
+def run_for_output(command: Sequence[str]) -> str | None:
+    """stdout of `command`, or None when it cannot run or fails (detection never raises)."""
+    try:
+        completed = subprocess.run(list(command), capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return completed.stdout if completed.returncode == 0 else None
+
+
+def windows_program_folders(env: Mapping[str, str]) -> list[Path]:
+    """Where Windows programs are installed: Program Files (both views) and the per-user Programs
+    folder, each once, in that order."""
+    local = env.get("LOCALAPPDATA")
+    bases = [env.get("ProgramFiles"), env.get("ProgramW6432"), local and str(Path(local) / "Programs")]
+    return [Path(base) for base in dict.fromkeys(b for b in bases if b)]
+
+
+def roaming_appdata(env: Mapping[str, str], home: Path) -> Path:
+    """%APPDATA% (…/AppData/Roaming), where GIMP and Krita keep their user folders on Windows."""
+    return Path(env.get("APPDATA") or home / "AppData" / "Roaming")
+
+
+def macos_bundle_version(app: Path) -> str | None:
+    """CFBundleShortVersionString of a macOS application bundle, or None when it has no readable
+    Info.plist."""
+    try:
+        with open(app / "Contents" / "Info.plist", "rb") as handle:
+            info = plistlib.load(handle)
+    except (OSError, plistlib.InvalidFileException):
+        return None
+    return str(info.get("CFBundleShortVersionString", ""))
+
+
+@dataclass(frozen=True)
+class InstallTarget:
+    """One editor user folder to install the plug-in into, as an editor module describes it."""
+
+    announcement: str  # logged first, e.g. "GIMP: GIMP 3.0 (/usr/bin/gimp-3.0) → …/plug-ins/hifill"
+    manifest: Path
+    plugin_folder: Path
+    sandboxed: bool  # a Flatpak editor, which cannot start the backend itself
+    plan: Callable[[Transaction], None]  # finds the editor's Python if needed, plans every write
+
+
+def install_each(
+    editor: str,
+    editor_label: str,
+    targets: Sequence[InstallTarget],
+    options: InstallOptions,
+    not_found: str,
+    closing_note: str = "",
+) -> list[Path]:
+    """Install into every target (InstallError `not_found` when there is none); returns the plug-in
+    folders. Each target is one Transaction: planned, checked for foreign files, then written."""
+    if not targets:
+        raise InstallError(not_found)
+    check_backend_python(options.backend_python, options.dry_run, options.log)
+    installed = []
+    for target in targets:
+        options.log(target.announcement)
+        tx = Transaction(editor, target.manifest, options.dry_run, options.log)
+        target.plan(tx)
+        tx.commit()
+        if target.sandboxed:
+            options.log(
+                f"note: Flatpak {editor_label} cannot start programs outside its sandbox; start the "
+                f"backend yourself before filling: {options.backend_python} -m backend serve"
+            )
+        if closing_note:
+            options.log(closing_note)
+        installed.append(target.plugin_folder)
+    return installed
+
+
+def uninstall_each(
+    places: Iterable[tuple[Path, Path]], editor_label: str, options: InstallOptions
+) -> list[Path]:
+    """Uninstall every (manifest, plug-in folder) of `places` whose manifest exists; returns the plug-in
+    folders handled, and says so when there was none."""
+    removed = []
+    for manifest, plugin_folder in places:
+        if manifest.is_file():
+            uninstall(manifest, options.dry_run, options.log)
+            removed.append(plugin_folder)
+    if not removed:
+        options.log(f"{editor_label}: no HiFill plug-in installed by install.py was found")
+    return removed
 
 
 # --- what every plug-in ships -----------------------------------------------------------------------------

@@ -16,25 +16,20 @@ What lands in plug-ins/hifill/:
 from __future__ import annotations
 
 import os
-import platform
-import plistlib
 import re
 import shutil
-import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from installer import common
-from installer.common import InstallError, InstallOptions, Transaction
+from installer.common import InstallOptions, Runner, Transaction, run_for_output
 
 EDITOR = "gimp"
 FLATPAK_ID = "org.gimp.GIMP"
 PLUGIN_SOURCE = common.REPO_ROOT / "plugin_gimp"
 # Binary names by preference; the version is read from `--version`.
 LINUX_BINARIES = ("gimp-console-3.2", "gimp-3.2", "gimp-console-3.0", "gimp-3.0", "gimp-console", "gimp")
-
-Runner = Callable[[Sequence[str]], str | None]
 
 
 @dataclass(frozen=True)
@@ -51,15 +46,6 @@ class GimpInstallation:
     def can_start_backend(self) -> bool:
         """A Flatpak GIMP cannot run programs outside its sandbox."""
         return self.kind != "flatpak"
-
-
-def run_for_output(command: Sequence[str]) -> str | None:
-    """stdout of `command`, or None when it cannot run or fails (detection must never raise)."""
-    try:
-        completed = subprocess.run(list(command), capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return completed.stdout if completed.returncode == 0 else None
 
 
 def parse_gimp_version(text: str | None) -> tuple[int, int] | None:
@@ -148,12 +134,7 @@ def _macos_installations(home: Path, applications: Sequence[Path] | None = None)
     found = []
     folders = applications or [Path("/Applications"), home / "Applications"]
     for app in sorted(p for folder in folders for p in folder.glob("GIMP*.app")):
-        try:
-            with open(app / "Contents" / "Info.plist", "rb") as handle:
-                info = plistlib.load(handle)
-        except (OSError, plistlib.InvalidFileException):
-            continue
-        version = parse_gimp_version(str(info.get("CFBundleShortVersionString", "")))
+        version = parse_gimp_version(common.macos_bundle_version(app))
         if not version or version[0] != 3:
             continue
         resources = app / "Contents" / "Resources"
@@ -176,14 +157,9 @@ def _macos_installations(home: Path, applications: Sequence[Path] | None = None)
 
 def _windows_installations(env: Mapping[str, str], home: Path) -> list[GimpInstallation]:
     found = []
-    bases = [
-        env.get("ProgramFiles"),
-        env.get("ProgramW6432"),
-        env.get("LOCALAPPDATA") and str(Path(env["LOCALAPPDATA"]) / "Programs"),
-    ]
-    appdata = Path(env.get("APPDATA") or home / "AppData" / "Roaming")
-    for base in dict.fromkeys(b for b in bases if b):
-        for folder in sorted(Path(base).glob("GIMP 3*")):
+    appdata = common.roaming_appdata(env, home)
+    for base in common.windows_program_folders(env):
+        for folder in sorted(base.glob("GIMP 3*")):
             versions = [
                 parse_gimp_version(m.group(1))
                 for exe in (folder / "bin").glob("gimp*-3.*.exe")
@@ -215,9 +191,7 @@ def find_installations(
     run: Runner = run_for_output,
 ) -> list[GimpInstallation]:
     """Every GIMP 3 installation found for this user. $GIMP3_DIRECTORY replaces the user folder."""
-    env = os.environ if env is None else env
-    system = system or platform.system()
-    home = home or Path.home()
+    env, system, home = common.detection_inputs(env, system, home)
     if system == "Linux":
         found = _linux_installations(env, home, run)
     elif system == "Darwin":
@@ -266,30 +240,44 @@ def detect(options: InstallOptions) -> bool:
     return bool(_targets(options))
 
 
+def _editor_python(
+    options: InstallOptions, installation: GimpInstallation | None
+) -> common.PythonInfo | None:
+    """GIMP's Python as vendoring needs it (None with --vendor never)."""
+    if options.vendor == "never":
+        return None
+    found = installation.python_command if installation is not None else None
+    return common.resolve_editor_python(options, list(found) if found else None)
+
+
 def install(options: InstallOptions) -> list[Path]:
     """Install into every GIMP 3 found (or into --profile); returns the plug-in folders."""
-    targets = _targets(options)
-    if not targets:
-        raise InstallError(
-            "No GIMP 3 found. Install GIMP 3, or pass --profile with GIMP's user folder "
-            "(e.g. ~/.config/GIMP/3.0) and --python-version of GIMP's Python."
-        )
-    common.check_backend_python(options.backend_python, options.dry_run, options.log)
-    installed = []
-    for user_dir, installation in targets:
-        options.log(f"GIMP: {installation.description if installation else 'GIMP'} → {plugin_dir(user_dir)}")
-        detected = list(installation.python_command) if installation and installation.python_command else None
-        python = None if options.vendor == "never" else common.resolve_editor_python(options, detected)
-        tx = Transaction(EDITOR, manifest_path(user_dir), options.dry_run, options.log)
-        plan(tx, user_dir, python, options)
-        tx.commit()
-        if installation is not None and not installation.can_start_backend:
-            options.log(
-                "note: Flatpak GIMP cannot start programs outside its sandbox; start the backend "
-                f"yourself before filling: {options.backend_python} -m backend serve"
+    targets = []
+    for user_dir, installation in _targets(options):
+
+        def plan_target(
+            tx: Transaction, user_dir: Path = user_dir, found: GimpInstallation | None = installation
+        ) -> None:
+            plan(tx, user_dir, _editor_python(options, found), options)
+
+        described = installation.description if installation else "GIMP"
+        targets.append(
+            common.InstallTarget(
+                f"GIMP: {described} → {plugin_dir(user_dir)}",
+                manifest_path(user_dir),
+                plugin_dir(user_dir),
+                installation is not None and not installation.can_start_backend,
+                plan_target,
             )
-        installed.append(plugin_dir(user_dir))
-    return installed
+        )
+    return common.install_each(
+        EDITOR,
+        "GIMP",
+        targets,
+        options,
+        not_found="No GIMP 3 found. Install GIMP 3, or pass --profile with GIMP's user folder "
+        "(e.g. ~/.config/GIMP/3.0) and --python-version of GIMP's Python.",
+    )
 
 
 def _all_user_dirs(home: Path | None = None) -> list[Path]:
@@ -298,7 +286,7 @@ def _all_user_dirs(home: Path | None = None) -> list[Path]:
         Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "GIMP",
         home / ".var" / "app" / FLATPAK_ID / "config" / "GIMP",
         home / "Library" / "Application Support" / "GIMP",
-        Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming") / "GIMP",
+        common.roaming_appdata(os.environ, home) / "GIMP",
     ]
     dirs = [d for root in roots if root.is_dir() for d in sorted(root.glob("3.*"))]
     if os.environ.get("GIMP3_DIRECTORY"):
@@ -309,11 +297,4 @@ def _all_user_dirs(home: Path | None = None) -> list[Path]:
 def uninstall(options: InstallOptions) -> list[Path]:
     """Remove the plug-in from --profile, or from every GIMP 3 user folder that has it."""
     user_dirs = [Path(options.profile)] if options.profile is not None else _all_user_dirs()
-    removed = []
-    for user_dir in user_dirs:
-        if manifest_path(user_dir).is_file():
-            common.uninstall(manifest_path(user_dir), options.dry_run, options.log)
-            removed.append(plugin_dir(user_dir))
-    if not removed:
-        options.log("GIMP: no HiFill plug-in installed by install.py was found")
-    return removed
+    return common.uninstall_each([(manifest_path(d), plugin_dir(d)) for d in user_dirs], "GIMP", options)

@@ -30,17 +30,14 @@ so pyzmq and msgpack are vendored for it. --editor-python / --python-version ove
 from __future__ import annotations
 
 import os
-import platform
-import plistlib
 import re
 import shutil
-import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from installer import common
-from installer.common import InstallError, InstallOptions, PythonInfo, Transaction
+from installer.common import InstallOptions, PythonInfo, Runner, Transaction, run_for_output
 
 EDITOR = "krita"
 FLATPAK_ID = "org.kde.krita"
@@ -50,8 +47,6 @@ SUPPORT_DIRNAME = "support"
 # Python bundled by Krita's own builds (AppImage, macOS, Windows) per Krita minor version.
 BUNDLED_PYTHON = {(5, 0): (3, 8), (5, 1): (3, 10), (5, 2): (3, 10)}
 APPIMAGE_FOLDERS = ("Applications", "Downloads", ".local/bin", "bin", "AppImages")
-
-Runner = Callable[[Sequence[str]], str | None]
 
 
 @dataclass(frozen=True)
@@ -73,15 +68,6 @@ class KritaInstallation:
     def can_start_backend(self) -> bool:
         """A Flatpak Krita cannot run programs outside its sandbox."""
         return self.kind != "flatpak"
-
-
-def run_for_output(command: Sequence[str]) -> str | None:
-    """stdout of `command`, or None when it cannot run or fails (detection never raises)."""
-    try:
-        completed = subprocess.run(list(command), capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return completed.stdout if completed.returncode == 0 else None
 
 
 def parse_krita_version(text: str | None) -> tuple[int, int] | None:
@@ -174,12 +160,10 @@ def _linux_installations(env: Mapping[str, str], home: Path, run: Runner) -> lis
 def _macos_installations(home: Path, applications: Sequence[Path] | None = None) -> list[KritaInstallation]:
     folders = applications or [Path("/Applications"), home / "Applications"]
     for app in sorted(p for folder in folders for p in folder.glob("[kK]rita*.app")):
-        try:
-            with open(app / "Contents" / "Info.plist", "rb") as handle:
-                info = plistlib.load(handle)
-        except (OSError, plistlib.InvalidFileException):
+        bundle_version = common.macos_bundle_version(app)
+        if bundle_version is None:
             continue
-        version = parse_krita_version(str(info.get("CFBundleShortVersionString", "")))
+        version = parse_krita_version(bundle_version)
         pythons = sorted(app.glob("Contents/Frameworks/Python.framework/Versions/3.*/bin/python3"))
         return [
             KritaInstallation(
@@ -195,15 +179,10 @@ def _macos_installations(home: Path, applications: Sequence[Path] | None = None)
 
 
 def _windows_installations(env: Mapping[str, str], home: Path) -> list[KritaInstallation]:
-    bases = [
-        env.get("ProgramFiles"),
-        env.get("ProgramW6432"),
-        env.get("LOCALAPPDATA") and str(Path(env["LOCALAPPDATA"]) / "Programs"),
-    ]
-    appdata = Path(env.get("APPDATA") or home / "AppData" / "Roaming")
+    appdata = common.roaming_appdata(env, home)
     local = Path(env.get("LOCALAPPDATA") or home / "AppData" / "Local")
-    for base in dict.fromkeys(b for b in bases if b):
-        for folder in sorted(Path(base).glob("Krita*")):
+    for base in common.windows_program_folders(env):
+        for folder in sorted(base.glob("Krita*")):
             if not (folder / "bin" / "krita.exe").exists():
                 continue
             candidates = (folder / "python" / "python.exe", folder / "bin" / "python.exe")
@@ -236,9 +215,7 @@ def find_installations(
     run: Runner = run_for_output,
 ) -> list[KritaInstallation]:
     """Every Krita installation found for this user."""
-    env = os.environ if env is None else env
-    system = system or platform.system()
-    home = home or Path.home()
+    env, system, home = common.detection_inputs(env, system, home)
     if system == "Linux":
         return _linux_installations(env, home, run)
     if system == "Darwin":
@@ -252,9 +229,7 @@ def kritarc_for_profile(
     data_dir: Path, env: Mapping[str, str] | None = None, system: str | None = None, home: Path | None = None
 ) -> Path:
     """The kritarc that belongs to a Krita data dir given with --profile (see the module docstring)."""
-    env = os.environ if env is None else env
-    system = system or platform.system()
-    home = home or Path.home()
+    env, system, home = common.detection_inputs(env, system, home)
     data_dir = Path(data_dir)
     if data_dir.parent.name == "data" and data_dir.parent.parent.name == FLATPAK_ID:
         return data_dir.parent.parent / "config" / "kritarc"
@@ -327,29 +302,36 @@ def _editor_python(options: InstallOptions, installation: KritaInstallation | No
 
 def install(options: InstallOptions) -> list[Path]:
     """Install into every Krita found (or into --profile); returns the plug-in folders."""
-    targets = _targets(options)
-    if not targets:
-        raise InstallError(
-            "No Krita found. Install Krita 5, or pass --profile with Krita's data folder "
-            "(e.g. ~/.local/share/krita) and --python-version of Krita's Python."
-        )
-    common.check_backend_python(options.backend_python, options.dry_run, options.log)
-    installed = []
-    for data_dir, kritarc, installation in targets:
+    targets = []
+    for data_dir, kritarc, installation in _targets(options):
+
+        def plan_target(
+            tx: Transaction,
+            data_dir: Path = data_dir,
+            kritarc: Path = kritarc,
+            found: KritaInstallation | None = installation,
+        ) -> None:
+            plan(tx, data_dir, kritarc, _editor_python(options, found), options)
+
         described = installation.description if installation else "Krita"
-        options.log(f"Krita: {described} → {package_dir(data_dir)} (enabled in {kritarc})")
-        python = _editor_python(options, installation)
-        tx = Transaction(EDITOR, manifest_path(data_dir), options.dry_run, options.log)
-        plan(tx, data_dir, kritarc, python, options)
-        tx.commit()
-        if installation is not None and not installation.can_start_backend:
-            options.log(
-                "note: Flatpak Krita cannot start programs outside its sandbox; start the backend "
-                f"yourself before filling: {options.backend_python} -m backend serve"
+        targets.append(
+            common.InstallTarget(
+                f"Krita: {described} → {package_dir(data_dir)} (enabled in {kritarc})",
+                manifest_path(data_dir),
+                package_dir(data_dir),
+                installation is not None and not installation.can_start_backend,
+                plan_target,
             )
-        options.log("Restart Krita; the panel is under Settings › Dockers › HiFill.")
-        installed.append(package_dir(data_dir))
-    return installed
+        )
+    return common.install_each(
+        EDITOR,
+        "Krita",
+        targets,
+        options,
+        not_found="No Krita found. Install Krita 5, or pass --profile with Krita's data folder "
+        "(e.g. ~/.local/share/krita) and --python-version of Krita's Python.",
+        closing_note="Restart Krita; the panel is under Settings › Dockers › HiFill.",
+    )
 
 
 def _all_data_dirs(home: Path | None = None, env: Mapping[str, str] | None = None) -> list[Path]:
@@ -359,7 +341,7 @@ def _all_data_dirs(home: Path | None = None, env: Mapping[str, str] | None = Non
         _xdg_dirs(env, home)[0],
         home / ".var" / "app" / FLATPAK_ID / "data" / "krita",
         home / "Library" / "Application Support" / "krita",
-        Path(env.get("APPDATA") or home / "AppData" / "Roaming") / "krita",
+        common.roaming_appdata(env, home) / "krita",
     ]
     return list(dict.fromkeys(candidates))
 
@@ -367,11 +349,4 @@ def _all_data_dirs(home: Path | None = None, env: Mapping[str, str] | None = Non
 def uninstall(options: InstallOptions) -> list[Path]:
     """Remove the plug-in from --profile, or from every Krita data dir that has it (kritarc restored)."""
     data_dirs = [Path(options.profile)] if options.profile is not None else _all_data_dirs()
-    removed = []
-    for data_dir in data_dirs:
-        if manifest_path(data_dir).is_file():
-            common.uninstall(manifest_path(data_dir), options.dry_run, options.log)
-            removed.append(package_dir(data_dir))
-    if not removed:
-        options.log("Krita: no HiFill plug-in installed by install.py was found")
-    return removed
+    return common.uninstall_each([(manifest_path(d), package_dir(d)) for d in data_dirs], "Krita", options)
