@@ -59,6 +59,7 @@ def render(weights: Path, evaluation: Path | None, evaluation_command: str) -> s
         "| 5 per generator step |",
         f"| learning rate (Adam, betas 0.5/0.9) | {train.get('lr_g', '?')} | 1e-4 (official code) |",
         f"| hole share | {train.get('hole_min', '?')}–{train.get('hole_max', '?')} | up to 25% |",
+        f"| initialisation | {config.extra.get('init') or 'official'} | truncated normal, std 0.05 |",
         "",
         "The critic runs less often than in Algorithm 1 because on two CPU cores every critic update "
         "(with its gradient penalty) costs about as much as a generator update, and the adversarial "

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from backend.inference import choose_device, choose_precision
 from backend.masks import mask_batch
-from backend.network import Discriminator, Generator, init_official
+from backend.network import Discriminator, Generator, init_data_dependent, init_official
 from backend.weights import DEFAULT_WEIGHTS, ModelConfig, save_generator
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -241,11 +241,14 @@ def train(args: argparse.Namespace) -> int:
         step, saved_config, extra = load_state(init_from, generator, critic)
         config = TrainConfig(**{**saved_config, "batch": args.batch, "critic_every": args.critic_every})
         print(f"Starting from {init_from} at step {step}")
-    else:
-        init_official(generator)
-        init_official(critic)
     rng = np.random.default_rng(args.seed + step)
     data = PhotoCrops(Path(args.photos), config, rng)
+    if step == 0:  # a fresh run: data-dependent init of the generator (see init_data_dependent)
+        init_official(critic)
+        sample = data.batch()[:2].to(device)
+        sample_hole = torch.from_numpy(mask_batch(rng, 2, config.size, config.size)).to(device)
+        init_data_dependent(generator, sample, sample_hole)
+        extra["init"] = "data-dependent (LSUV-style, output std 0.5 per gated layer)"
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr_d, betas=(0.5, 0.9))
 
@@ -287,7 +290,7 @@ def train(args: argparse.Namespace) -> int:
             train_resolution=config.size,
             steps=step,
             notes=f"CPU-trained on {len(data.paths)} photos; {extra['wall_seconds'] / 3600:.2f} h wall time",
-            extra={"train_config": asdict(config), "device": str(device)},
+            extra={"train_config": asdict(config), "device": str(device), "init": extra.get("init", "")},
         )
         save_generator(Path(args.export), generator, card)
         generator.eval()
