@@ -201,3 +201,33 @@ def test_generator_runs_on_a_non_square_input_and_keeps_outputs_in_range():
     assert torch.all(out.scores.sum(2) <= 1.0 + 1e-5)
     with pytest.raises(ValueError, match="multiple of 16"):
         generator(torch.zeros(1, 3, 40, 96), torch.zeros(1, 1, 40, 96))
+
+
+def test_data_dependent_init_keeps_the_signal_alive_where_the_official_start_loses_it():
+    from backend.network import GatedConv, init_data_dependent
+
+    torch.manual_seed(2)
+    image = torch.rand(1, 3, 64, 64) * 2 - 1
+    hole = torch.zeros(1, 1, 64, 64)
+    hole[:, :, 16:40, 20:44] = 1
+
+    def layer_stds(generator: Generator) -> dict[str, float]:
+        stds = {}
+        hooks = [
+            m.register_forward_hook(lambda _m, _i, out, n=n: stds.__setitem__(n, out.std().item()))
+            for n, m in generator.named_modules()
+            if isinstance(m, GatedConv)
+        ]
+        with torch.no_grad():
+            generator(image, hole)
+        for h in hooks:
+            h.remove()
+        return stds
+
+    official = Generator()
+    init_official(official)
+    assert layer_stds(official)["coarse.c_de_toRGB"] < 1e-3  # the deep coarse stack has gone flat
+    ours = Generator()
+    init_data_dependent(ours, image, hole)
+    stds = layer_stds(ours)
+    assert all(0.4 < s < 0.6 for s in stds.values()), stds
