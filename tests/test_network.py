@@ -207,9 +207,9 @@ def test_data_dependent_init_keeps_the_signal_alive_where_the_official_start_los
     from backend.network import GatedConv, init_data_dependent
 
     torch.manual_seed(2)
-    image = torch.rand(1, 3, 64, 64) * 2 - 1
-    hole = torch.zeros(1, 1, 64, 64)
-    hole[:, :, 16:40, 20:44] = 1
+    image = torch.rand(1, 3, 128, 128) * 2 - 1
+    hole = torch.zeros(1, 1, 128, 128)  # leaves background cells for the attention branches
+    hole[:, :, 40:70, 50:80] = 1
 
     def layer_stds(generator: Generator) -> dict[str, float]:
         stds = {}
