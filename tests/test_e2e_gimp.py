@@ -2,22 +2,18 @@
 
     tools/editors_root.sh build && .venv/bin/pytest -m editor tests/test_e2e_gimp.py     (as root)
 
-Needs the editors root (tools/editors_root.sh; $HIFILL_EDITORS_ROOT, default /work/editors-root) and
-root privileges (chroot); skipped with the reason otherwise (the test never builds the root).
-
-The backend runs on the host (the chroot shares the network): HIFILL_E2E_BACKEND=real starts
-`python -m backend serve --weights W` (W = $HIFILL_E2E_WEIGHTS, or untrained weights written by
-backend.weights.write_untrained_weights and served by tests/e2e_gimp/serve_engine.py), =fake starts
-the real server (backend/server.py) with the colour-filling test engine of tests/fake_engines.py,
-=auto (default) uses real when the engine is importable, else fake.
+Needs the editors root and root privileges; skipped with the reason otherwise. The backend runs on the
+host: by default the real one with the shipped weights (HIFILL_E2E_WEIGHTS overrides them,
+HIFILL_E2E_BACKEND=fake serves a colour-filling fake instead); see tests/e2e_common.py.
 
 Inside the root, with this checkout bound read-only at the same path: install.py installs the
 plug-in into a fresh GIMP profile (twice: the second run must change nothing), gimp-console runs
 tests/e2e_gimp/batch_fill.py over several cases in one session, and the host compares raw dumps of
-the composite, the source layer and the selection before and after. A second profile gets pyzmq and
-msgpack vendored as wheels by install.py (--vendor always) and must fill the same way. The GUI test
-runs gimp-3.0 under Xvfb: one Ctrl+Z must undo a whole fill, the interactive dialog must appear and
-work. HIFILL_GIMP_SCREENSHOTS=DIR saves gimp-dialog.png and gimp-result.png there (docs/).
+the composite, the source layer and the selection before and after: outside the selection bit-exact,
+inside a plausible fill (e2e_common.assert_plausible_fill). A second profile gets pyzmq and msgpack
+vendored as wheels by install.py (--vendor always) and must fill the same way. The GUI test runs
+gimp-3.0 under Xvfb: one Ctrl+Z must undo a whole fill, the interactive dialog must appear and work.
+HIFILL_GIMP_SCREENSHOTS=DIR saves gimp-dialog.png and gimp-result.png there (docs/).
 """
 
 from __future__ import annotations
@@ -25,29 +21,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
+import e2e_common as e2e
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from shared_protocol import Client, HiFillError  # noqa: E402
+from e2e_common import REPO, VENV_PYTHON, run_in_root
 
 pytestmark = pytest.mark.editor
 
-ROOT = Path(os.environ.get("HIFILL_EDITORS_ROOT", "/work/editors-root"))
-ROOT_TOOL = REPO / "tools" / "editors_root.sh"
 E2E_DIR = REPO / "tests" / "e2e_gimp"
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-GIMP_TIMEOUT_S = 600
 WIDTH, HEIGHT = 160, 120
 PLUGIN_FILES = {
     "hifill.py",
@@ -56,66 +41,9 @@ PLUGIN_FILES = {
     "hifill-install-manifest.json",
 }
 
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (chroot into the editors root)"
-    status = subprocess.run([str(ROOT_TOOL), "status"], capture_output=True, text=True, check=False)
-    if status.returncode != 0:
-        return f"editors root {ROOT} is not built (run: tools/editors_root.sh build)"
-    if not (ROOT / "usr" / "bin" / "gimp-console-3.0").exists():
-        return f"GIMP 3 is not installed in {ROOT}"
-    return None
-
-
-_SKIP = _skip_reason()
+_SKIP = e2e.root_skip_reason("gimp-console-3.0", "GIMP 3")
 if _SKIP:
     pytestmark = [pytest.mark.editor, pytest.mark.skip(reason=_SKIP)]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _binds() -> str:
-    """The checkout (read-only) and the venv's base interpreter, at their host paths inside the root."""
-    base = subprocess.run(
-        [str(VENV_PYTHON), "-c", "import sys; print(sys.base_prefix)"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    return f"{REPO}:ro {base}:ro"
-
-
-def run_in_root(
-    args: list[str], env: dict[str, str] | None = None, timeout: float = GIMP_TIMEOUT_S, check: bool = True
-) -> subprocess.CompletedProcess:
-    """Run a command inside the root with a clean environment plus `env`."""
-    assignments = [f"{key}={value}" for key, value in (env or {}).items()]
-    completed = subprocess.run(
-        [str(ROOT_TOOL), "run", *assignments, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dict(os.environ, HIFILL_EDITORS_BIND=_binds()),
-        check=False,
-    )
-    if check and completed.returncode != 0:
-        raise AssertionError(
-            f"{args[0]} failed ({completed.returncode}):\n{completed.stdout[-3000:]}\n"
-            f"{completed.stderr[-3000:]}"
-        )
-    return completed
-
-
-def _picture(width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
-    """A deterministic RGB picture: gradients and waves, uint8 (H, W, 3)."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    rgb = np.stack([x / (width - 1), y / (height - 1), 0.5 + 0.4 * np.sin(x / 7.0) * np.cos(y / 9.0)], -1)
-    return np.round(rgb * 255).astype(np.uint8)
 
 
 def _scene(width: int = 480, height: int = 320) -> np.ndarray:
@@ -132,136 +60,19 @@ def _scene(width: int = 480, height: int = 320) -> np.ndarray:
     return np.round(np.clip(picture, 0, 1) * 255).astype(np.uint8)
 
 
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    from PIL import Image
-
-    Image.fromarray(rgb).save(path)
-
-
 # --------------------------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture(scope="module")
 def workdir():
-    """A fresh folder inside the root (/tmp/hifill-gimp-e2e-*), removed afterwards."""
-    name = f"hifill-gimp-e2e-{uuid.uuid4().hex[:8]}"
-    host = ROOT / "tmp" / name
-    host.mkdir(parents=True)
-    yield host, Path("/tmp") / name
-    if not os.environ.get("HIFILL_E2E_KEEP"):  # HIFILL_E2E_KEEP=1 keeps dumps and logs for debugging
-        shutil.rmtree(host, ignore_errors=True)
-
-
-def _start_process(command: list[str], log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop_process(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _wait_for_hello(endpoint: str, process: subprocess.Popen, log_path: Path, timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    client = Client(endpoint, timeout_s=10.0, connect_timeout_s=2.0)
-    try:
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"backend exited ({process.returncode}): {log_path.read_text()[-2000:]}")
-            try:
-                return client.hello()
-            except HiFillError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"backend silent for {timeout_s} s: {log_path.read_text()[-2000:]}"
-                    ) from None
-    finally:
-        client.close()
-
-
-def _backend_kind() -> str:
-    kind = os.environ.get("HIFILL_E2E_BACKEND", "auto")
-    if kind != "auto":
-        return kind
-    try:
-        import backend.inference  # noqa: F401
-        import backend.weights  # noqa: F401
-    except ImportError:
-        return "fake"
-    return "real"
+    """A fresh folder inside the root (/tmp/hifill-gimp-e2e-*): (host path, path inside the root)."""
+    yield from e2e.run_folder("hifill-gimp-e2e")
 
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
-    """(endpoint, kind, hello) of a backend process on the host, stopped afterwards.
-
-    real: trained weights from HIFILL_E2E_WEIGHTS through `python -m backend serve`, else untrained
-    weights through tests/e2e_gimp/serve_engine.py (the same engine and server, allow_untrained)."""
-    kind = _backend_kind()
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    folder = tmp_path_factory.mktemp("gimp-backend")
-    log_path = folder / "backend.log"
-    if kind == "real":
-        weights = os.environ.get("HIFILL_E2E_WEIGHTS")
-        if weights:
-            command = [
-                str(VENV_PYTHON),
-                "-m",
-                "backend",
-                "serve",
-                "--endpoint",
-                endpoint,
-                "--weights",
-                weights,
-                "--device",
-                "cpu",
-            ]
-        else:
-            from backend.weights import write_untrained_weights
-
-            untrained = folder / "untrained.safetensors"
-            write_untrained_weights(untrained, seed=0)
-            command = [
-                str(VENV_PYTHON),
-                "-m",
-                "tests.e2e_gimp.serve_engine",
-                "--endpoint",
-                endpoint,
-                "--weights",
-                str(untrained),
-                "--allow-untrained",
-            ]
-    elif kind == "fake":
-        command = [str(VENV_PYTHON), "-m", "tests.fake_engines", "--engine", "colour", "--endpoint", endpoint]
-    else:
-        raise AssertionError(f"HIFILL_E2E_BACKEND must be real, fake or auto, not {kind!r}")
-    process = _start_process(command, log_path)
-    try:
-        hello = _wait_for_hello(endpoint, process, log_path, timeout_s=300)
-        yield endpoint, kind, hello
-    finally:
-        _stop_process(process)
-
-
-def _fake_backend_python(workdir_host: Path, workdir_root: Path, fail_port: int) -> Path:
-    """A stand-in for the installed backend's Python: install.py records `<it> -m backend serve`, the
-    plug-in appends `--endpoint E`. It serves the colour test engine, or fails like a backend without
-    weights when E uses `fail_port`."""
-    script = workdir_host / "fake-backend-python"
-    script.write_text(
-        "#!/bin/sh\n"
-        "shift 3  # -m backend serve\n"
-        f'case "$2" in *:{fail_port}) echo "simulated start failure: no weights found" >&2; exit 3;; esac\n'
-        f'exec {VENV_PYTHON} -m tests.fake_engines --engine colour "$@"\n'
-    )
-    script.chmod(0o755)
-    return workdir_root / script.name
+    """The backend on the host (e2e_common.Backend), stopped afterwards."""
+    yield from e2e.serve_backend(tmp_path_factory.mktemp("gimp-backend") / "backend.log")
 
 
 def _install_in_root(profile_root: Path, home_root: Path, backend_python: Path, *extra: str):
@@ -287,11 +98,12 @@ def _tree(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def profile(workdir):
-    """A fresh GIMP profile with the plug-in installed by install.py run inside the root (twice)."""
+def profile(workdir, backend):
+    """A fresh GIMP profile with the plug-in installed by install.py run inside the root (twice). The
+    recorded backend Python runs the host's kind of backend, or fails to start on `fail_port`."""
     host, inside = workdir
-    fail_port = _free_port()
-    backend_python = _fake_backend_python(host, inside, fail_port)
+    fail_port = e2e.free_port()
+    backend_python = e2e.stand_in_backend_python(host, inside, backend.command, fail_port)
     first = _install_in_root(inside / "profile", inside / "home", backend_python)
     tree = _tree(host / "profile")
     second = _install_in_root(inside / "profile", inside / "home", backend_python)
@@ -361,8 +173,9 @@ def _assert_ok(result: dict) -> None:
     assert result["status"] == "success", f"{result['message']}\n{result.get('gimp_log')}"
 
 
-def _assert_fill(result: dict, dtype: str = "u8") -> dict[str, np.ndarray]:
-    """Outside the selection the composite is bit-exact; fully selected pixels changed."""
+def _assert_fill(result: dict, backend: e2e.Backend, dtype: str = "u8") -> dict[str, np.ndarray]:
+    """Outside the selection the composite is bit-exact; fully selected pixels changed, into a plausible
+    fill (real backend) or the fake's constant."""
     data = _dumps(result, dtype)
     outside = data["selection"] == 0
     inside = data["selection"] == 255
@@ -370,6 +183,12 @@ def _assert_fill(result: dict, dtype: str = "u8") -> dict[str, np.ndarray]:
     np.testing.assert_array_equal(data["after"][outside], data["before"][outside])
     changed = np.any(data["after"][inside] != data["before"][inside], axis=-1)
     assert changed.mean() > 0.9, f"only {changed.mean():.0%} of the selected pixels changed"
+    if backend.is_real:
+        e2e.assert_plausible_fill(data["after"], inside, result["name"])
+    else:  # the colour engine writes FILL_VALUE into every masked sample
+        from tests.fake_engines import FILL_VALUE
+
+        assert np.all(data["after"][inside][:, :3] == FILL_VALUE[np.dtype(DTYPES[dtype])])
     return data
 
 
@@ -422,11 +241,9 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def batch(workdir, profile, backend):
-    endpoint = backend[0]
     host, inside = workdir
-    image = host / "picture.png"
-    _write_png(image, _picture())
-    autostart_endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    e2e.write_png(host / "picture.png", e2e.gradient_picture(WIDTH, HEIGHT))
+    autostart_endpoint = f"tcp://127.0.0.1:{e2e.free_port()}"
     cases = []
     for case in CASES:
         case = json.loads(json.dumps(case))
@@ -435,31 +252,18 @@ def batch(workdir, profile, backend):
         arguments["endpoint"] = {
             "autostart": autostart_endpoint,
             "autostart_fails": f"tcp://127.0.0.1:{profile['fail_port']}",
-        }.get(case["name"], endpoint)
+        }.get(case["name"], backend.endpoint)
         cases.append(case)
     try:
         yield _run_batch(workdir, profile["root"], cases, "main")
     finally:
-        _stop_backends_listening_on(autostart_endpoint)
-
-
-def _stop_backends_listening_on(endpoint: str) -> None:
-    """Stop the backend the plug-in started for `endpoint` (found by that unique endpoint, killed by pid)."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            command = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if endpoint.encode() in command and b"tests.fake_engines" in command:
-            os.kill(int(proc.name), signal.SIGTERM)
+        e2e.stop_processes_serving(autostart_endpoint)  # the plug-in leaves the backend it started running
 
 
 def test_new_layer_u8(batch, backend):
     result = batch["u8_new_layer"]
     _assert_ok(result)
-    data = _assert_fill(result)
+    data = _assert_fill(result, backend)
     names = [layer["name"] for layer in result["layers_after"]]
     assert names == ["HiFill (Background)", "Background"], "a new layer directly above the source"
     new_layer = result["layers_after"][0]
@@ -467,18 +271,12 @@ def test_new_layer_u8(batch, backend):
         "the layer covers the selection"
     )
     np.testing.assert_array_equal(data["source_after"], data["source_before"])
-    inside = data["selection"] == 255
-    if backend[1] == "fake":  # the colour engine writes 200 into every masked sample
-        assert np.all(data["after"][inside][:, :3] == 200)
-    elif os.environ.get("HIFILL_E2E_WEIGHTS"):  # trained weights: the fill continues the picture
-        error = np.abs(data["after"][inside][:, :3].astype(int) - data["before"][inside][:, :3].astype(int))
-        assert error.mean() < 40, f"mean error {error.mean():.1f} in the hole: not a plausible fill"
 
 
-def test_in_place_with_layer_offset_and_feather(batch):
+def test_in_place_with_layer_offset_and_feather(batch, backend):
     result = batch["u8_in_place_offset_feather"]
     _assert_ok(result)
-    data = _assert_fill(result)
+    data = _assert_fill(result, backend)
     assert [layer["name"] for layer in result["layers_after"]] == ["Background"], "in place: no new layer"
     # The layer sits at (-20, 15): its pixel (x, y) is canvas (x - 20, y + 15); outside the selection the
     # layer's own pixels are untouched, including the part hanging off the canvas.
@@ -495,18 +293,18 @@ def test_in_place_with_layer_offset_and_feather(batch):
     assert soft.sum() > 50, "the feathered selection has a soft edge"
 
 
-def test_sixteen_bit_new_layer(batch):
+def test_sixteen_bit_new_layer(batch, backend):
     result = batch["u16_new_layer"]
     _assert_ok(result)
-    data = _assert_fill(result, "u16")
+    data = _assert_fill(result, backend, "u16")
     assert len(result["layers_after"]) == 2
     np.testing.assert_array_equal(data["source_after"], data["source_before"])
 
 
-def test_float_linear_in_place(batch):
+def test_float_linear_in_place(batch, backend):
     result = batch["float_linear_in_place"]
     _assert_ok(result)
-    _assert_fill(result, "f32")
+    _assert_fill(result, backend, "f32")
 
 
 @pytest.mark.parametrize(
@@ -527,10 +325,10 @@ def test_refusals_change_nothing(batch, name, expected):
     np.testing.assert_array_equal(data["after"], data["before"])
 
 
-def test_starts_the_installed_backend_when_none_answers(batch):
+def test_starts_the_installed_backend_when_none_answers(batch, backend):
     result = batch["autostart"]
     _assert_ok(result)
-    _assert_fill(result)
+    _assert_fill(result, backend)
 
 
 def test_clear_message_when_the_installed_backend_cannot_start(batch):
@@ -575,16 +373,16 @@ def test_vendored_wheels_work_in_gimp(workdir, backend):
     zmq_file, msgpack_file, version = probe.stdout.split()
     assert zmq_file.startswith(str(vendor)) and msgpack_file.startswith(str(vendor))
     assert int(version.split(".")[0]) >= 26
-    _write_png(host / "vendored-picture.png", _picture())
+    e2e.write_png(host / "vendored-picture.png", e2e.gradient_picture(WIDTH, HEIGHT))
     case = {
         "name": "vendored",
         "image": str(inside / "vendored-picture.png"),
         "selection": ["rect", 40, 30, 30, 30],
-        "arguments": {"endpoint": backend[0]},
+        "arguments": {"endpoint": backend.endpoint},
     }
     result = _run_batch(workdir, inside / "vendored", [case], "vendored")["vendored"]
     _assert_ok(result)
-    _assert_fill(result)
+    _assert_fill(result, backend)
     removed = subprocess.run(
         [
             str(VENV_PYTHON),
@@ -653,12 +451,12 @@ def test_gui_one_undo_step_dialog_and_screenshots(workdir, profile, backend):
     host, inside = workdir
     out_host, out_root = host / "gui", inside / "gui"
     out_host.mkdir()
-    _write_png(host / "scene.png", _scene())
+    e2e.write_png(host / "scene.png", _scene())
     job = {
         "out_dir": str(out_root),
         "image": str(inside / "scene.png"),
         "selection": [222, 168, 84, 84],
-        "arguments": {"endpoint": backend[0]},
+        "arguments": {"endpoint": backend.endpoint},
     }
     (out_host / "job.json").write_text(json.dumps(job))
     # The interactive dialog starts from the last values (GIMP keeps them per procedure in
@@ -666,37 +464,38 @@ def test_gui_one_undo_step_dialog_and_screenshots(workdir, profile, backend):
     settings = profile["host"] / "plug-in-settings"
     settings.mkdir(exist_ok=True)
     (settings / "GimpProcedureConfigRun-python-fu-hifill-inpaint-selection.last").write_text(
-        f'(output-mode "new-layer")\n(context-size 0)\n(endpoint "{backend[0]}")\n'
+        f'(output-mode "new-layer")\n(context-size 0)\n(endpoint "{backend.endpoint}")\n'
     )
     (profile["host"] / "gimprc").write_text("(show-welcome-dialog no)\n")
 
     display = _Display(100 + os.getpid() % 800)
-    bind = dict(os.environ, HIFILL_EDITORS_BIND=_binds())
-    xvfb = _start_process(
-        [str(ROOT_TOOL), "run", "Xvfb", display.name, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+    root_environment = e2e.root_process_environment()
+    xvfb = e2e.start_process(
+        e2e.root_command(["Xvfb", display.name, "-screen", "0", "1280x800x24", "-nolisten", "tcp"]),
         host / "xvfb.log",
+        root_environment,
     )
     gimp = None
-    gimp_log = open(host / "gimp-gui.log", "wb")  # noqa: SIM115 - closed in finally
     try:
         time.sleep(2)
-        gimp = subprocess.Popen(
-            [
-                str(ROOT_TOOL),
-                "run",
-                f"HOME={inside / 'home'}",
-                f"GIMP3_DIRECTORY={profile['root']}",
-                f"DISPLAY={display.name}",
-                "gimp-3.0",
-                "-n",
-                "--batch-interpreter=python-fu-eval",
-                "-b",
-                f"exec(open('{E2E_DIR / 'gui_session.py'}').read()); hifill_gui('{out_root / 'job.json'}')",
-            ],
-            stdout=gimp_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=bind,
+        gimp = e2e.start_process(
+            e2e.root_command(
+                [
+                    "gimp-3.0",
+                    "-n",
+                    "--batch-interpreter=python-fu-eval",
+                    "-b",
+                    f"exec(open('{E2E_DIR / 'gui_session.py'}').read()); "
+                    f"hifill_gui('{out_root / 'job.json'}')",
+                ],
+                {
+                    "HOME": str(inside / "home"),
+                    "GIMP3_DIRECTORY": str(profile["root"]),
+                    "DISPLAY": display.name,
+                },
+            ),
+            host / "gimp-gui.log",
+            root_environment,
         )
 
         filled = _wait_for_step(out_host, "filled")
@@ -732,5 +531,4 @@ def test_gui_one_undo_step_dialog_and_screenshots(workdir, profile, backend):
     finally:
         for process in (gimp, xvfb):
             if process is not None:
-                _stop_process(process)
-        gimp_log.close()
+                e2e.stop_process(process)

@@ -2,13 +2,9 @@
 
     tools/editors_root.sh build && .venv/bin/pytest -m editor tests/test_e2e_krita.py     (as root)
 
-Needs the editors root (tools/editors_root.sh; $HIFILL_EDITORS_ROOT, default /work/editors-root) and
-root privileges (chroot); skipped with the reason otherwise (the test never builds the root).
-
-The backend: HIFILL_E2E_BACKEND=real runs `python -m backend serve --device cpu --weights W` with
-W = $HIFILL_E2E_WEIGHTS, or untrained weights from backend.weights.write_untrained_weights (then
-with --allow-untrained); =fake runs the real server with the colour-filling engine of
-tests/fake_engines.py; =auto (default) takes real when the engine is importable.
+Needs the editors root and root privileges; skipped with the reason otherwise. The backend runs on the
+host: by default the real one with the shipped weights (HIFILL_E2E_WEIGHTS overrides them,
+HIFILL_E2E_BACKEND=fake serves a colour-filling fake instead); see tests/e2e_common.py.
 
 Inside the root, with this checkout bound read-only at the same path, install.py installs the
 plug-in into a fresh profile (twice: the second run changes nothing) and records a stand-in "backend
@@ -27,11 +23,12 @@ HIFILL_KRITA_E2E_JOB names the job) and starts Krita under Xvfb. In one Krita se
 - autostart: the same endpoint again: the backend started before is waited for, not started twice;
   the fill lands; the plug-in stops that backend when Krita quits.
 
-The host compares the exports with the input: outside the selection bit-exact, inside changed, undo
-restores everything. HIFILL_KRITA_SCREENSHOT=PATH adds a case on a photo
-(HIFILL_KRITA_SCREENSHOT_IMAGE, default a BSD-licensed dataset photo;
-HIFILL_KRITA_SCREENSHOT_SELECTION=x,y,w,h) and copies its screenshot there (docs/krita-docker.png).
-HIFILL_E2E_KEEP=1 keeps the run folder (logs, exports) inside the root.
+The host compares the exports with the input: outside the selection bit-exact, inside a plausible
+fill (e2e_common.assert_plausible_fill; with the fake backend: changed), undo restores everything.
+HIFILL_KRITA_SCREENSHOT=PATH adds a case on a photo (HIFILL_KRITA_SCREENSHOT_IMAGE, default a
+BSD-licensed dataset photo; HIFILL_KRITA_SCREENSHOT_SELECTION=x,y,w,h) and copies its screenshot there
+(docs/krita-docker.png); its fill is checked like the others. HIFILL_E2E_KEEP=1 keeps the run folder
+(logs, exports) inside the root.
 """
 
 from __future__ import annotations
@@ -39,29 +36,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
+import e2e_common as e2e
 import numpy as np
 import pytest
+from e2e_common import REPO, run_in_root
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from installer.common import ini_set  # noqa: E402
-from shared_protocol import Client, HiFillError  # noqa: E402
+from installer.common import ini_set
 
 pytestmark = pytest.mark.editor
 
-ROOT = Path(os.environ.get("HIFILL_EDITORS_ROOT", "/work/editors-root"))
-ROOT_TOOL = REPO / "tools" / "editors_root.sh"
 E2E_DIR = REPO / "tests" / "e2e_krita"
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 KRITA_TIMEOUT_S = int(os.environ.get("HIFILL_KRITA_TIMEOUT_S", "400"))
 WIDTH, HEIGHT = 320, 240
 SELECTION = (120, 90, 64, 48)  # x, y, w, h
@@ -71,66 +58,9 @@ DEFAULT_PHOTO = REPO / "data" / "photos" / "val" / "opencv-doc-bookworm" / "data
 DEFAULT_PHOTO_SELECTION = "120,40,150,100"
 HIDE_DOCKERS = ["PresetDocker", "ColorSelectorNg"]
 
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (chroot into the editors root)"
-    status = subprocess.run([str(ROOT_TOOL), "status"], capture_output=True, text=True, check=False)
-    if status.returncode != 0:
-        return f"editors root {ROOT} is not built (run: tools/editors_root.sh build)"
-    if not (ROOT / "usr" / "bin" / "krita").exists():
-        return f"Krita is not installed in {ROOT}"
-    return None
-
-
-_SKIP = _skip_reason()
+_SKIP = e2e.root_skip_reason("krita", "Krita")
 if _SKIP:
     pytestmark = [pytest.mark.editor, pytest.mark.skip(reason=_SKIP)]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _binds() -> str:
-    """The checkout (read-only) and the venv's base interpreter, at their host paths inside the root."""
-    base = subprocess.run(
-        [str(VENV_PYTHON), "-c", "import sys; print(sys.base_prefix)"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    return f"{REPO}:ro {base}:ro"
-
-
-def _in_root(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    assignments = [f"{key}={value}" for key, value in env.items()]
-    return subprocess.run(
-        [str(ROOT_TOOL), "run", "/usr/bin/env", *assignments, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dict(os.environ, HIFILL_EDITORS_BIND=_binds()),
-        check=False,
-    )
-
-
-def _test_image(depth: int) -> np.ndarray:
-    """A deterministic RGB picture (gradients + waves) as uint8 or uint16, shape (H, W, 3)."""
-    y, x = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float64)
-    rgb = np.stack(
-        [x / (WIDTH - 1), y / (HEIGHT - 1), 0.5 + 0.4 * np.sin(x / 9.0) * np.cos(y / 13.0)], axis=-1
-    )
-    top = 255 if depth == 8 else 65535
-    return np.round(rgb * top).astype(np.uint8 if depth == 8 else np.uint16)
-
-
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    import cv2
-
-    assert cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -154,118 +84,33 @@ def _read_png(path: Path) -> np.ndarray:
     return data[..., [2, 1, 0, 3]]
 
 
-def _answers(endpoint: str) -> bool:
-    client = Client(endpoint, timeout_s=3.0, connect_timeout_s=1.0)
-    try:
-        client.hello()
-        return True
-    except HiFillError:
-        return False
-    finally:
-        client.close()
-
-
-def _backend_kind() -> str:
-    kind = os.environ.get("HIFILL_E2E_BACKEND", "auto")
-    if kind != "auto":
-        return kind
-    try:
-        import backend.engine  # noqa: F401
-        import backend.weights  # noqa: F401
-    except ImportError:
-        return "fake"
-    return "real"
-
-
-def _backend_command(kind: str, weights: Path | None) -> list[str]:
-    """argv (without --endpoint) of the backend the host runs and the stand-in starts in the root."""
-    if kind == "fake":
-        return [str(VENV_PYTHON), "-m", "tests.fake_engines", "--engine", "colour"]
-    if kind != "real":
-        raise AssertionError(f"HIFILL_E2E_BACKEND must be real, fake or auto, not {kind!r}")
-    command = [str(VENV_PYTHON), "-m", "backend", "serve", "--device", "cpu", "--weights", str(weights)]
-    return command if os.environ.get("HIFILL_E2E_WEIGHTS") else [*command, "--allow-untrained"]
-
-
 @pytest.fixture(scope="module")
 def workdir():
-    """A fresh folder inside the root (/tmp/hifill-krita-e2e-*), removed afterwards."""
-    name = f"hifill-krita-e2e-{uuid.uuid4().hex[:8]}"
-    host = ROOT / "tmp" / name
-    host.mkdir(parents=True)
-    yield host, f"/tmp/{name}"
-    if not os.environ.get("HIFILL_E2E_KEEP"):
-        shutil.rmtree(host, ignore_errors=True)
+    """A fresh folder inside the root (/tmp/hifill-krita-e2e-*): (host path, path inside the root)."""
+    yield from e2e.run_folder("hifill-krita-e2e")
 
 
 @pytest.fixture(scope="module")
 def backend(workdir):
-    """(endpoint, kind, hello, command) of a backend process on the host, stopped afterwards."""
+    """The backend on the host (e2e_common.Backend), stopped afterwards."""
     host, _ = workdir
-    kind = _backend_kind()
-    weights = None
-    if kind == "real":
-        weights = Path(os.environ.get("HIFILL_E2E_WEIGHTS") or host / "untrained.safetensors")
-        if not os.environ.get("HIFILL_E2E_WEIGHTS"):
-            from backend.weights import write_untrained_weights
-
-            write_untrained_weights(weights, seed=0)
-    command = _backend_command(kind, weights)
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    log_path = host / "host-backend.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [*command, "--endpoint", endpoint],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 180
-        while not _answers(endpoint):
-            assert process.poll() is None, f"backend exited: {log_path.read_text()[-2000:]}"
-            assert time.monotonic() < deadline, f"backend silent: {log_path.read_text()[-2000:]}"
-            time.sleep(0.5)
-        client = Client(endpoint, timeout_s=5.0, connect_timeout_s=1.0)
-        hello = client.hello()
-        client.close()
-        yield endpoint, kind, hello, command
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-def _stand_in_backend_python(host: Path, inside: str, command: list[str]) -> str:
-    """What install.py records as the backend's Python: `<it> -m backend serve` + `--endpoint E` from the
-    plug-in. It runs the same backend as the host's (the venv and the checkout are bound in the root;
-    files of the run folder are named by their path inside the root)."""
-    script = host / "backend-python"
-    quoted = " ".join("'" + part.replace(str(host), inside) + "'" for part in command)
-    script.write_text(f'#!/bin/sh\nshift 3  # -m backend serve\nexec {quoted} "$@"\n')
-    script.chmod(0o755)
-    return f"{inside}/backend-python"
+    yield from e2e.serve_backend(host / "host-backend.log")
 
 
 def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
-    endpoint, backend_kind, hello, command = backend
+    endpoint, hello = backend.endpoint, backend.hello
     host, inside = workdir
-    home = f"{inside}/home"
-    backend_python = _stand_in_backend_python(host, inside, command)
+    home = str(inside / "home")
+    backend_python = str(e2e.stand_in_backend_python(host, inside, backend.command))
     install = ["python3", str(REPO / "install.py"), "krita", "--backend-python", backend_python]
     started = time.monotonic()
-    first = _in_root(install, {"HOME": home}, timeout=120)
+    first = run_in_root(install, {"HOME": home}, timeout=120, check=False)
     assert first.returncode == 0, first.stdout + first.stderr
     pykrita = host / "home/.local/share/krita/pykrita"
     installed = {
         str(p.relative_to(pykrita)): p.read_bytes() for p in sorted(pykrita.rglob("*")) if p.is_file()
     }
-    again = _in_root(install, {"HOME": home}, timeout=120)
+    again = run_in_root(install, {"HOME": home}, timeout=120, check=False)
     assert again.returncode == 0, again.stdout + again.stderr
     assert {
         str(p.relative_to(pykrita)): p.read_bytes() for p in sorted(pykrita.rglob("*")) if p.is_file()
@@ -284,10 +129,13 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
     kritarc.write_text(text)
     shutil.copy2(E2E_DIR / "run_krita.sh", host / "run_krita.sh")
 
-    images = {"u8": _test_image(8), "u16": _test_image(16)}
+    images = {
+        "u8": e2e.gradient_picture(WIDTH, HEIGHT),
+        "u16": e2e.gradient_picture(WIDTH, HEIGHT, np.uint16),
+    }
     for name, rgb in images.items():
-        _write_png(host / f"{name}.png", rgb)
-    autostart_endpoint = f"tcp://127.0.0.1:{_free_port()}"
+        e2e.write_png(host / f"{name}.png", rgb)
+    autostart_endpoint = f"tcp://127.0.0.1:{e2e.free_port()}"
     cases = [
         {
             "name": "u8",
@@ -351,7 +199,7 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
     ]
     screenshot = os.environ.get("HIFILL_KRITA_SCREENSHOT")
     if screenshot:  # one more case, on a photo, for the documentation's screenshot
-        _write_png(
+        e2e.write_png(
             host / "photo.png",
             _read_rgb(Path(os.environ.get("HIFILL_KRITA_SCREENSHOT_IMAGE", DEFAULT_PHOTO))),
         )
@@ -379,8 +227,10 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
     (host / "job.json").write_text(json.dumps(job))
 
     started = time.monotonic()
-    krita = _in_root(
-        ["/bin/sh", f"{inside}/run_krita.sh", inside, str(KRITA_TIMEOUT_S)], {}, KRITA_TIMEOUT_S + 60
+    krita = run_in_root(
+        ["/bin/sh", f"{inside}/run_krita.sh", str(inside), str(KRITA_TIMEOUT_S)],
+        timeout=KRITA_TIMEOUT_S + 60,
+        check=False,
     )
     krita_s = time.monotonic() - started
     log_tail = (
@@ -397,7 +247,7 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
     assert "Traceback" not in krita_log, "a Python error inside Krita:\n" + krita_log[-3000:]
     by_name = {case["name"]: case for case in result["cases"]}
     print(
-        f"\nbackend: {backend_kind} ({hello.get('device')}, {hello.get('model')});"
+        f"\nbackend: {backend.kind} ({hello.get('device')}, {hello.get('model')});"
         f" install (x2) {install_s:.1f} s;"
         f" Krita session {krita_s:.1f} s; fills "
         + ", ".join(f"{name} {case['fill_seconds']} s" for name, case in by_name.items())
@@ -425,6 +275,8 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
         )
         changed = np.any(filled[selected] != expected[selected], axis=-1)
         assert changed.mean() > 0.5, f"{name}: only {changed.mean():.0%} of the selected pixels changed"
+        if backend.is_real:
+            e2e.assert_plausible_fill(filled, selected, name)
         if case.get("layers_after_undo") is not None:
             undone = _read_png(host / f"{name}-undone.png")
             assert np.array_equal(undone, expected), f"{name}: undo did not restore the image"
@@ -450,10 +302,18 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
     assert cancelled["states"][-1] == "starting" and cancelled["progress"] == 0, cancelled
     autostart = by_name["autostart"]
     assert autostart["states"][-1] == "connected", autostart["states"]
-    assert not _answers(autostart_endpoint), "the backend the plug-in started still runs after Krita quit"
+    assert not e2e.answers(autostart_endpoint), "the backend the plug-in started still runs after Krita quit"
     launcher_log = (host / "tmp" / "hifill-backend.log").read_text()
     starts = launcher_log.count(f"--endpoint {autostart_endpoint}")
     assert starts == 1, f"the backend was started {starts} times (the cancelled start must be reused)"
     if screenshot:
+        photo = _read_png(host / "photo.png")
+        photo_filled = _read_png(host / "photo-filled.png")
+        px, py, pw, ph = (int(v) for v in selection.split(","))
+        photo_selected = np.zeros(photo.shape[:2], bool)
+        photo_selected[py : py + ph, px : px + pw] = True
+        assert np.array_equal(photo_filled[~photo_selected], photo[~photo_selected]), "photo: outside changed"
+        if backend.is_real:
+            e2e.assert_plausible_fill(photo_filled, photo_selected, "photo")
         shutil.copy2(host / "photo-screenshot.png", screenshot)
         print(f"screenshot of the photo case written to {screenshot}")
