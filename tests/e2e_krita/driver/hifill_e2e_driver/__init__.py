@@ -289,7 +289,7 @@ class Driver:
         zoom = Krita.instance().action("zoom_to_fit")
         if zoom is not None:
             zoom.trigger()
-        self.later(700, self.grab_screenshot)
+        self.later(3000, self.grab_screenshot)  # after Krita's "Zoom: …" on-canvas message has faded
 
     def grab_screenshot(self) -> None:
         # The whole X screen (the window fills it): on-canvas messages are separate windows.
