@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from hifill_gimp import formats, plan, procedure, region  # noqa: E402
 from hifill_gimp.worker import FillJob, run_fill  # noqa: E402
+from test_regions import run_without_pyzmq_and_msgpack  # noqa: E402
 
 from installer import backend_launch  # noqa: E402
 from shared_protocol import DEFAULT_ENDPOINT, Client, ErrorKind, HiFillError  # noqa: E402
@@ -64,16 +65,8 @@ def test_new_layer_placement_and_context_option():
 
 def test_what_registers_the_procedure_needs_no_pyzmq_or_msgpack():
     """hifill.py imports only these at the top, so GIMP lists HiFill even without the packages."""
-    code = (
-        "import sys\n"
-        "sys.modules['zmq'] = sys.modules['msgpack'] = None  # any import of them now fails\n"
-        f"sys.path.insert(0, {str(REPO / 'plugin_gimp')!r})\n"
-        "from hifill_gimp import formats, procedure\n"
-        "print(procedure.Settings().endpoint)\n"
-    )
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.strip() == DEFAULT_ENDPOINT
+    code = "from hifill_gimp import formats, procedure\nprint(procedure.Settings().endpoint)\n"
+    assert run_without_pyzmq_and_msgpack(REPO / "plugin_gimp", code) == DEFAULT_ENDPOINT
     tree = ast.parse((REPO / "plugin_gimp" / "hifill.py").read_text())
     top_level = {
         alias.name if isinstance(node, ast.Import) else node.module
