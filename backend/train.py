@@ -142,6 +142,18 @@ def save_state(path: Path, generator, critic, step: int, config: TrainConfig, ex
     tmp.replace(path)
 
 
+def compact_state(source: Path, target: Path) -> None:
+    """The run state with every tensor in fp16 (about 17 MB): what the repository commits to resume from."""
+    from safetensors import safe_open
+
+    with safe_open(str(source), framework="pt") as f:
+        meta = f.metadata()
+    tensors = {k: v.half().contiguous() for k, v in load_file(str(source)).items()}
+    tmp = target.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(target)
+
+
 def load_state(path: Path, generator, critic) -> tuple[int, dict, dict]:
     from safetensors import safe_open
 
@@ -285,6 +297,8 @@ def train(args: argparse.Namespace) -> int:
         extra["wall_seconds"] = wall_before + time.time() - started
         extra["photos"] = len(data.paths)
         save_state(state_path, generator, critic, step, config, extra)
+        if args.commit_state:
+            compact_state(state_path, Path(args.commit_state))
         card = ModelConfig(
             source="ours",
             train_resolution=config.size,
@@ -369,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="state to start from when the run folder has none (the committed state)",
     )
     p.add_argument("--export", default=str(DEFAULT_WEIGHTS), help="where to write the shipped generator")
+    p.add_argument(
+        "--commit-state",
+        default="backend/weights/training-state.safetensors",
+        help="compact (fp16) copy of the state written at each checkpoint, for the repository ('' = none)",
+    )
     p.add_argument("--steps", type=int, default=0, help="stop after this many more steps (0: no limit)")
     p.add_argument("--minutes", type=float, default=0, help="stop after this many minutes (0: no limit)")
     p.add_argument("--save-minutes", type=float, default=10)
