@@ -343,25 +343,22 @@ def test_clear_message_when_the_installed_backend_cannot_start(batch):
     assert result["layers_after"] == result["layers_before"]
 
 
-def test_vendored_wheels_work_in_gimp(workdir, backend):
-    """install.py run on the host with --vendor always: pyzmq/msgpack wheels for GIMP's Python 3.13."""
-    host, inside = workdir
-    installed = subprocess.run(
-        [
-            str(VENV_PYTHON),
-            str(REPO / "install.py"),
-            "gimp",
-            "--profile",
-            str(host / "vendored"),
-            "--vendor",
-            "always",
-            "--python-version",
-            "3.13",
-        ],
+def _install_py_on_host(*arguments: str) -> subprocess.CompletedProcess:
+    """`install.py gimp ARGUMENTS` run on the host with the venv's Python."""
+    return subprocess.run(
+        [str(VENV_PYTHON), str(REPO / "install.py"), "gimp", *arguments],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
+    )
+
+
+def test_vendored_wheels_work_in_gimp(workdir, backend):
+    """install.py run on the host with --vendor always: pyzmq/msgpack wheels for GIMP's Python 3.13."""
+    host, inside = workdir
+    installed = _install_py_on_host(
+        "--profile", str(host / "vendored"), "--vendor", "always", "--python-version", "3.13"
     )
     assert installed.returncode == 0, installed.stderr
     vendor = inside / "vendored" / "plug-ins" / "hifill" / "vendor"
@@ -386,20 +383,7 @@ def test_vendored_wheels_work_in_gimp(workdir, backend):
     result = _run_batch(workdir, inside / "vendored", [case], "vendored")["vendored"]
     _assert_ok(result)
     _assert_fill(result, backend)
-    removed = subprocess.run(
-        [
-            str(VENV_PYTHON),
-            str(REPO / "install.py"),
-            "gimp",
-            "--profile",
-            str(host / "vendored"),
-            "--uninstall",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    removed = _install_py_on_host("--profile", str(host / "vendored"), "--uninstall")
     assert removed.returncode == 0, removed.stderr
     assert not (host / "vendored" / "plug-ins").exists(), "uninstall leaves no trace of the plug-in"
 
