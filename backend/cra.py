@@ -206,22 +206,20 @@ def mirror_indices(start: int, length: int, limit: int) -> np.ndarray:
     return np.where(idx >= limit, period - 1 - idx, idx)
 
 
-def to_unit_float(pixels: np.ndarray) -> np.ndarray:
-    """uint8/uint16/float32 (..., C) -> float32 in [0, 1] (float input passes through)."""
+def to_unit_float(pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8/uint16/float32 (..., C) -> float32 in [0, 1] (float input passes through).
+
+    One pass (the integer-to-float cast happens inside the multiply); ``out`` (float32, same shape)
+    may receive the result. Values equal ``pixels.astype(np.float32) * (1 / max)`` exactly.
+    """
     if pixels.dtype == np.uint8:
-        return pixels.astype(np.float32) * (1.0 / 255.0)
+        return np.multiply(pixels, np.float32(1.0 / 255.0), out=out, dtype=np.float32)
     if pixels.dtype == np.uint16:
-        return pixels.astype(np.float32) * (1.0 / 65535.0)
-    return pixels.astype(np.float32, copy=False)
-
-
-def from_unit_float(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """float32 in [0, 1] -> dtype, rounded and clipped for integer types."""
-    if dtype == np.uint8:
-        return np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
-    if dtype == np.uint16:
-        return np.clip(np.rint(values * 65535.0), 0, 65535).astype(np.uint16)
-    return values.astype(dtype)
+        return np.multiply(pixels, np.float32(1.0 / 65535.0), out=out, dtype=np.float32)
+    if out is None:
+        return pixels.astype(np.float32, copy=False)
+    out[...] = pixels
+    return out
 
 
 def _bilinear_taps(
@@ -235,28 +233,23 @@ def _bilinear_taps(
     return i0, i1, (pos - i0).float()
 
 
-def upsample_rows(low: torch.Tensor, out_hw: tuple[int, int], row0: int, row1: int) -> torch.Tensor:
+def upsample_rows(
+    low: torch.Tensor, out_hw: tuple[int, int], row0: int, row1: int, cols: torch.Tensor | None = None
+) -> torch.Tensor:
     """Rows row0..row1-1 of bilinear_up(low) to out_hw, equal to F.interpolate(..., 'bilinear').
 
-    low: (C, h, w) -> (C, row1 - row0, out_w). Only the needed low-resolution rows are touched.
+    low: (C, h, w) -> (C, row1 - row0, out_w), or only the output columns ``cols`` (1-D long tensor)
+    when given. Only the needed low-resolution rows are touched; every value is computed the same way
+    whichever rows and columns are asked for.
     """
     _, h, w = low.shape
     y0, y1, wy = _bilinear_taps(out_hw[0], h, row0, row1)
     rows = low[:, y0] * (1 - wy)[None, :, None] + low[:, y1] * wy[None, :, None]
     x0, x1, wx = _bilinear_taps(out_hw[1], w, 0, out_hw[1])
-    return rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx
-
-
-def band_to_cells(band: torch.Tensor, cell_w: int) -> torch.Tensor:
-    """(C, ch, gw*cw) -> (gw, C*ch*cw): one row per cell, channel-major inside the cell."""
-    c, ch, width = band.shape
-    return band.view(c, ch, width // cell_w, cell_w).permute(2, 0, 1, 3).reshape(width // cell_w, -1)
-
-
-def cells_to_band(cells: torch.Tensor, channels: int, cell_h: int, cell_w: int) -> torch.Tensor:
-    """Inverse of band_to_cells: (gw, C*ch*cw) -> (C, ch, gw*cw)."""
-    gw = cells.shape[0]
-    return cells.view(gw, channels, cell_h, cell_w).permute(1, 2, 0, 3).reshape(channels, cell_h, gw * cell_w)
+    if cols is not None:
+        x0, x1, wx = x0[cols], x1[cols], wx[cols]
+    out = rows.index_select(2, x0).mul_(1 - wx)
+    return out.add_(rows.index_select(2, x1).mul_(wx))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,22 +267,25 @@ class WindowReader:
         self.cols = mirror_indices(window.left, window.width, w)
         self.cols_contiguous = bool(np.all(np.diff(self.cols) == 1))
 
-    def _take(self, array: np.ndarray, r0: int, r1: int) -> np.ndarray:
+    def _take(self, array: np.ndarray, r0: int, r1: int, cols: np.ndarray | None = None) -> np.ndarray:
+        """Window rows r0..r1-1 (window columns ``cols``, default all) of ``array``; a view if possible."""
         rows = self.rows[r0:r1]
         contiguous = np.all(np.diff(rows) == 1)
         block = array[rows[0] : rows[-1] + 1] if contiguous else array[rows]
+        if cols is not None:
+            return block[:, self.cols[cols]]
         if self.cols_contiguous:
             return block[:, self.cols[0] : self.cols[-1] + 1]
         return block[:, self.cols]
 
-    def colour(self, r0: int, r1: int) -> torch.Tensor:
-        """Window rows r0..r1-1 as float32 (3, n, width) in [0, 1]."""
-        block = to_unit_float(self._take(self.image, r0, r1)[..., :3])
-        return torch.from_numpy(np.ascontiguousarray(block.transpose(2, 0, 1)))
+    def colour(self, r0: int, r1: int, cols: np.ndarray | None = None) -> torch.Tensor:
+        """Window rows r0..r1-1 (columns ``cols`` or all) as float32 (3, n, width) in [0, 1]."""
+        block = self._take(self.image, r0, r1, cols)[..., :3].transpose(2, 0, 1)
+        return torch.from_numpy(to_unit_float(block, np.empty(block.shape, np.float32)))
 
-    def alpha(self, r0: int, r1: int) -> np.ndarray:
-        """Mask rows r0..r1-1 as float32 (n, width) in [0, 1]."""
-        return self._take(self.mask, r0, r1).astype(np.float32) * (1.0 / 255.0)
+    def hole(self, r0: int, r1: int) -> np.ndarray:
+        """Mask rows r0..r1-1 > 0 as bool (n, width)."""
+        return self._take(self.mask, r0, r1) > 0
 
     def band_rows(self) -> list[tuple[int, int, int]]:
         """(first cell row, first pixel row, last pixel row + 1) per band of whole cell rows."""
@@ -309,7 +305,7 @@ def downsample_window(reader: WindowReader) -> tuple[torch.Tensor, torch.Tensor]
         n_cells = (r1 - r0) // w.cell_h
         size = (n_cells * CELL_DOWNSCALE, low_w)
         image_parts.append(F.adaptive_avg_pool2d(reader.colour(r0, r1), size))
-        hole = torch.from_numpy(reader.alpha(r0, r1) > 0).float()[None]
+        hole = torch.from_numpy(reader.hole(r0, r1)).float()[None]
         hole_parts.append(F.adaptive_max_pool2d(hole, size))
     image = torch.cat(image_parts, 1)[None]
     hole = torch.cat(hole_parts, 1)[None]
@@ -334,6 +330,28 @@ def aggregation_weights(scores: torch.Tensor, hole_low: torch.Tensor, window: Wi
     return hole_idx, source_idx, weights
 
 
+def _cell_columns(cells: torch.Tensor, cell_w: int) -> torch.Tensor:
+    """Window pixel columns of the cells (grid columns) ``cells``, cell after cell: (len(cells) * cell_w,)."""
+    return (cells[:, None] * cell_w + torch.arange(cell_w)).flatten()
+
+
+def cell_residuals(
+    reader: WindowReader, blurry_low: torch.Tensor, row: int, cells: torch.Tensor
+) -> torch.Tensor:
+    """Contextual residuals (window - bilinear_up(blurry)) of grid cells ``cells`` of cell row ``row``.
+
+    Returns (len(cells), 3*ch*cw): one row per cell, channel-major inside the cell.
+    Only those cells' pixels are read and resampled.
+    """
+    w = reader.window
+    r0, r1 = row * w.cell_h, (row + 1) * w.cell_h
+    cols = _cell_columns(cells, w.cell_w)
+    residual = upsample_rows(blurry_low, (w.height, w.width), r0, r1, cols)  # (3, ch, n*cw)
+    torch.sub(reader.colour(r0, r1, cols.numpy()), residual, out=residual)
+    n = len(cells)
+    return residual.view(3, w.cell_h, n, w.cell_w).permute(2, 0, 1, 3).reshape(n, -1)
+
+
 def aggregate_residuals(
     reader: WindowReader,
     blurry_low: torch.Tensor,
@@ -342,7 +360,11 @@ def aggregate_residuals(
     weights: torch.Tensor,
     cancelled: Callable[[], bool],
 ) -> torch.Tensor:
-    """Eq. 4: R_j = sum_i s_ji R_i for hole cells j over source cells i. Returns (J, 3*ch*cw)."""
+    """Eq. 4: R_j = sum_i s_ji R_i for hole cells j over source cells i. Returns (J, 3*ch*cw).
+
+    Residuals are formed for source cells only, a band of cell rows at a time (one matrix product per
+    band, accumulated in band order).
+    """
     w = reader.window
     aggregated = torch.zeros(len(hole_idx), 3 * w.cell_h * w.cell_w)
     if len(source_idx) == 0 or len(hole_idx) == 0:
@@ -355,13 +377,14 @@ def aggregate_residuals(
             continue
         if cancelled():
             raise FillCancelled
-        band = reader.colour(r0, r1)
-        residual = band - upsample_rows(blurry_low, (w.height, w.width), r0, r1)
         cells = torch.cat(
-            [band_to_cells(residual[:, k * w.cell_h : (k + 1) * w.cell_h], w.cell_w) for k in range(g1 - g0)]
-        )  # (cells in band, 3*ch*cw), row-major cell order
-        local = source_idx[in_band] - g0 * w.grid_w
-        aggregated += weights[:, in_band] @ cells[local]
+            [
+                cell_residuals(reader, blurry_low, g, source_idx[source_rows == g] % w.grid_w)
+                for g in range(g0, g1)
+                if bool((source_rows == g).any())
+            ]
+        )  # (source cells in band, 3*ch*cw), row-major cell order
+        aggregated += weights[:, in_band] @ cells
     return aggregated
 
 
@@ -377,57 +400,62 @@ def compose_window(
     """Write bilinear_up(fill) + aggregated residuals into ``region`` where the mask is > 0 (soft blend).
 
     Only hole pixels inside the real image are written; everything else in ``region`` is untouched.
+    Every mask > 0 pixel of the window lies in a hole cell, so each cell row is composed only over
+    the bounding box of its mask > 0 pixels.
     """
     w = reader.window
-    hole_rows = hole_idx // w.grid_w
-    for g0, r0, r1 in reader.band_rows():
-        g1 = g0 + (r1 - r0) // w.cell_h
-        in_band = (hole_rows >= g0) & (hole_rows < g1)
-        if not bool(in_band.any()):
-            continue
+    oy, ox = region_origin
+    hole_rows, hole_cols = hole_idx // w.grid_w, hole_idx % w.grid_w
+    for g in torch.unique(hole_rows).tolist():
         if cancelled():
             raise FillCancelled
-        filled = upsample_rows(fill_low, (w.height, w.width), r0, r1)  # (3, n, width)
-        for k in range(g1 - g0):
-            sel = in_band & (hole_rows == g0 + k)
-            if not bool(sel.any()):
+        sel = hole_rows == g
+        cols = hole_cols[sel]
+        # The cell row's hole cells, as image rows/columns, inside the image and the region.
+        y0, y1 = max(w.top + g * w.cell_h, oy), min(w.top + (g + 1) * w.cell_h, oy + region.shape[0])
+        x0 = max(w.left + int(cols.min()) * w.cell_w, ox)
+        x1 = min(w.left + (int(cols.max()) + 1) * w.cell_w, ox + region.shape[1])
+        if y0 >= y1 or x0 >= x1:
+            continue
+        inside = reader.mask[y0:y1, x0:x1] > 0
+        ys, xs = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+        if ys.size == 0:
+            continue
+        y0, y1, x0, x1 = y0 + int(ys[0]), y0 + int(ys[-1]) + 1, x0 + int(xs[0]), x0 + int(xs[-1]) + 1
+        # Window coordinates of that box: rows wy0..wy1-1, columns wx0..wx1-1.
+        wy0, wy1, wx0, wx1 = y0 - w.top, y1 - w.top, x0 - w.left, x1 - w.left
+        filled = upsample_rows(fill_low, (w.height, w.width), wy0, wy1, torch.arange(wx0, wx1))
+        for cell, residual in zip(cols.tolist(), aggregated[sel], strict=True):
+            c0, c1 = max(cell * w.cell_w, wx0), min((cell + 1) * w.cell_w, wx1)
+            if c0 >= c1:
                 continue
-            cells = torch.zeros(w.grid_w, 3 * w.cell_h * w.cell_w)
-            cells[hole_idx[sel] - (g0 + k) * w.grid_w] = aggregated[sel]
-            rows = slice(k * w.cell_h, (k + 1) * w.cell_h)
-            filled[:, rows] += cells_to_band(cells, 3, w.cell_h, w.cell_w)
-        _blend_band(reader, filled, r0, r1, region, region_origin)
+            cell_pixels = residual.view(3, w.cell_h, w.cell_w)
+            filled[:, :, c0 - wx0 : c1 - wx0] += cell_pixels[
+                :, wy0 - g * w.cell_h : wy1 - g * w.cell_h, c0 - cell * w.cell_w : c1 - cell * w.cell_w
+            ]
+        _blend_box(filled, reader.mask[y0:y1, x0:x1], region[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
 
 
-def _blend_band(
-    reader: WindowReader,
-    filled: torch.Tensor,
-    r0: int,
-    r1: int,
-    region: np.ndarray,
-    region_origin: tuple[int, int],
-) -> None:
-    """Soft-blend window rows r0..r1-1 of ``filled`` (3, n, width) into ``region`` where mask > 0."""
-    w = reader.window
-    oy, ox = region_origin
-    # Intersect the band with the region (which holds every mask > 0 pixel of the image).
-    y0, y1 = max(w.top + r0, oy), min(w.top + r1, oy + region.shape[0])
-    x0, x1 = max(w.left, ox), min(w.left + w.width, ox + region.shape[1])
-    if y0 >= y1 or x0 >= x1:
-        return
-    alpha = reader.mask[y0:y1, x0:x1]
-    inside = alpha > 0
-    if not inside.any():
-        return
-    target = region[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
-    fill = filled[:, y0 - w.top - r0 : y1 - w.top - r0, x0 - w.left : x1 - w.left].permute(1, 2, 0).numpy()
-    rgb = target[..., :3]  # a view into region; alpha (if any) is never touched
-    original = to_unit_float(rgb[inside])  # (P, 3)
-    a = alpha[inside].astype(np.float32)[:, None] * (1.0 / 255.0)
-    values = fill[inside]
+def _blend_box(filled: torch.Tensor, alpha: np.ndarray, target: np.ndarray) -> None:
+    """Soft-blend ``filled`` (3, h, w) in [0, 1] into ``target`` (h, w, C) where ``alpha`` (h, w) > 0.
+
+    target = target + (fill - target) * alpha / 255, computed over the box and written only where
+    alpha > 0; colour channels only (alpha, if any, is never touched).
+    """
+    rgb = target[..., :3]  # a view into region
+    original = torch.from_numpy(to_unit_float(rgb))  # (h, w, 3)
+    values = filled.permute(1, 2, 0)
     if target.dtype != np.float32:
-        values = np.clip(values, 0.0, 1.0)
-    rgb[inside] = from_unit_float(original + (values - original) * a, target.dtype)
+        values = values.clamp(0.0, 1.0)
+    a = torch.from_numpy(np.multiply(alpha, np.float32(1.0 / 255.0), dtype=np.float32))[..., None]
+    blended = torch.sub(values, original).mul_(a).add_(original)
+    if target.dtype == np.uint8:
+        result = blended.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+    elif target.dtype == np.uint16:
+        result = blended.mul_(65535.0).round_().clamp_(0, 65535).to(torch.int32).numpy()
+    else:
+        result = blended.numpy().astype(target.dtype, copy=False)
+    np.copyto(rgb, result, where=(alpha > 0)[..., None], casting="unsafe")
 
 
 def fill_window(
