@@ -12,7 +12,7 @@ import torch
 
 from backend import cra
 from backend.engine import CancelCheck, FillOptions, FillResult, InpaintEngine, ProgressCallback
-from backend.network import Generator
+from backend.network import Generator, GeneratorOutput
 from backend.weights import DEFAULT_WEIGHTS, ModelConfig, load_generator
 from shared_protocol import ErrorKind, HiFillError
 
@@ -71,6 +71,8 @@ class TorchInpaintEngine(InpaintEngine):
         autocast_dtype: torch.dtype | None,
     ) -> None:
         self.generator = generator.to(device).eval()
+        self.eager_generator = self.generator  # what run_generator falls back to if compilation fails
+        self.compiled = False
         self.config = config
         self.weights_path = weights_path
         self.device = device
@@ -86,7 +88,9 @@ class TorchInpaintEngine(InpaintEngine):
         precision: str = "auto",
         allow_untrained: bool = False,
         warm_up: bool = True,
+        compile: bool = False,
     ) -> TorchInpaintEngine:
+        """Load weights onto a device; ``compile`` asks for torch.compile of the generator (see compile)."""
         path = Path(weights) if weights else DEFAULT_WEIGHTS
         generator, config = load_generator(path)
         if config.untrained and not allow_untrained:
@@ -101,9 +105,39 @@ class TorchInpaintEngine(InpaintEngine):
         if dev.type == "cpu":
             torch.set_num_threads(max(1, os.cpu_count() or 1))
         engine = cls(generator, config, path, dev, choose_precision(dev, precision))
+        if compile:
+            engine.compile()
         if warm_up:
             engine.warm_up()
         return engine
+
+    def compile(self, side: int = 256) -> bool:
+        """torch.compile the generator and run it once at side x side; True if the compiled one is used.
+
+        Compilation needs a working backend (on CPU a C++ compiler); any failure -- now or later, when a
+        new window shape recompiles -- is logged as a warning and the eager generator is used from then
+        on, never silently. Compiled kernels may round differently from eager ones (fused operations),
+        so fills are close to, not bit-identical with, uncompiled fills; hence it is opt-in.
+        """
+        try:
+            self.generator = torch.compile(self.eager_generator, dynamic=None)
+            self.compiled = True
+            self.run_generator(*self._warm_up_input(side))
+        except Exception as error:  # noqa: BLE001 -- any compiler failure falls back, with a warning
+            self._use_eager(error)
+        if self.compiled:
+            log.info("Generator compiled with torch.compile on %s.", self.device)
+        return self.compiled
+
+    def _use_eager(self, error: BaseException) -> None:
+        log.warning(
+            "torch.compile of the generator failed on %s (%s: %s); using the uncompiled generator.",
+            self.device,
+            type(error).__name__,
+            str(error).strip().splitlines()[0] if str(error).strip() else "no message",
+        )
+        self.generator = self.eager_generator
+        self.compiled = False
 
     def describe(self) -> dict:
         precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast_dtype]
@@ -113,29 +147,44 @@ class TorchInpaintEngine(InpaintEngine):
             "weights": str(self.weights_path),
             "precision": precision,
             "untrained": self.config.untrained,
+            "compiled": self.compiled,
         }
 
     def warm_up(self, side: int = 256) -> float:
         """One small forward pass so the first real fill doesn't pay for kernel selection. Returns s."""
         start = time.perf_counter()
+        self.run_generator(*self._warm_up_input(side))
+        return time.perf_counter() - start
+
+    @staticmethod
+    def _warm_up_input(side: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = torch.zeros(1, 3, side, side)
         hole = torch.zeros(1, 1, side, side)
         hole[:, :, side // 4 : side // 2, side // 4 : side // 2] = 1
-        self.run_generator(image, hole)
-        return time.perf_counter() - start
+        return image, hole
 
     @torch.no_grad()
     def run_generator(self, image: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """image (1,3,h,w) in [-1,1], hole (1,1,h,w) -> refined (1,3,h,w) and scores (1,L,L), on CPU."""
-        image = image.to(self.device, non_blocking=True)
-        hole = hole.to(self.device, non_blocking=True)
+        image, hole = to_device(image, self.device), to_device(hole, self.device)
+        try:
+            out = self._forward(image, hole)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as error:  # noqa: BLE001 -- only a compiled generator's failure is caught
+            if not self.compiled:
+                raise
+            self._use_eager(error)  # e.g. a new window shape whose recompilation failed
+            out = self._forward(image, hole)
+        return out.refined.float().cpu(), out.scores.float().cpu()
+
+    def _forward(self, image: torch.Tensor, hole: torch.Tensor) -> GeneratorOutput:
         with torch.autocast(
             self.device.type,
             dtype=self.autocast_dtype or torch.float32,
             enabled=self.autocast_dtype is not None,
         ):
-            out = self.generator(image, hole)
-        return out.refined.float().cpu(), out.scores.float().cpu()
+            return self.generator(image, hole)
 
     def fill(
         self,
@@ -163,6 +212,17 @@ class TorchInpaintEngine(InpaintEngine):
                 "The graphics card ran out of memory for this fill; try a smaller selection or context.",
             ) from None
         return FillResult(x=left, y=top, pixels=region)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a host tensor to ``device``: on CUDA via pinned memory and an asynchronous copy.
+
+    The CUDA stream orders the copy before the kernels that read it. On CPU the same tensor comes
+    back: nothing is pinned or copied.
+    """
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def validate_fill_input(image: np.ndarray, mask: np.ndarray, options: FillOptions) -> None:

@@ -220,3 +220,32 @@ def test_weights_errors_are_clear(tmp_path: Path):
     truncated.write_bytes(untrained.read_bytes()[:5000])
     with pytest.raises(HiFillError, match="corrupt or truncated"):
         load_engine(truncated)
+
+
+def test_host_tensors_stay_unpinned_and_uncopied_on_cpu():
+    from backend.inference import to_device
+
+    tensor = torch.rand(1, 3, 16, 16)
+    moved = to_device(tensor, torch.device("cpu"))
+    assert moved is tensor and not moved.is_pinned()  # pinning is only ever asked for on CUDA
+
+
+def test_compile_failure_logs_a_warning_and_falls_back_to_the_same_eager_results(
+    tmp_path, caplog, monkeypatch
+):
+    import torch._inductor.config as inductor_config
+
+    from backend.inference import TorchInpaintEngine
+
+    path = write_untrained_weights(tmp_path / "untrained.safetensors")
+    engine = TorchInpaintEngine.load(path, device="cpu", allow_untrained=True, warm_up=False)
+    image, hole = torch.rand(1, 3, 64, 64) * 2 - 1, torch.zeros(1, 1, 64, 64)
+    hole[:, :, 16:40, 20:48] = 1
+    eager = engine.run_generator(image, hole)
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (str(tmp_path / "no-such-c++"),))  # a real failure
+    with caplog.at_level("WARNING", logger="hifill.engine"):
+        assert engine.compile(side=64) is False
+    assert any("torch.compile of the generator failed" in r.getMessage() for r in caplog.records)
+    assert engine.describe()["compiled"] is False and engine.generator is engine.eager_generator
+    again = engine.run_generator(image, hole)
+    assert torch.equal(again[0], eager[0]) and torch.equal(again[1], eager[1])
