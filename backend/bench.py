@@ -19,6 +19,8 @@ What is measured, and how:
   (`patchmatch_cython.inpaint_pyramid`) on the same images and holes, each method and case in a child
   process of its own, so its peak RSS is its own. A per-run time cap stops methods that would take far
   too long; they are reported as '> cap', and larger cases of a capped method are skipped.
+- **GPU**: when torch sees CUDA, the same cases through the in-process engine in fp16 and fp32 (device
+  name, median times); otherwise the report says the section was skipped and why.
 
 Cases are an upscaled photo (samples/otters.jpg; a procedural texture if it is missing) with one
 blob-shaped hole (a union of ellipses) scaled to the requested share of the image.
@@ -905,6 +907,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         ]
     if report["settings"]["compare"]:
         lines += _compare_tables(report)
+    lines += _gpu_lines(report.get("gpu"))
     lines += [
         "## Targets (issue 6)",
         "",
@@ -1098,6 +1101,96 @@ def _package_version(name: str) -> str | None:
         return None
 
 
+# ------------------------------------------------------------------------------------------------ GPU
+
+
+def gpu_skip_reason() -> str | None:
+    """Why the GPU section cannot run here, or None when CUDA is usable."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is built without CUDA"
+    return "no CUDA device is visible to torch"
+
+
+def run_gpu_section(settings: BenchSettings, data: CaseData) -> dict[str, Any]:
+    """fp16 vs fp32 fill times of the in-process engine on CUDA for the same cases (no ZeroMQ).
+
+    Each precision gets its own engine; every case is filled once untimed (cudnn picks its kernels
+    for the window's shape), then ``repeats`` timed fills with the device synchronised around each.
+    Without CUDA: {"skipped": reason}.
+    """
+    reason = gpu_skip_reason()
+    if reason:
+        return {"skipped": reason}
+    import torch
+
+    from backend.inference import TorchInpaintEngine
+
+    section: dict[str, Any] = {
+        "device_name": torch.cuda.get_device_name(0),
+        "cuda": torch.version.cuda,
+        "results": [],
+    }
+    for precision in ("fp16", "fp32"):
+        engine = TorchInpaintEngine.load(
+            settings.weights, device="cuda", precision=precision, allow_untrained=settings.allow_untrained
+        )
+        for case in settings.cases:
+            image, mask = data.image(case.width, case.height), data.mask(case)
+            row: dict[str, Any] = {"case": case.key, "precision": precision, "times_s": [], "error": None}
+            try:
+                engine.fill(image, mask)
+                for _ in range(settings.repeats):
+                    torch.cuda.synchronize()
+                    start = time.perf_counter()
+                    engine.fill(image, mask)
+                    torch.cuda.synchronize()
+                    row["times_s"].append(time.perf_counter() - start)
+            except HiFillError as error:
+                row["error"] = f"{error.kind.value}: {error.message}"
+            row["median_s"] = float(np.median(row["times_s"])) if row["times_s"] else None
+            section["results"].append(row)
+        del engine
+        torch.cuda.empty_cache()
+    return section
+
+
+def _gpu_lines(gpu: dict[str, Any] | None) -> list[str]:
+    if gpu is None:
+        return []
+    if "skipped" in gpu:
+        return ["## GPU", "", f"GPU section skipped: {gpu['skipped']}.", ""]
+    lines = [
+        "## GPU (in-process engine, no ZeroMQ)",
+        "",
+        f"{gpu['device_name']}, CUDA {gpu['cuda']}; median of warm fills, device synchronised.",
+        "",
+        "| Case | fp16 | fp32 | fp32 / fp16 |",
+        "|---|---:|---:|---:|",
+    ]
+    by_case: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in gpu["results"]:
+        by_case.setdefault(row["case"], {})[row["precision"]] = row
+
+    def cell(row: dict[str, Any] | None) -> str:
+        if row is None:
+            return "–"
+        return row["error"] if row["error"] else _fmt_s(row["median_s"])
+
+    for case, rows in by_case.items():
+        fp16, fp32 = rows.get("fp16"), rows.get("fp32")
+        ratio = (
+            _fmt_ratio(fp32["median_s"] / fp16["median_s"])
+            if fp16 and fp32 and fp16["median_s"] and fp32["median_s"]
+            else "–"
+        )
+        lines.append(f"| {case} | {cell(fp16)} | {cell(fp32)} | {ratio} |")
+    return [*lines, ""]
+
+
 # ------------------------------------------------------------------------------------------------ run
 
 
@@ -1208,6 +1301,7 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
             backend.stop()
         if settings.compare:
             report["results"] += _run_peers(settings, data, bar)
+    report["gpu"] = run_gpu_section(settings, data)
     report["targets"] = target_table(report)
     report["load_at_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     return report

@@ -217,3 +217,18 @@ def test_pause_refuses_the_bench_itself_and_missing_processes(capsys: pytest.Cap
     finished.wait()
     assert bench.main(["--pause-pid", str(finished.pid), "--sizes", "64", "--no-progress"]) == 1
     assert f"No process {finished.pid} to pause" in capsys.readouterr().err
+
+
+def test_smoke_gpu_section_runs_or_says_why_it_was_skipped(smoke: dict) -> None:
+    import torch
+
+    markdown = (smoke["out"] / "bench.md").read_text()
+    gpu = smoke["report"]["gpu"]
+    if torch.cuda.is_available():
+        assert gpu["device_name"] and "## GPU (in-process engine, no ZeroMQ)" in markdown
+        assert {row["precision"] for row in gpu["results"]} == {"fp16", "fp32"}
+    else:
+        reason = bench.gpu_skip_reason()
+        assert reason and gpu == {"skipped": reason}
+        assert f"GPU section skipped: {reason}." in markdown
+        assert markdown.index("GPU section skipped") < markdown.index("## Targets (issue 6)")
