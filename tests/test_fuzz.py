@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -476,7 +476,9 @@ class Fuzzer:
         self.socket.setsockopt(zmq.RCVHWM, 0)  # our side never makes the server drop a reply
         self.socket.connect(endpoint)
         self.pending: deque[Expected] = deque()  # synchronous replies, in send order
-        self.fills: set[str] = set()  # accepted inpaint ids still waiting for their final reply
+        # final replies still due for ids of valid inpaints (hypothesis repeats ids it invented, so a
+        # count per id; a rejected message that reuses such an id is counted here too)
+        self.fills: Counter[str] = Counter()
         self.sent = 0
         self.replies = 0
         self.families: dict[str, int] = {}
@@ -491,14 +493,14 @@ class Fuzzer:
         family = message.family.split(":")[0] + ":" + message.family.split(":")[1].split(",")[0]
         self.families[family] = self.families.get(family, 0) + 1
         self.outcomes[expected.reply] = self.outcomes.get(expected.reply, 0) + 1
-        if expected.reply == "fill":
-            self.fills.add(expected.request_id)
-        elif expected.reply != "none" and expected.request_id not in self.fills:
+        if expected.reply == "fill" or (expected.reply != "none" and self.fills[expected.request_id]):
+            self.fills[expected.request_id] += 1
+        elif expected.reply != "none":
             self.pending.append(expected)
         self.socket.send_multipart(frames, copy=len(frames) > 1 and max(map(len, frames)) < 65536)
         self.sent += 1
         self.drain(0)
-        while len(self.pending) + len(self.fills) > WINDOW:
+        while len(self.pending) + self.fills.total() > WINDOW:
             if not self.drain(30_000):
                 self.mismatches.append(f"no reply within 30 s with {len(self.pending)} outstanding")
                 raise AssertionError(self.mismatches[-1])
@@ -520,11 +522,13 @@ class Fuzzer:
             return
         if header.op is Op.PROGRESS:
             return
-        if header.id in self.fills:
+        if self.fills[header.id]:
             if header.op is Op.RESULT or (
-                header.op is Op.ERROR and header.options["kind"] in ("busy", "internal", "bad_request")
+                header.op is Op.ERROR and header.options["kind"] in {kind.value for kind in ErrorKind}
             ):
-                self.fills.discard(header.id)
+                self.fills[header.id] -= 1
+                if not self.fills[header.id]:
+                    del self.fills[header.id]
             else:
                 self.mismatches.append(f"fill {header.id} ended with {header.op.value} {header.options}")
             return
