@@ -55,14 +55,16 @@ def load_engine(
     device: str = "auto",
     precision: str = "auto",
     allow_untrained: bool = False,
+    compile: bool = False,
 ) -> InpaintEngine:
     """The torch engine, warmed up. Raises HiFillError(NO_WEIGHTS) when weights are missing or unusable.
 
-    Untrained (random) weights are refused unless allow_untrained is set (tests of the plumbing only).
+    Untrained (random) weights are refused unless allow_untrained is set (tests of the plumbing only);
+    compile asks for torch.compile of the generator (falls back to eager with a logged warning).
     torch is imported here, not at module import, so the protocol/server layer stays light.
     """
     from backend.inference import TorchInpaintEngine
 
     return TorchInpaintEngine.load(
-        weights, device=device, precision=precision, allow_untrained=allow_untrained
+        weights, device=device, precision=precision, allow_untrained=allow_untrained, compile=compile
     )

@@ -650,6 +650,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision", default="auto", help="auto, fp32, bf16 or fp16 autocast (default: auto per device)"
     )
     parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the generator (mostly useful on CUDA; falls back to eager with a warning)",
+    )
+    parser.add_argument(
         "--allow-untrained",
         action="store_true",
         help="accept weights labelled untrained (random); for tests of the plumbing only",
@@ -686,7 +691,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         engine = load_engine(
-            args.weights, args.device, precision=args.precision, allow_untrained=args.allow_untrained
+            args.weights,
+            args.device,
+            precision=args.precision,
+            allow_untrained=args.allow_untrained,
+            compile=args.compile,
         )
     except HiFillError as error:
         log.error("cannot start the engine: %s", error.message)
