@@ -1,0 +1,92 @@
+"""Soak: many real fills of varied sizes through one real backend process; memory must not creep.
+
+Opt-in (`pytest -m soak tests/test_soak.py -s`). HIFILL_SOAK_FILLS overrides the number of fills
+(default 1,000); the first HIFILL_SOAK_WARMUP fills (default 50) are warm-up and include every
+size/channels/dtype combination once, so allocator pools and caches reach their working size before
+the baseline is read. The median VmRSS over the last tenth of the fills must be less than 5 % above
+the median over the first tenth after warm-up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from backend.weights import write_untrained_weights
+from shared_protocol import Client
+from tests.test_fuzz import rss_mb, start_backend, stop_backend
+
+FILLS = int(os.environ.get("HIFILL_SOAK_FILLS", "1000"))
+WARMUP = int(os.environ.get("HIFILL_SOAK_WARMUP", "50"))
+MAX_GROWTH = 0.05
+SIDES = (64, 128, 256, 512, 768, 1024)
+KINDS = tuple(itertools.product((3, 4), ("u8", "u16")))
+NUMPY_DTYPE = {"u8": np.uint8, "u16": np.uint16}
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory) -> Iterator[tuple[int, str]]:
+    tmp = tmp_path_factory.mktemp("soak")
+    weights = write_untrained_weights(tmp / "untrained.safetensors")
+    process, endpoint = start_backend(weights, tmp / "backend.log")
+    yield process.pid, endpoint
+    stop_backend(process)
+
+
+def fill_case(index: int, rng: np.random.Generator) -> tuple[int, int, int, str]:
+    """(width, height, channels, dtype): warm-up visits every combination with the largest sides first."""
+    if index < len(KINDS) * 2:
+        side = SIDES[-1] if index < len(KINDS) else SIDES[-2]
+        channels, dtype = KINDS[index % len(KINDS)]
+        return side, side, channels, dtype
+    channels, dtype = KINDS[int(rng.integers(len(KINDS)))]
+    return int(rng.choice(SIDES)), int(rng.choice(SIDES)), channels, dtype
+
+
+def one_fill(client: Client, width: int, height: int, channels: int, dtype: str, rng: np.random.Generator):
+    """A real fill of a random rectangle (2-20 % of each side); checks the region and the kept pixels."""
+    top = 65535 if dtype == "u16" else 255
+    image = rng.integers(0, top + 1, (height, width, channels), dtype=NUMPY_DTYPE[dtype])
+    mask = np.zeros((height, width), np.uint8)
+    hole_w = max(2, int(width * rng.uniform(0.02, 0.2)))
+    hole_h = max(2, int(height * rng.uniform(0.02, 0.2)))
+    x0 = int(rng.integers(0, width - hole_w))
+    y0 = int(rng.integers(0, height - hole_h))
+    mask[y0 : y0 + hole_h, x0 : x0 + hole_w] = 255
+    mask[y0 + hole_h // 2, x0 + hole_w // 2] = 0  # one kept pixel inside the region
+    result = client.inpaint(image.tobytes(), width, height, channels, dtype, mask.tobytes())
+    assert (result.x, result.y, result.width, result.height) == (x0, y0, hole_w, hole_h)
+    region = np.frombuffer(result.pixels, NUMPY_DTYPE[dtype]).reshape(hole_h, hole_w, channels)
+    kept = (y0 + hole_h // 2, x0 + hole_w // 2)
+    assert np.array_equal(region[hole_h // 2, hole_w // 2], image[kept])
+
+
+@pytest.mark.soak
+def test_many_fills_do_not_grow_backend_memory(backend) -> None:
+    pid, endpoint = backend
+    rng = np.random.default_rng(7)
+    warmup = min(WARMUP, max(len(KINDS) * 2, FILLS // 4))
+    samples: list[float] = []  # VmRSS after each fill past warm-up
+    started = time.monotonic()
+    with Client(endpoint, timeout_s=600) as client:
+        for index in range(FILLS):
+            one_fill(client, *fill_case(index, rng), rng)
+            if index >= warmup:
+                samples.append(rss_mb(pid))
+    # RSS after one fill depends on the allocator's state after that fill's size, so single readings
+    # jump by a few percent; a leak shows as a rise of the median from the first to the last tenth.
+    window = max(5, len(samples) // 10)
+    first, last = float(np.median(samples[:window])), float(np.median(samples[-window:]))
+    growth = (last - first) / first
+    print(
+        f"\nsoak: {FILLS} fills ({warmup} warm-up) in {time.monotonic() - started:.0f} s; backend VmRSS "
+        f"median of the first {window} fills after warm-up {first:.1f} MB -> last {window} {last:.1f} MB "
+        f"({growth:+.2%}); single readings {samples[0]:.1f} -> {samples[-1]:.1f} MB, "
+        f"peak {max(samples):.1f} MB"
+    )
+    assert growth < MAX_GROWTH
