@@ -14,7 +14,6 @@ tell a slow backend from a dead one.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import ipaddress
 import logging
 import signal
@@ -507,7 +506,6 @@ class _Server:
                     self._run(job, outbox)
                 finally:
                     self.queue.finish(job)
-                    release_freed_memory()
         finally:
             outbox.close()
 
@@ -577,28 +575,6 @@ class _Server:
             return
         log.info("request %s done in %.2f s", request_id, time.monotonic() - started)
         send(frames, True)
-
-
-def _find_malloc_trim() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (e.g. musl)
-        return None
-
-
-_MALLOC_TRIM = _find_malloc_trim()
-
-
-def release_freed_memory() -> None:
-    """Return memory freed by the last fill to the OS (glibc only; elsewhere a no-op).
-
-    Fills of varied sizes leave glibc's heaps fragmented and it keeps the freed pages: without this,
-    the backend's RSS crept up by 40 % over 300 fills (tests/test_soak.py).
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 _OUT_OF_MEMORY_MESSAGE = (
