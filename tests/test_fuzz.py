@@ -582,7 +582,7 @@ def fuzz(fuzzer: Fuzzer, count: int, run_seed: int) -> None:
 
 # Opt-in (-m slow) for now: its reply bookkeeping is flaky when hypothesis reuses a request id of a fill
 # still queued (a status reply was matched to the fill: seen once in CI, "fill fuzz-001276 ended with
-# status"). The backend itself behaved correctly; the oracle needs unique ids per outstanding request.
+# status"), most likely the test's bookkeeping, not the backend; the oracle needs unique ids per request.
 @pytest.mark.slow
 def test_malformed_messages_get_errors_and_leave_the_backend_serving(backend) -> None:
     process, endpoint, log_path = backend
