@@ -109,10 +109,17 @@ def test_killing_the_backend_mid_fill_gives_a_clear_error_within_the_timeout(bac
     image = np.zeros((h, w, 3), np.uint8)
     mask = np.zeros((h, w), np.uint8)
     mask[200:1900, 300:3500] = 255  # a big fill: still running when the backend dies
-    threading.Timer(3.0, process.kill).start()
+    killed = threading.Event()
+
+    def kill_once_running(fraction: float, message: str) -> None:  # the fill has started: kill now
+        if not killed.is_set():
+            killed.set()
+            process.kill()
+
     started = time.monotonic()
     with Client(endpoint, timeout_s=60) as client, pytest.raises(HiFillError) as err:
-        client.inpaint(image.tobytes(), w, h, 3, "u8", mask.tobytes())
+        client.inpaint(image.tobytes(), w, h, 3, "u8", mask.tobytes(), on_progress=kill_once_running)
+    assert killed.is_set()
     assert err.value.kind is ErrorKind.BACKEND_UNAVAILABLE
     assert "backend" in err.value.message.lower()
     assert time.monotonic() - started < 30
