@@ -9,6 +9,7 @@ from pathlib import Path
 # sub-command -> (module with main(argv) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("backend.server", "run the backend for the GIMP and Krita plug-ins"),
+    "keys": ("backend.keys", "CURVE keys so the backend can serve other machines (server, client, allow)"),
     "inpaint": ("backend.cli", "fill IMAGE where MASK is white and write OUT (same code path as serve)"),
     "bench": ("backend.bench", "measure fills through a real backend over ZeroMQ (--compare: with peers)"),
     "train": ("backend.train", "train the generator (Algorithm 1), resumable"),

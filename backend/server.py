@@ -28,8 +28,10 @@ from typing import Any
 import msgpack
 import numpy as np
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from backend.engine import FillOptions, FillResult, InpaintEngine
+from backend.keys import AllowedKeys, CurveConfig, KeysError, default_keys_dir, load_curve_config
 from shared_protocol import (
     DEFAULT_ENDPOINT,
     DEFAULT_LIMITS,
@@ -66,18 +68,19 @@ class ServerConfigError(ValueError):
     """The server cannot start with this configuration (a sentence for the person starting it)."""
 
 
-@dataclass(frozen=True)
-class CurveConfig:
-    """Placeholder for CURVE encryption/authentication (a later issue): it will allow non-loopback binds."""
-
-    server_secret_key_file: Path
-    authorized_clients_dir: Path | None = None
+def load_curve(folder: Path) -> CurveConfig:
+    """The keys of `serve --curve-keys FOLDER` (backend.keys), or ServerConfigError saying what is wrong."""
+    try:
+        return load_curve_config(folder)
+    except KeysError as error:
+        raise ServerConfigError(str(error)) from None
 
 
 def check_endpoint(endpoint: str, curve: CurveConfig | None = None) -> None:
     """Refuse endpoints other machines could reach unless CURVE protects them.
 
-    Allowed without CURVE: tcp:// on 127.0.0.0/8, ::1 or localhost; ipc://; inproc://.
+    Allowed without CURVE: tcp:// on 127.0.0.0/8, ::1 or localhost; ipc://; inproc://. With CURVE
+    (encryption, and only the allowed client keys are served) any address.
     """
     transport, separator, address = endpoint.partition("://")
     if not separator or not address:
@@ -91,12 +94,12 @@ def check_endpoint(endpoint: str, curve: CurveConfig | None = None) -> None:
         local = _is_loopback_host(host.strip("[]"))
     else:
         raise ServerConfigError(f"Transport '{transport}' is not supported; use e.g. {DEFAULT_ENDPOINT}.")
-    if curve is not None:
-        raise ServerConfigError("CURVE encryption is not implemented yet; listen on loopback instead.")
-    if not local:
+    if not local and curve is None:
         raise ServerConfigError(
-            f"Refusing to listen on '{address}': the backend has no authentication yet, so it only listens "
-            "on this machine (127.0.0.1, ::1 or localhost). Use an SSH tunnel to reach it from elsewhere."
+            f"Refusing to listen on '{address}' without keys: other machines could use the backend. "
+            "Without --curve-keys it only listens on this machine (127.0.0.1, ::1 or localhost). To serve "
+            "other machines, create keys with 'python -m backend keys server' and "
+            "'python -m backend keys client NAME', then add --curve-keys (or use an SSH tunnel)."
         )
 
 
@@ -109,10 +112,20 @@ def _is_loopback_host(host: str) -> bool:
         return False
 
 
-def _apply_security(socket: zmq.Socket, curve: CurveConfig | None) -> None:
-    """Where CURVE keys will be installed on the ROUTER socket (the CURVE issue); today: none."""
-    if curve is not None:  # check_endpoint already refused this; kept so the hook cannot be skipped
-        raise ServerConfigError("CURVE encryption is not implemented yet.")
+def _apply_security(
+    context: zmq.Context, socket: zmq.Socket, curve: CurveConfig | None
+) -> ThreadAuthenticator | None:
+    """With CURVE: start pyzmq's ZAP authenticator (allowing the keys in curve.allowed_dir) and make
+    the ROUTER a CURVE server; must run before bind. Returns the authenticator to stop at shutdown."""
+    if curve is None:
+        return None
+    authenticator = ThreadAuthenticator(context, log=logging.getLogger("hifill.server.auth"))
+    authenticator.start()
+    authenticator.configure_curve_callback("*", AllowedKeys(curve.allowed_dir, log))
+    socket.setsockopt(zmq.CURVE_SERVER, 1)
+    socket.setsockopt(zmq.CURVE_SECRETKEY, curve.server_secret_key)
+    socket.setsockopt(zmq.CURVE_PUBLICKEY, curve.server_public_key)
+    return authenticator
 
 
 # ---------------------------------------------------------------------------------------------- jobs
@@ -267,6 +280,7 @@ class _Server:
         self.context = zmq.Context()
         self.worker_endpoint = f"inproc://hifill-worker-{id(self):x}"
         self.router: zmq.Socket | None = None
+        self.authenticator: ThreadAuthenticator | None = None
 
     # ----------------------------------------------------------------------------------- socket thread
 
@@ -277,7 +291,7 @@ class _Server:
         router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame_bytes + _MAXMSGSIZE_SLACK)
         if "://[" in endpoint:  # a bracketed IPv6 address such as tcp://[::1]:47631
             router.setsockopt(zmq.IPV6, 1)
-        _apply_security(router, curve)
+        self.authenticator = _apply_security(self.context, router, curve)
         inbox = self.context.socket(zmq.PAIR)
         inbox.setsockopt(zmq.LINGER, 0)
         try:
@@ -285,6 +299,7 @@ class _Server:
         except zmq.ZMQError:
             router.close()
             inbox.close()
+            self._stop_authenticator()
             self.context.term()
             raise
         inbox.bind(self.worker_endpoint)
@@ -299,6 +314,8 @@ class _Server:
             self.queue.capacity,
             PROTOCOL_VERSION,
         )
+        if curve is not None:
+            log.info("CURVE on: encrypted, serving the client keys in %s", curve.allowed_dir)
         if ready is not None:
             ready.set()
 
@@ -313,6 +330,10 @@ class _Server:
                 if router in events:
                     self._handle_requests(router)
                 self._send_heartbeats()
+                if self.authenticator is not None and not self.authenticator.is_alive():
+                    # Without its ZAP handler libzmq would let any CURVE client in: stop instead.
+                    log.error("the key checker (ZAP authenticator) stopped; stopping the backend")
+                    break
         finally:
             self._shut_down(router, inbox, worker)
 
@@ -327,11 +348,17 @@ class _Server:
         worker.join(SHUTDOWN_GRACE_S)
         router.close(linger=1000)  # let the last error replies leave
         inbox.close(linger=0)
+        self._stop_authenticator()
         if worker.is_alive():
             log.warning("the engine did not stop within %.0f s; leaving its thread behind", SHUTDOWN_GRACE_S)
         else:
             self.context.term()
         log.info("stopped")
+
+    def _stop_authenticator(self) -> None:
+        if self.authenticator is not None:
+            self.authenticator.stop()
+            self.authenticator = None
 
     def _handle_requests(self, router: zmq.Socket) -> None:
         for _ in range(100):  # bounded so worker messages and heartbeats are not starved
@@ -637,10 +664,27 @@ def install_signal_handlers(stop_event: threading.Event) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m backend serve",
-        description="Run the HiFill backend for the GIMP and Krita plug-ins (loopback only).",
+        description=(
+            "Run the HiFill backend for the GIMP and Krita plug-ins. It listens on this machine only, "
+            "unless --curve-keys encrypts the connections and admits only allowed client keys."
+        ),
     )
     parser.add_argument(
-        "--endpoint", default=DEFAULT_ENDPOINT, help=f"where to listen (default {DEFAULT_ENDPOINT})"
+        "--endpoint",
+        default=DEFAULT_ENDPOINT,
+        help=f"where to listen (default {DEFAULT_ENDPOINT}; another machine's address needs --curve-keys)",
+    )
+    parser.add_argument(
+        "--curve-keys",
+        type=Path,
+        nargs="?",
+        const=default_keys_dir(),
+        default=None,
+        metavar="DIR",
+        help=(
+            "encrypt with CURVE and serve only the client keys allowed in DIR (default "
+            f"{default_keys_dir()}); make them with 'python -m backend keys'"
+        ),
     )
     parser.add_argument(
         "--weights", type=Path, default=None, help="model weights (.safetensors); default: bundled"
@@ -670,7 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m backend serve [--endpoint E] [--weights W] [--device D] [--max-queue N]`.
+    """`python -m backend serve [--endpoint E] [--curve-keys [DIR]] [--weights W] [--device D] ...`.
 
     argv may start with "serve". Returns the exit code: 0 after a clean stop (SIGTERM/SIGINT),
     1 if the engine or the socket cannot start, 2 for a refused configuration.
@@ -681,7 +725,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     try:
-        check_endpoint(args.endpoint)
+        curve = None if args.curve_keys is None else load_curve(args.curve_keys)
+        check_endpoint(args.endpoint, curve)
         if args.max_queue < 0:
             raise ServerConfigError("--max-queue must be 0 or more.")
     except ServerConfigError as error:
@@ -703,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_event = threading.Event()
     install_signal_handlers(stop_event)
     try:
-        run_server(engine, args.endpoint, Limits(), stop_event, max_queue=args.max_queue)
+        run_server(engine, args.endpoint, Limits(), stop_event, max_queue=args.max_queue, curve=curve)
     except zmq.ZMQError as error:
         log.error("cannot listen on %s: %s (is another backend running?)", args.endpoint, error)
         return 1

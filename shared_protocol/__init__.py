@@ -4,6 +4,7 @@ Depends on the standard library, msgpack and pyzmq only (it runs inside GIMP's a
 """
 
 from .client import Client, InpaintResult, ProgressCallback
+from .curve import CurveKeys
 from .errors import ErrorKind, HiFillError, ProtocolError
 from .limits import EIGHT_K_RGBA_U16_BYTES, Limits
 from .messages import (
@@ -37,6 +38,7 @@ __all__ = [
     "BufferSpec",
     "ChannelOrder",
     "Client",
+    "CurveKeys",
     "DType",
     "ErrorKind",
     "Header",

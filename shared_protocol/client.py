@@ -13,6 +13,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from .curve import CurveKeys, require_curve
 from .errors import ErrorKind, HiFillError, ProtocolError
 from .limits import Limits
 from .messages import (
@@ -40,6 +41,13 @@ ProgressCallback = Callable[[float, str], None]
 
 _POLL_SLICE_S = 0.05  # how often a wait looks at the cancel event
 _CANCEL_SEND_LINGER_MS = 200  # time a closing socket gets to deliver a last "cancel"
+# Connection events the client watches: a lost backend, and a failed (CURVE) handshake.
+_HANDSHAKE_NO_DETAIL = getattr(zmq, "EVENT_HANDSHAKE_FAILED_NO_DETAIL", 0)
+_HANDSHAKE_PROTOCOL = getattr(zmq, "EVENT_HANDSHAKE_FAILED_PROTOCOL", 0)
+_HANDSHAKE_AUTH = getattr(zmq, "EVENT_HANDSHAKE_FAILED_AUTH", 0)
+_MONITORED_EVENTS = zmq.EVENT_DISCONNECTED | _HANDSHAKE_NO_DETAIL | _HANDSHAKE_PROTOCOL | _HANDSHAKE_AUTH
+_MECHANISM_MISMATCH = getattr(zmq, "PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH", -1)
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,10 @@ class Client:
         (the backend sends progress at least every ~2 s while it works on or queues a request).
     cancel_grace_s: after a cancel, time to wait for the backend's confirmation.
 
+    curve: keys for a backend that requires CURVE (one on another machine, started with
+        --curve-keys); None for a local backend. CurveKeys.from_folder loads a client keys folder.
+        A backend that refuses the keys gives HiFillError(ACCESS_DENIED) with what to do.
+
     Calls are serialised (one request at a time per Client); use a second Client for concurrent calls.
     After any failure of the connection the socket is replaced by a fresh one on the next call.
     """
@@ -83,6 +95,7 @@ class Client:
         cancel_grace_s: float = 3.0,
         limits: Limits = DEFAULT_LIMITS,
         context: zmq.Context | None = None,
+        curve: CurveKeys | None = None,
     ) -> None:
         for name, value in (
             ("timeout_s", timeout_s),
@@ -98,11 +111,13 @@ class Client:
         self.inactivity_timeout_s = float(inactivity_timeout_s)
         self.cancel_grace_s = float(cancel_grace_s)
         self.limits = limits
+        self.curve = curve
         self._context = context if context is not None else zmq.Context.instance()
         self._socket: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None
         self._lock = threading.Lock()
         self._close_linger_ms = 0  # raised briefly so a last "cancel" can leave before the socket closes
+        self._handshake_failure: tuple[int, int] | None = None  # (event, value) seen while connecting
 
     # ------------------------------------------------------------------------------------- public API
 
@@ -209,33 +224,101 @@ class Client:
 
     def _connected_socket(self) -> zmq.Socket:
         if self._socket is None:
+            if self.curve is not None:
+                require_curve()
             socket = self._context.socket(zmq.DEALER)
             socket.setsockopt(zmq.LINGER, 0)
             if "://[" in self.endpoint:  # a bracketed IPv6 address such as tcp://[::1]:47631
                 socket.setsockopt(zmq.IPV6, 1)
-            # Queue messages only on completed connections: "writable" then means "a backend is there".
+            # Queue messages only on completed connections (for CURVE: after the backend accepted the
+            # keys): "writable" then means "a backend is there and serves us".
             socket.setsockopt(zmq.IMMEDIATE, 1)
-            self._monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            if self.curve is not None:
+                self.curve.apply(socket)  # on every fresh socket, i.e. on every reconnect
+            self._monitor = socket.get_monitor_socket(_MONITORED_EVENTS)
             socket.connect(self.endpoint)
             self._socket = socket
         self._drain_monitor()
-        if not self._socket.poll(self.connect_timeout_s * 1000, zmq.POLLOUT):
-            raise HiFillError(
-                ErrorKind.BACKEND_UNAVAILABLE,
-                f"No HiFill backend answers at {self.endpoint} (waited {self.connect_timeout_s:g} s). "
-                "Start it with 'python -m backend serve'.",
-            )
-        return self._socket
+        self._handshake_failure = None
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLOUT)
+        poller.register(self._monitor, zmq.POLLIN)
+        deadline = time.monotonic() + self.connect_timeout_s
+        while True:
+            ready = dict(poller.poll(max(0.0, deadline - time.monotonic()) * 1000))
+            if self._socket in ready:
+                return self._socket
+            if self._monitor in ready:
+                self._drain_monitor()
+                refusal = self._refusal()
+                if refusal is not None:
+                    raise refusal
+            if time.monotonic() >= deadline:
+                raise self._unavailable()
 
     def _drain_monitor(self) -> bool:
-        """Read pending connection events; True if the backend disconnected since the last drain."""
+        """Read pending connection events; True if the backend disconnected since the last drain.
+        A failed handshake is kept in _handshake_failure (for the error message)."""
         disconnected = False
         assert self._monitor is not None
         while self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)
             if event["event"] == zmq.EVENT_DISCONNECTED:
                 disconnected = True
+            elif event["event"] in (_HANDSHAKE_NO_DETAIL, _HANDSHAKE_PROTOCOL, _HANDSHAKE_AUTH):
+                self._handshake_failure = (int(event["event"]), int(event["value"]))
         return disconnected
+
+    def _refusal(self) -> HiFillError | None:
+        """ACCESS_DENIED when the backend answered but will not serve this client (keys); else None."""
+        if self._handshake_failure is None:
+            return None
+        event, value = self._handshake_failure
+        where = f"The HiFill backend at {self.endpoint}"
+        if event == _HANDSHAKE_AUTH:
+            return HiFillError(
+                ErrorKind.ACCESS_DENIED,
+                f"{where} refused this client's key. On the backend's machine, allow it with "
+                "'python -m backend keys allow client.key' (the client.key of this keys folder), or make "
+                "a keys folder for this client there with 'python -m backend keys client NAME'.",
+            )
+        if event == _HANDSHAKE_PROTOCOL and value == _MECHANISM_MISMATCH:
+            if self.curve is None:
+                return HiFillError(
+                    ErrorKind.ACCESS_DENIED,
+                    f"{where} only serves clients with keys, and none are set here. Make a keys folder on "
+                    "the backend's machine with 'python -m backend keys client NAME', copy it to this "
+                    "computer and choose it as the keys folder.",
+                )
+            return HiFillError(
+                ErrorKind.ACCESS_DENIED,
+                f"{where} does not use keys (it was started without --curve-keys), but this client has "
+                "a keys folder set: clear it, or restart the backend with --curve-keys.",
+            )
+        return None  # e.g. a wrong server key: libzmq retries; reported by _unavailable at the deadline
+
+    def _unavailable(self) -> HiFillError:
+        """The error for a connection that did not complete within connect_timeout_s."""
+        waited = f"waited {self.connect_timeout_s:g} s"
+        if self.curve is not None and self._handshake_failure is not None:
+            return HiFillError(
+                ErrorKind.ACCESS_DENIED,
+                f"The HiFill backend at {self.endpoint} did not accept the encrypted connection ({waited}): "
+                "the server key this client uses (server.key in its keys folder) is probably not that "
+                "backend's. Copy the keys folder made on the backend's machine again.",
+            )
+        if self.curve is None and _is_local_endpoint(self.endpoint):
+            return HiFillError(
+                ErrorKind.BACKEND_UNAVAILABLE,
+                f"No HiFill backend answers at {self.endpoint} ({waited}). "
+                "Start it with 'python -m backend serve'.",
+            )
+        return HiFillError(
+            ErrorKind.BACKEND_UNAVAILABLE,
+            f"No HiFill backend answers at {self.endpoint} ({waited}). If it runs on another machine, "
+            "check that it is started there with --curve-keys (see 'python -m backend keys --help'), that "
+            "the port is open, and that this client's keys folder was made for that backend.",
+        )
 
     def _await_final(
         self,
@@ -336,6 +419,13 @@ class Client:
         if self._monitor is not None:
             self._monitor.close(linger=0)
             self._monitor = None
+
+
+def _is_local_endpoint(endpoint: str) -> bool:
+    """True unless endpoint is tcp:// to a host other than loopback (ipc:// and inproc:// are local)."""
+    transport, _, address = endpoint.partition("://")
+    host = address.rpartition(":")[0]
+    return transport != "tcp" or host in _LOCAL_HOSTS or host.startswith("127.")
 
 
 def _error_from_reply(header: Header) -> HiFillError:

@@ -15,6 +15,7 @@ class ErrorKind(str, Enum):
     CANCELLED = "cancelled"  # the user (or a shutdown) cancelled the request
     TIMEOUT = "timeout"  # the request did not finish within the caller's total timeout
     BACKEND_UNAVAILABLE = "backend_unavailable"  # nothing answers, or the backend went away
+    ACCESS_DENIED = "access_denied"  # a remote backend refused this client's keys, or the keys are unusable
     NO_WEIGHTS = "no_weights"  # the backend has no model weights to load
     OUT_OF_MEMORY = "out_of_memory"  # the device or host ran out of memory
     INTERNAL = "internal"  # an unexpected failure inside the backend (details in its log)
