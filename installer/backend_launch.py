@@ -80,7 +80,9 @@ def start_backend(config: BackendConfig, endpoint: str, log_path: Path | None = 
         raise HiFillError(
             ErrorKind.BACKEND_UNAVAILABLE,
             f"No backend answers at {endpoint}, and a backend can only be started here for an "
-            f"endpoint on this computer. Start it on that machine with: python -m backend serve",
+            f"endpoint on this computer. Start it on that machine with: python -m backend serve "
+            f"--endpoint tcp://0.0.0.0:PORT --curve-keys, and set the plug-in's keys folder to the "
+            f"one made there (python -m backend keys client NAME).",
         )
     argv = launch_command(config, endpoint)
     log_path = Path(log_path) if log_path else default_log_path()

@@ -44,6 +44,7 @@ def _settings(config) -> Settings:
         output_mode=config.get_property("output-mode"),
         context_px=context_option(config.get_property("context-size")),
         endpoint=config.get_property("endpoint").strip() or DEFAULT_ENDPOINT,
+        keys_folder=config.get_property("keys-folder").strip(),
     )
 
 
@@ -84,9 +85,10 @@ def _backend_hello(settings: Settings, status) -> dict:
     """The backend's hello, starting the installed backend when nothing answers."""
     import hifill_backend_launch as launch  # noqa: PLC0415  (needs shared_protocol, i.e. pyzmq)
 
-    from shared_protocol import Client  # noqa: PLC0415
+    from shared_protocol import Client, CurveKeys  # noqa: PLC0415
 
-    client = Client(settings.endpoint, timeout_s=30.0, connect_timeout_s=3.0)
+    curve = CurveKeys.from_folder(settings.keys_folder) if settings.keys_folder else None
+    client = Client(settings.endpoint, timeout_s=30.0, connect_timeout_s=3.0, curve=curve)
     try:
         return launch.ensure_backend(
             client.hello,
@@ -143,6 +145,7 @@ def fill(image, drawables, settings: Settings) -> None:
         pixel_format.dtype,
         options,
         timeout_s=FILL_TIMEOUT_S,
+        keys_folder=settings.keys_folder,
     )
     outcome = run_fill(job, image_bytes, mask, [str(PLUGIN_DIR), str(VENDOR_DIR)], on_progress)
     try:
@@ -241,7 +244,8 @@ class HiFill(Gimp.PlugIn):
             "Fill the selection with HiFill (contextual residual aggregation)",
             "Sends the active layer's pixels around the selection to the HiFill backend and writes the "
             "fill as a new layer above it (or into the layer), as one undo step. Starts the installed "
-            "backend when none is running.",
+            "backend when none is running on this computer; a backend on another machine needs the "
+            "keys folder made there (python -m backend keys client NAME).",
             name,
         )
         procedure.set_attribution("HiFill for GIMP & Krita", "HiFill for GIMP & Krita", "2026")
@@ -270,6 +274,14 @@ class HiFill(Gimp.PlugIn):
             "_Backend",
             "Address of the HiFill backend",
             DEFAULT_ENDPOINT,
+            GObject.ParamFlags.READWRITE,
+        )
+        procedure.add_string_argument(
+            "keys-folder",
+            "_Keys folder (remote backend)",
+            "Only for a backend on another machine: the folder made there by "
+            "'python -m backend keys client NAME' and copied to this computer. Empty for a local backend.",
+            "",
             GObject.ParamFlags.READWRITE,
         )
         return procedure

@@ -21,11 +21,13 @@ class FillRefused(Exception):
 
 @dataclass(frozen=True)
 class Settings:
-    """The procedure's declared arguments."""
+    """The procedure's declared arguments. keys_folder: "" for a backend on this computer, else the
+    client keys folder made by `python -m backend keys client NAME` on the backend's machine."""
 
     output_mode: str = OUTPUT_NEW_LAYER
     context_px: int | None = None  # None = auto
     endpoint: str = DEFAULT_ENDPOINT
+    keys_folder: str = ""
 
 
 def context_option(context_px: int) -> int | None:

@@ -46,6 +46,7 @@ class FillJob:
     options: dict
     timeout_s: float = 600.0
     connect_timeout_s: float = 3.0
+    keys_folder: str = ""  # a client keys folder for a remote backend (shared_protocol.CurveKeys)
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ def run_fill(
 
 
 def _serve(stdin: BinaryIO, stdout: BinaryIO) -> int:
-    from shared_protocol import Client
+    from shared_protocol import Client, CurveKeys
 
     def send(kind: bytes, payload: bytes | memoryview) -> None:
         write_record(stdout, kind, payload)
@@ -233,7 +234,14 @@ def _serve(stdin: BinaryIO, stdout: BinaryIO) -> int:
     def progress(fraction: float, message: str) -> None:
         send(b"P", json.dumps({"fraction": fraction, "message": message}).encode("utf-8"))
 
-    client = Client(job.endpoint, timeout_s=job.timeout_s, connect_timeout_s=job.connect_timeout_s)
+    try:
+        curve = CurveKeys.from_folder(job.keys_folder) if job.keys_folder else None
+    except HiFillError as error:
+        send_error(error.kind, error.message)
+        return 0
+    client = Client(
+        job.endpoint, timeout_s=job.timeout_s, connect_timeout_s=job.connect_timeout_s, curve=curve
+    )
     try:
         result = client.inpaint(
             image[1],

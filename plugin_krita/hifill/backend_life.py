@@ -34,6 +34,7 @@ class BackendState(str, enum.Enum):
     CONNECTED = "connected"
     STARTING = "starting"
     NOT_RUNNING = "not running"
+    REFUSED = "refused"  # a backend answered but does not accept this client's keys (ACCESS_DENIED)
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,14 @@ def probe_status(probe: Probe) -> BackendStatus:
     try:
         info = probe()
     except HiFillError as error:
-        return BackendStatus(BackendState.NOT_RUNNING, error.message)
+        return status_of_error(error)
     return BackendStatus(BackendState.CONNECTED, describe_hello(info), info)
+
+
+def status_of_error(error: HiFillError) -> BackendStatus:
+    """The panel's state after a failed call: refused (keys) or not running."""
+    state = BackendState.REFUSED if error.kind is ErrorKind.ACCESS_DENIED else BackendState.NOT_RUNNING
+    return BackendStatus(state, error.message)
 
 
 def load_launch_config(plugin_support_dir: Path) -> tuple[launch.BackendConfig | None, str]:
@@ -135,7 +142,9 @@ class BackendLauncher:
         """The hello reply of a backend at endpoint, starting the installed one if none answers.
 
         Raises HiFillError(BACKEND_UNAVAILABLE) with a sentence saying why and what to do, or
-        HiFillError(CANCELLED) when is_cancelled turns true while waiting.
+        HiFillError(CANCELLED) when is_cancelled turns true while waiting. A backend that refuses the
+        keys (ACCESS_DENIED) is reported as it is: nothing is started. Nothing is started for an
+        endpoint on another machine either.
         """
         notify = on_status or (lambda status: None)
         try:
@@ -151,7 +160,8 @@ class BackendLauncher:
             raise HiFillError(
                 ErrorKind.BACKEND_UNAVAILABLE,
                 f"No HiFill backend answers at {endpoint}. Start it on that machine"
-                " (python -m backend serve), or set the endpoint to the local backend.",
+                " (python -m backend serve --endpoint tcp://0.0.0.0:PORT --curve-keys) and set the keys"
+                " folder made there, or set the endpoint to the local backend.",
             )
         if self.config is None:
             raise HiFillError(

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from shared_protocol import ErrorKind, HiFillError, Limits
 
-from .backend_life import BackendLauncher, BackendState, BackendStatus, probe_status
+from .backend_life import BackendLauncher, BackendState, BackendStatus, probe_status, status_of_error
 from .document_io import FillInput, apply_result, read_fill_input
 from .fill_job import PROBE_CONNECT_TIMEOUT_S, FillSettings, OutputMode, default_client_factory, run_fill
 from .qt_compat import QObject, QTimer, pyqtSignal
@@ -64,11 +64,14 @@ class FillController(QObject):
     def update_settings(self, settings: FillSettings) -> None:
         if settings == self.settings:
             return
-        endpoint_changed = settings.endpoint != self.settings.endpoint
+        backend_changed = (settings.endpoint, settings.keys_folder) != (
+            self.settings.endpoint,
+            self.settings.keys_folder,
+        )
         self.settings = settings
         save_settings(self._krita.writeSetting, settings)
         self.settings_changed.emit(settings)
-        if endpoint_changed:
+        if backend_changed:
             self._limits = None
             self.refresh_status()
 
@@ -78,10 +81,14 @@ class FillController(QObject):
         if self._probing or self.busy:
             return
         self._probing = True
-        endpoint = self.settings.endpoint
+        endpoint, keys_folder = self.settings.endpoint, self.settings.keys_folder
 
         def probe() -> None:
-            client = self._client_factory(endpoint, 5.0, PROBE_CONNECT_TIMEOUT_S)
+            try:
+                client = self._client_factory(endpoint, 5.0, PROBE_CONNECT_TIMEOUT_S, keys_folder)
+            except HiFillError as error:  # unusable keys folder
+                self._probe_finished.emit(status_of_error(error))
+                return
             try:
                 status = probe_status(client.hello)
             finally:
@@ -128,7 +135,10 @@ class FillController(QObject):
         )
         self.progress_changed.emit(0.0, "starting")
         thread = threading.Thread(
-            target=self._work, args=(fill_input, settings.endpoint, cancel), name="hifill-fill", daemon=True
+            target=self._work,
+            args=(fill_input, settings.endpoint, settings.keys_folder, cancel),
+            name="hifill-fill",
+            daemon=True,
         )
         thread.start()
 
@@ -137,7 +147,7 @@ class FillController(QObject):
             self._cancel.set()
             self.message_changed.emit("Cancelling…", False)
 
-    def _work(self, fill_input: FillInput, endpoint: str, cancel: threading.Event) -> None:
+    def _work(self, fill_input: FillInput, endpoint: str, keys_folder: str, cancel: threading.Event) -> None:
         try:
             result: object = run_fill(
                 fill_input.request,
@@ -147,6 +157,7 @@ class FillController(QObject):
                 on_status=self._worker_status.emit,
                 on_progress=self._worker_progress.emit,
                 client_factory=self._client_factory,
+                keys_folder=keys_folder,
             )
         except HiFillError as error:
             result = error
@@ -174,8 +185,8 @@ class FillController(QObject):
                 document, active = fill_input.document, applied.active
                 QTimer.singleShot(0, lambda: document.setActiveNode(active))
         except HiFillError as error:
-            if error.kind is ErrorKind.BACKEND_UNAVAILABLE:
-                self._on_status(BackendStatus(BackendState.NOT_RUNNING, error.message))
+            if error.kind in (ErrorKind.BACKEND_UNAVAILABLE, ErrorKind.ACCESS_DENIED):
+                self._on_status(status_of_error(error))
             self.progress_changed.emit(0.0, "")
             self.message_changed.emit(error.message, error.kind is not ErrorKind.CANCELLED)
         except Exception as error:  # a bug while writing: say so in the panel, details in Krita's log

@@ -29,6 +29,7 @@ _STATE_COLOURS = {
     BackendState.CONNECTED: "#3a9a3a",
     BackendState.STARTING: "#c08a00",
     BackendState.NOT_RUNNING: "#b03030",
+    BackendState.REFUSED: "#b03030",
 }
 
 
@@ -96,7 +97,16 @@ class HiFillDocker(DockWidget):
         form.addRow("Context:", self.context_spin)
         self.endpoint_edit = QLineEdit(options)
         self.endpoint_edit.setObjectName("hifill_endpoint_edit")
+        self.endpoint_edit.setToolTip("ZeroMQ address of the backend, e.g. tcp://127.0.0.1:47631")
         form.addRow("Backend:", self.endpoint_edit)
+        self.keys_edit = QLineEdit(options)
+        self.keys_edit.setObjectName("hifill_keys_edit")
+        self.keys_edit.setPlaceholderText("none (backend on this computer)")
+        self.keys_edit.setToolTip(
+            "For a backend on another machine: the keys folder made there with"
+            " 'python -m backend keys client NAME' and copied to this computer"
+        )
+        form.addRow("Keys folder:", self.keys_edit)
         layout.addWidget(options)
         layout.addStretch(1)
         self.setWidget(root)
@@ -110,6 +120,7 @@ class HiFillDocker(DockWidget):
         self.output_combo.currentIndexChanged.connect(self._store_settings)
         self.context_spin.valueChanged.connect(self._store_settings)
         self.endpoint_edit.editingFinished.connect(self._store_settings)
+        self.keys_edit.editingFinished.connect(self._store_settings)
         self.controller.status_changed.connect(self._show_status)
         self.controller.progress_changed.connect(self._show_progress)
         self.controller.busy_changed.connect(self._show_busy)
@@ -152,12 +163,14 @@ class HiFillDocker(DockWidget):
         self.message_label.setText(text)
 
     def _show_settings(self, settings: FillSettings) -> None:
-        for widget in (self.output_combo, self.context_spin, self.endpoint_edit):
+        widgets = (self.output_combo, self.context_spin, self.endpoint_edit, self.keys_edit)
+        for widget in widgets:
             widget.blockSignals(True)
         self.output_combo.setCurrentIndex(self.output_combo.findData(settings.output_mode.value))
         self.context_spin.setValue(-1 if settings.context_px is None else settings.context_px)
         self.endpoint_edit.setText(settings.endpoint)
-        for widget in (self.output_combo, self.context_spin, self.endpoint_edit):
+        self.keys_edit.setText(settings.keys_folder)
+        for widget in widgets:
             widget.blockSignals(False)
 
     # --- widgets -> controller ----------------------------------------------------------------------
@@ -169,6 +182,7 @@ class HiFillDocker(DockWidget):
                 output_mode=OutputMode(self.output_combo.currentData()),
                 context_px=None if context < 0 else context,
                 endpoint=endpoint,
+                keys_folder=self.keys_edit.text().strip(),
             )
         )
 

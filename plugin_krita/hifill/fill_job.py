@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared_protocol import Client, ErrorKind, HiFillError, InpaintResult
+from shared_protocol import Client, CurveKeys, ErrorKind, HiFillError, InpaintResult
 
 from .backend_life import BackendLauncher, BackendStatus
 
@@ -28,11 +28,13 @@ class OutputMode(str, enum.Enum):
 
 @dataclass(frozen=True)
 class FillSettings:
-    """The panel's options. context_px None means automatic."""
+    """The panel's options. context_px None means automatic; keys_folder "" means no keys (a backend
+    on this computer), else a client keys folder for a backend on another machine (CurveKeys)."""
 
     output_mode: OutputMode
     context_px: int | None
     endpoint: str
+    keys_folder: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,15 @@ class FillRequest:
             raise ValueError(f"mask has {len(self.mask)} bytes, expected {self.width * self.height}")
 
 
-ClientFactory = Callable[[str, float, float], Client]  # (endpoint, timeout_s, connect_timeout_s)
+# (endpoint, timeout_s, connect_timeout_s, keys_folder) -> Client; raises HiFillError for unusable keys.
+ClientFactory = Callable[[str, float, float, str], Client]
 
 
-def default_client_factory(endpoint: str, timeout_s: float, connect_timeout_s: float) -> Client:
-    return Client(endpoint=endpoint, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s)
+def default_client_factory(
+    endpoint: str, timeout_s: float, connect_timeout_s: float, keys_folder: str = ""
+) -> Client:
+    curve = CurveKeys.from_folder(keys_folder) if keys_folder else None
+    return Client(endpoint=endpoint, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s, curve=curve)
 
 
 def run_fill(
@@ -71,9 +77,10 @@ def run_fill(
     on_status: Callable[[BackendStatus], None],
     on_progress: Callable[[float, str], None],
     client_factory: ClientFactory = default_client_factory,
+    keys_folder: str = "",
 ) -> InpaintResult:
     """Run one fill to completion; raises HiFillError (CANCELLED when cancel_event is set)."""
-    probe_client = client_factory(endpoint, 10.0, PROBE_CONNECT_TIMEOUT_S)
+    probe_client = client_factory(endpoint, 10.0, PROBE_CONNECT_TIMEOUT_S, keys_folder)
     try:
         launcher.ensure_running(
             endpoint, probe_client.hello, on_status=on_status, is_cancelled=cancel_event.is_set
@@ -83,7 +90,7 @@ def run_fill(
     if cancel_event.is_set():
         raise HiFillError(ErrorKind.CANCELLED, "Fill cancelled.")
     options = {} if request.context_px is None else {"context_px": request.context_px}
-    client = client_factory(endpoint, FILL_TIMEOUT_S, CONNECT_TIMEOUT_S)
+    client = client_factory(endpoint, FILL_TIMEOUT_S, CONNECT_TIMEOUT_S, keys_folder)
     try:
         on_progress(0.0, "sending")
         return client.inpaint(

@@ -28,10 +28,12 @@ def load_settings(read: ReadSetting, default_endpoint: str = DEFAULT_ENDPOINT) -
     except ValueError:
         context_px = None
     endpoint = read(SETTINGS_GROUP, "endpoint", default_endpoint).strip() or default_endpoint
-    return FillSettings(output_mode=mode, context_px=context_px, endpoint=endpoint)
+    keys_folder = read(SETTINGS_GROUP, "keys_folder", "").strip()
+    return FillSettings(output_mode=mode, context_px=context_px, endpoint=endpoint, keys_folder=keys_folder)
 
 
 def save_settings(write: WriteSetting, settings: FillSettings) -> None:
     write(SETTINGS_GROUP, "output_mode", settings.output_mode.value)
     write(SETTINGS_GROUP, "context_px", "auto" if settings.context_px is None else str(settings.context_px))
     write(SETTINGS_GROUP, "endpoint", settings.endpoint)
+    write(SETTINGS_GROUP, "keys_folder", settings.keys_folder)
