@@ -30,6 +30,7 @@ class FillResult:
     x: int
     y: int
     pixels: np.ndarray  # (h, w, C), dtype of the input image
+    warnings: tuple[str, ...] = ()  # sentences for the user, e.g. an out-of-memory fallback that was taken
 
 
 class InpaintEngine:
@@ -56,15 +57,23 @@ def load_engine(
     precision: str = "auto",
     allow_untrained: bool = False,
     compile: bool = False,
+    working_size: int | None = None,
 ) -> InpaintEngine:
     """The torch engine, warmed up. Raises HiFillError(NO_WEIGHTS) when weights are missing or unusable.
 
     Untrained (random) weights are refused unless allow_untrained is set (tests of the plumbing only);
-    compile asks for torch.compile of the generator (falls back to eager with a logged warning).
+    compile asks for torch.compile of the generator (falls back to eager with a logged warning);
+    working_size is the generator's input side per context window (None: backend.cra's default).
     torch is imported here, not at module import, so the protocol/server layer stays light.
     """
+    from backend.cra import DEFAULT_MODEL_SIDE
     from backend.inference import TorchInpaintEngine
 
     return TorchInpaintEngine.load(
-        weights, device=device, precision=precision, allow_untrained=allow_untrained, compile=compile
+        weights,
+        device=device,
+        precision=precision,
+        allow_untrained=allow_untrained,
+        compile=compile,
+        working_size=working_size or DEFAULT_MODEL_SIDE,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -69,9 +70,13 @@ class TorchInpaintEngine(InpaintEngine):
         weights_path: Path,
         device: torch.device,
         autocast_dtype: torch.dtype | None,
+        working_size: int = cra.DEFAULT_MODEL_SIDE,
     ) -> None:
+        check_working_size(working_size)
+        self.working_size = working_size
         self.generator = generator.to(device).eval()
         self.eager_generator = self.generator  # what run_generator falls back to if compilation fails
+        self._cpu_generator: Generator | None = None  # made on the first out-of-memory fallback to the CPU
         self.compiled = False
         self.config = config
         self.weights_path = weights_path
@@ -89,8 +94,12 @@ class TorchInpaintEngine(InpaintEngine):
         allow_untrained: bool = False,
         warm_up: bool = True,
         compile: bool = False,
+        working_size: int = cra.DEFAULT_MODEL_SIDE,
     ) -> TorchInpaintEngine:
-        """Load weights onto a device; ``compile`` asks for torch.compile of the generator (see compile)."""
+        """Load weights onto a device; ``compile`` asks for torch.compile of the generator (see compile).
+
+        working_size: the generator's input is about working_size^2 pixels per context window.
+        """
         path = Path(weights) if weights else DEFAULT_WEIGHTS
         generator, config = load_generator(path)
         if config.untrained and not allow_untrained:
@@ -104,7 +113,7 @@ class TorchInpaintEngine(InpaintEngine):
         dev = choose_device(device)
         if dev.type == "cpu":
             torch.set_num_threads(max(1, os.cpu_count() or 1))
-        engine = cls(generator, config, path, dev, choose_precision(dev, precision))
+        engine = cls(generator, config, path, dev, choose_precision(dev, precision), working_size)
         if compile:
             engine.compile()
         if warm_up:
@@ -148,6 +157,7 @@ class TorchInpaintEngine(InpaintEngine):
             "precision": precision,
             "untrained": self.config.untrained,
             "compiled": self.compiled,
+            "working_size": self.working_size,
         }
 
     def warm_up(self, side: int = 256) -> float:
@@ -195,23 +205,83 @@ class TorchInpaintEngine(InpaintEngine):
         is_cancelled: CancelCheck | None = None,
     ) -> FillResult:
         validate_fill_input(image, mask, options)
-        try:
-            top, left, region = cra.inpaint(
-                image,
-                mask,
-                self.run_generator,
-                context_px=options.context_px,
-                cancelled=is_cancelled or (lambda: False),
-                progress=progress or (lambda f, m: None),
-            )
-        except cra.FillCancelled:
-            raise HiFillError(ErrorKind.CANCELLED, "The fill was cancelled.") from None
-        except torch.cuda.OutOfMemoryError:
-            raise HiFillError(
-                ErrorKind.OUT_OF_MEMORY,
-                "The graphics card ran out of memory for this fill; try a smaller selection or context.",
-            ) from None
-        return FillResult(x=left, y=top, pixels=region)
+        report = progress or (lambda f, m: None)
+        warnings: list[str] = []
+        attempts = fallback_plan(self.device, self.working_size)
+        for n, (device, side) in enumerate(attempts):
+            try:
+                top, left, region = cra.inpaint(
+                    image,
+                    mask,
+                    self.run_generator if device == self.device else self._run_on_cpu,
+                    context_px=options.context_px,
+                    model_side=side,
+                    cancelled=is_cancelled or (lambda: False),
+                    progress=report,
+                )
+                return FillResult(x=left, y=top, pixels=region, warnings=tuple(warnings))
+            except cra.FillCancelled:
+                raise HiFillError(ErrorKind.CANCELLED, "The fill was cancelled.") from None
+            except torch.cuda.OutOfMemoryError:
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if n + 1 == len(attempts):
+                    break
+                next_device, next_side = attempts[n + 1]
+                warning = (
+                    f"{device_label(device)} ran out of memory at working size {side}; "
+                    f"filled on {device_label(next_device)} at working size {next_side} instead."
+                )
+                log.warning("%s", warning)
+                warnings.append(warning)
+                report(0.0, "Out of memory; retrying " + f"on {device_label(next_device)} at {next_side} px")
+        raise HiFillError(
+            ErrorKind.OUT_OF_MEMORY,
+            "There was not enough memory for this fill, even at the smallest working size; "
+            "try a smaller selection or less context.",
+        )
+
+    @torch.no_grad()
+    def _run_on_cpu(self, image: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The generator on the CPU in float32 (a copy made on first use): the last out-of-memory resort."""
+        if self._cpu_generator is None:
+            self._cpu_generator = copy.deepcopy(self.eager_generator).float().cpu().eval()
+        out = self._cpu_generator(image.cpu().float(), hole.cpu().float())
+        return out.refined.float(), out.scores.float()
+
+
+SMALLEST_WORKING_SIZE = 128  # 8 x 8 attention cells: below this the generator has too little to work with
+
+
+def check_working_size(side: int) -> None:
+    """Working sizes are multiples of the attention cell (16 px) from SMALLEST_WORKING_SIZE to 2048."""
+    if not (SMALLEST_WORKING_SIZE <= side <= 2048 and side % cra.CELL_DOWNSCALE == 0):
+        raise HiFillError(
+            ErrorKind.BAD_REQUEST,
+            f"Working size {side} is not supported; "
+            f"use a multiple of 16 from {SMALLEST_WORKING_SIZE} to 2048.",
+        )
+
+
+def fallback_plan(device: torch.device, side: int) -> list[tuple[torch.device, int]]:
+    """(device, working size) to try in order when a fill runs out of device memory.
+
+    The asked size first, then 3/4 and 1/2 of it (in 16-px steps, not below SMALLEST_WORKING_SIZE) on
+    the same device, then -- from a GPU -- the asked size on the CPU.
+    """
+    sizes = [side]
+    for fraction in (0.75, 0.5):
+        smaller = max(SMALLEST_WORKING_SIZE, int(side * fraction) // cra.CELL_DOWNSCALE * cra.CELL_DOWNSCALE)
+        if smaller < sizes[-1]:
+            sizes.append(smaller)
+    plan = [(device, s) for s in sizes]
+    if device.type != "cpu":
+        plan.append((torch.device("cpu"), side))
+    return plan
+
+
+def device_label(device: torch.device) -> str:
+    return "the CPU" if device.type == "cpu" else f"the graphics card ({device})"
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -620,12 +620,15 @@ def _result_frames(request_id: str, image: BufferSpec, result: FillResult) -> li
         raise TypeError(f"engine result has dtype {pixels.dtype}, expected {image.dtype.numpy_dtype}")
     x, y = int(result.x), int(result.y)
     height, width = pixels.shape[:2]
+    body: dict[str, Any] = {"x": x, "y": y}
+    if result.warnings:
+        body["warnings"] = [str(w) for w in result.warnings]
     if height == 0 or width == 0:
-        return encode(Header(Op.RESULT, request_id, {"x": 0, "y": 0}))
+        return encode(Header(Op.RESULT, request_id, {**body, "x": 0, "y": 0}))
     if x < 0 or y < 0 or x + width > image.width or y + height > image.height:
         raise ValueError(f"engine result {width}x{height} at ({x}, {y}) lies outside the image")
     region = BufferSpec("region", width, height, image.dtype, image.order)
-    return encode(Header(Op.RESULT, request_id, {"x": x, "y": y}, (region,)), [np.ascontiguousarray(pixels)])
+    return encode(Header(Op.RESULT, request_id, body, (region,)), [np.ascontiguousarray(pixels)])
 
 
 def _plain_values(description: dict) -> dict[str, Any]:
@@ -732,7 +735,10 @@ def main(argv: list[str] | None = None) -> int:
     except ServerConfigError as error:
         log.error("%s", error)
         return 2
+    from backend.allocator import fix_mmap_threshold
     from backend.engine import load_engine  # imported here: loading weights pulls in torch
+
+    log.info("memory: %s", fix_mmap_threshold())  # before the engine allocates (see backend.allocator)
 
     try:
         engine = load_engine(

@@ -239,19 +239,21 @@ def train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
 
     generator, critic = Generator().to(device), None
-    config = TrainConfig(
-        size=args.size, batch=args.batch, critic_every=args.critic_every, lr_g=args.lr, lr_d=args.lr
-    )
+    lr = args.lr or TrainConfig.lr_g
+    config = TrainConfig(size=args.size, batch=args.batch, critic_every=args.critic_every, lr_g=lr, lr_d=lr)
+    overrides = {"batch": args.batch, "critic_every": args.critic_every}
+    if args.lr:  # an explicit --lr wins over the resumed run's
+        overrides.update(lr_g=args.lr, lr_d=args.lr)
     critic = Discriminator(config.size).to(device)
     step, extra = 0, {"wall_seconds": 0.0, "seed": args.seed}
     init_from = Path(args.init) if args.init else None
     if state_path.exists():
         step, saved_config, extra = load_state(state_path, generator, critic)
-        config = TrainConfig(**{**saved_config, "batch": args.batch, "critic_every": args.critic_every})
+        config = TrainConfig(**{**saved_config, **overrides})
         print(f"Resuming {state_path} at step {step}")
     elif init_from and init_from.exists():
         step, saved_config, extra = load_state(init_from, generator, critic)
-        config = TrainConfig(**{**saved_config, "batch": args.batch, "critic_every": args.critic_every})
+        config = TrainConfig(**{**saved_config, **overrides})
         print(f"Starting from {init_from} at step {step}")
     rng = np.random.default_rng(args.seed + step)
     data = PhotoCrops(Path(args.photos), config, rng)
@@ -393,7 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-minutes", type=float, default=10)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument(
+        "--lr", type=float, default=None, help="Adam learning rate (default: the resumed run's, else 2e-4)"
+    )
     p.add_argument("--critic-every", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

@@ -65,6 +65,7 @@ class InpaintResult:
     channels: int
     dtype: DType
     pixels: bytes
+    warnings: tuple[str, ...] = ()  # sentences to show the user (e.g. an out-of-memory fallback taken)
 
 
 class Client:
@@ -451,8 +452,11 @@ def _inpaint_result(header: Header, buffers: list[memoryview], image: BufferSpec
     x, y = header.options.get("x"), header.options.get("y")
     if type(x) is not int or type(y) is not int:
         raise bad("x and y must be whole numbers")
+    warnings = header.options.get("warnings", [])
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        raise bad("warnings must be a list of sentences")
     if not header.buffers:
-        return InpaintResult(x, y, 0, 0, image.channels, image.dtype, b"")
+        return InpaintResult(x, y, 0, 0, image.channels, image.dtype, b"", tuple(warnings))
     if len(header.buffers) != 1 or header.buffers[0].name != "region":
         raise bad("expected one buffer named 'region'")
     region = header.buffers[0]
@@ -462,4 +466,6 @@ def _inpaint_result(header: Header, buffers: list[memoryview], image: BufferSpec
         raise bad(f"the region {region.width}x{region.height} at ({x}, {y}) lies outside the image")
     view = buffers[0]
     pixels = view.obj if isinstance(view.obj, bytes) and len(view.obj) == view.nbytes else view.tobytes()
-    return InpaintResult(x, y, region.width, region.height, image.channels, image.dtype, pixels)
+    return InpaintResult(
+        x, y, region.width, region.height, image.channels, image.dtype, pixels, tuple(warnings)
+    )
