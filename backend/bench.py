@@ -351,6 +351,7 @@ def serve_command(
     device: str = "auto",
     precision: str = "auto",
     allow_untrained: bool = False,
+    working_size: int | None = None,
 ) -> list[str]:
     """The command line that starts the backend as a user would (`python -m backend serve ...`)."""
     options = ["--endpoint", endpoint, "--device", device]
@@ -360,6 +361,8 @@ def serve_command(
         options += ["--precision", precision]
     if allow_untrained:
         options.append("--allow-untrained")
+    if working_size is not None:
+        options += ["--working-size", str(working_size)]
     if (REPO / "backend" / "__main__.py").is_file():
         return [sys.executable, "-m", "backend", "serve", *options]
     return [sys.executable, "-c", _SERVE_CODE, *options]
@@ -1206,6 +1209,7 @@ class BenchSettings:
     device: str = "auto"
     precision: str = "auto"
     allow_untrained: bool = False
+    working_size: int | None = None
     image: Path | None = DEFAULT_IMAGE
     out: Path = DEFAULT_OUT
     progress: bool = True
@@ -1262,7 +1266,12 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
 
         endpoint = free_tcp_endpoint()
         command = serve_command(
-            endpoint, settings.weights, settings.device, settings.precision, settings.allow_untrained
+            endpoint,
+            settings.weights,
+            settings.device,
+            settings.precision,
+            settings.allow_untrained,
+            settings.working_size,
         )
         backend = BackendProcess(command, endpoint, settings.out / "backend.log")
         client = Client(endpoint, timeout_s=1800.0, connect_timeout_s=0.5, inactivity_timeout_s=60.0)
@@ -1407,6 +1416,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="backend device: auto, cpu, cuda")
     parser.add_argument("--precision", default="auto", help="backend precision: auto, fp32, bf16, fp16")
     parser.add_argument(
+        "--working-size",
+        type=int,
+        default=None,
+        help="generator input side per context window, a multiple of 16 (default: the weights' own)",
+    )
+    parser.add_argument(
         "--allow-untrained",
         action="store_true",
         help="let the backend use untrained weights (plumbing tests)",
@@ -1469,6 +1484,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         precision=args.precision,
         allow_untrained=args.allow_untrained,
+        working_size=args.working_size,
         image=args.image,
         out=args.out,
         progress=not args.no_progress,

@@ -63,6 +63,12 @@ def inpaint_main(argv: list[str]) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--context", type=int, default=None, help="context margin around holes in px (auto)")
+    parser.add_argument(
+        "--working-size",
+        type=int,
+        default=None,
+        help="generator input side per context window, a multiple of 16 (default: the weights' own)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -80,7 +86,9 @@ def inpaint_main(argv: list[str]) -> int:
         )
         return 2
     try:
-        engine = load_engine(args.weights, args.device, precision=args.precision)
+        engine = load_engine(
+            args.weights, args.device, precision=args.precision, working_size=args.working_size
+        )
         from tqdm import tqdm
 
         with tqdm(total=100, unit="%", desc="Filling", leave=False) as bar:

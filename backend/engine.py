@@ -63,10 +63,9 @@ def load_engine(
 
     Untrained (random) weights are refused unless allow_untrained is set (tests of the plumbing only);
     compile asks for torch.compile of the generator (falls back to eager with a logged warning);
-    working_size is the generator's input side per context window (None: backend.cra's default).
+    working_size is the generator's input side per context window (None: the weights' own setting).
     torch is imported here, not at module import, so the protocol/server layer stays light.
     """
-    from backend.cra import DEFAULT_MODEL_SIDE
     from backend.inference import TorchInpaintEngine
 
     return TorchInpaintEngine.load(
@@ -75,5 +74,5 @@ def load_engine(
         precision=precision,
         allow_untrained=allow_untrained,
         compile=compile,
-        working_size=working_size or DEFAULT_MODEL_SIDE,
+        working_size=working_size,
     )

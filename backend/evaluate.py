@@ -68,6 +68,7 @@ class MethodConfig:
     device: str = "auto"
     allow_untrained: bool = False
     opencv_radius: int = 3
+    working_size: int | None = None
 
 
 def opencv_method(flag: int, radius: int = 3) -> Method:
@@ -88,7 +89,12 @@ def mean_colour_method(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def engine_method(weights: Path | None = None, device: str = "auto", allow_untrained: bool = False) -> Method:
+def engine_method(
+    weights: Path | None = None,
+    device: str = "auto",
+    allow_untrained: bool = False,
+    working_size: int | None = None,
+) -> Method:
     """Our HiFill engine (backend.engine, CRA path) as a Method; raises EvaluationError if unusable."""
     try:
         from backend.engine import load_engine
@@ -99,7 +105,9 @@ def engine_method(weights: Path | None = None, device: str = "auto", allow_untra
             "--methods telea,ns until it is available."
         ) from error
     try:
-        engine = load_engine(weights, device=device, allow_untrained=allow_untrained)
+        engine = load_engine(
+            weights, device=device, allow_untrained=allow_untrained, working_size=working_size
+        )
     except HiFillError as error:
         raise EvaluationError(error.message) from error
 
@@ -121,7 +129,9 @@ def _cv2_flag(name: str) -> int:
 
 
 METHOD_FACTORIES: dict[str, Callable[[MethodConfig], Method]] = {
-    "hifill": lambda config: engine_method(config.weights, config.device, config.allow_untrained),
+    "hifill": lambda config: engine_method(
+        config.weights, config.device, config.allow_untrained, config.working_size
+    ),
     "telea": lambda config: opencv_method(_cv2_flag("telea"), config.opencv_radius),
     "ns": lambda config: opencv_method(_cv2_flag("ns"), config.opencv_radius),
     "mean": lambda config: mean_colour_method,
@@ -659,6 +669,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--count", type=int, default=None, help="evaluate N photos spread evenly over the folder"
     )
+    parser.add_argument(
+        "--working-size",
+        type=int,
+        default=None,
+        help="generator input side per context window, a multiple of 16 (default: the weights' own)",
+    )
     parser.add_argument("--sizes", default="512,hd", help="comma list: N (NxN crop), hd, 2k, 4k, 8k, longN")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of crops and masks")
@@ -703,6 +719,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             allow_untrained=args.allow_untrained,
             opencv_radius=args.opencv_radius,
+            working_size=args.working_size,
         )
         methods = build_methods(names, config)
         report = evaluate(

@@ -94,11 +94,12 @@ class TorchInpaintEngine(InpaintEngine):
         allow_untrained: bool = False,
         warm_up: bool = True,
         compile: bool = False,
-        working_size: int = cra.DEFAULT_MODEL_SIDE,
+        working_size: int | None = None,
     ) -> TorchInpaintEngine:
         """Load weights onto a device; ``compile`` asks for torch.compile of the generator (see compile).
 
-        working_size: the generator's input is about working_size^2 pixels per context window.
+        working_size: the generator's input is about working_size^2 pixels per context window
+        (default: the size stored with the weights, ModelConfig.working_size).
         """
         path = Path(weights) if weights else DEFAULT_WEIGHTS
         generator, config = load_generator(path)
@@ -113,7 +114,8 @@ class TorchInpaintEngine(InpaintEngine):
         dev = choose_device(device)
         if dev.type == "cpu":
             torch.set_num_threads(max(1, os.cpu_count() or 1))
-        engine = cls(generator, config, path, dev, choose_precision(dev, precision), working_size)
+        side = working_size or config.working_size
+        engine = cls(generator, config, path, dev, choose_precision(dev, precision), side)
         if compile:
             engine.compile()
         if warm_up:

@@ -712,6 +712,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_QUEUE,
         help=f"fills that may wait behind the running one before BUSY (default {DEFAULT_MAX_QUEUE})",
     )
+    parser.add_argument(
+        "--working-size",
+        type=int,
+        default=None,
+        help="generator input side per context window, a multiple of 16 (default: the weights' own)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -747,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
             precision=args.precision,
             allow_untrained=args.allow_untrained,
             compile=args.compile,
+            working_size=args.working_size,
         )
     except HiFillError as error:
         log.error("cannot start the engine: %s", error.message)
