@@ -32,6 +32,7 @@ from hifill_gimp.procedure import (  # noqa: E402  (no pyzmq needed to register 
     FillRefused,
     Settings,
     context_option,
+    warnings_message,
 )
 
 PROCEDURE_NAME = "python-fu-hifill-inpaint-selection"
@@ -103,7 +104,8 @@ def _backend_hello(settings: Settings, status) -> dict:
 
 def fill(image, drawables, settings: Settings) -> None:
     """Fill the selection of the one selected layer. Raises FillRefused / HiFillError; on error the
-    image is unchanged (nothing is written before the backend's answer is checked)."""
+    image is unchanged (nothing is written before the backend's answer is checked). Warnings the
+    backend sent with its answer are shown with Gimp.message once the fill is on screen."""
     # Imported here, not at the top: they need shared_protocol (pyzmq, msgpack), and a missing package
     # must end as run()'s message, not as a procedure GIMP never registers.
     from hifill_gimp.plan import DrawableInfo, check_drawables, check_result, plan_fill  # noqa: PLC0415
@@ -190,6 +192,9 @@ def fill(image, drawables, settings: Settings) -> None:
     finally:
         image.undo_group_end()
     Gimp.displays_flush()
+    notice = warnings_message(outcome.warnings)
+    if notice is not None:  # the fill stands; GIMP shows this in its message dialog or Error Console
+        Gimp.message(notice)
 
 
 def _error(procedure, message: str):

@@ -3,12 +3,14 @@ worker process and the backend launcher (installer/backend_launch.py, shipped as
 hifill_backend_launch.py). The request rectangle itself is shared_protocol.regions (tests/test_regions.py).
 
 Worker and launcher tests run real processes: the real server (backend/server.py) with the test
-engines of tests/fake_engines.py.
+engines of tests/fake_engines.py. hifill.py's own glue runs against fakes of gi's Gimp and Gegl, with
+the real worker and server behind it.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import signal
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -195,9 +198,38 @@ def test_plugin_default_endpoint_is_the_protocol_default():
 # ----------------------------------------------------------------------------------- real backend processes
 
 
+# A real backend server whose engine is tests.fake_engines.ColourEngine plus the warnings given after
+# the endpoint on its command line (what backend.inference sends after an out-of-memory fallback).
+WARNING_BACKEND = textwrap.dedent("""
+    import sys, threading
+    from dataclasses import replace
+    from backend.server import install_signal_handlers, run_server
+    from tests.fake_engines import ColourEngine
+
+    class WarningEngine(ColourEngine):
+        def fill(self, *args, **kwargs):
+            return replace(super().fill(*args, **kwargs), warnings=tuple(sys.argv[2:]))
+
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    run_server(WarningEngine(), sys.argv[1], stop_event=stop)
+""")
+
+
 def _start_fake_backend(engine: str, endpoint: str, *extra: str) -> subprocess.Popen:
-    process = subprocess.Popen(
+    return _start_backend(
         [sys.executable, "-m", "tests.fake_engines", "--engine", engine, "--endpoint", endpoint, *extra],
+        endpoint,
+    )
+
+
+def _start_warning_backend(endpoint: str, *warnings: str) -> subprocess.Popen:
+    return _start_backend([sys.executable, "-c", WARNING_BACKEND, endpoint, *warnings], endpoint)
+
+
+def _start_backend(command: list[str], endpoint: str) -> subprocess.Popen:
+    process = subprocess.Popen(
+        command,
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -256,6 +288,30 @@ def test_worker_round_trip_through_a_real_server(colour_backend):
     region_pixels = np.frombuffer(outcome.pixels, np.uint8).reshape(10, 20, 4)
     assert np.all(region_pixels == 200)  # the colour engine's fill value for u8
     assert progress, "backend progress reaches the plug-in"
+    assert outcome.warnings == ()
+
+
+OOM_WARNINGS = (
+    "cuda:0 ran out of memory at working size 512; filled on cuda:0 at working size 384 instead.",
+    "cuda:0 ran out of memory at working size 384; filled on the CPU at working size 512 instead.",
+)
+
+
+def test_worker_carries_the_backends_warnings_with_unchanged_pixels():
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    process = _start_warning_backend(endpoint, *OOM_WARNINGS)
+    try:
+        image = _picture(40, 30, 3)
+        mask = np.zeros((30, 40), np.uint8)
+        mask[10:20, 5:25] = 255
+        outcome = run_fill(
+            FillJob(endpoint, 40, 30, 3, "u8", {}), image.tobytes(), mask.tobytes(), WORKER_PATHS
+        )
+    finally:
+        _stop(process)
+    assert outcome.warnings == OOM_WARNINGS
+    assert (outcome.x, outcome.y, outcome.width, outcome.height) == (5, 10, 20, 10)
+    assert np.all(np.frombuffer(outcome.pixels, np.uint8) == 200)
 
 
 def test_worker_reports_backend_errors_with_their_kind():
@@ -489,3 +545,175 @@ def test_ensure_backend_honours_cancel(tmp_path):
         for process in started:
             process.kill()
             process.wait()
+
+
+# ------------------------------------------------------------------- GIMP glue (hifill.py) against fakes
+
+
+def test_warnings_message():
+    assert procedure.warnings_message(()) is None
+    assert procedure.warnings_message(["  ", ""]) is None
+    assert procedure.warnings_message(["GPU ran out of memory."]) == (
+        "HiFill: the fill was applied, with a warning: GPU ran out of memory."
+    )
+    several = procedure.warnings_message(["First.", "Second."])
+    assert several == "HiFill: the fill was applied, with warnings:\n• First.\n• Second."
+
+
+class _FakeGimpLayer:
+    """A GIMP 3 layer as hifill.py uses it: one RGB u8 buffer, merge_shadow copies the shadow's writes."""
+
+    def __init__(self, pixels: np.ndarray, events: list) -> None:
+        self.pixels = pixels
+        self.events = events
+        self.shadow_writes: list[tuple[object, str, bytes]] = []
+
+    def get_name(self) -> str:
+        return "Photo"
+
+    def is_rgb(self) -> bool:
+        return True
+
+    def has_alpha(self) -> bool:
+        return False
+
+    def get_offsets(self) -> tuple[bool, int, int]:
+        return True, 0, 0
+
+    def get_width(self) -> int:
+        return self.pixels.shape[1]
+
+    def get_height(self) -> int:
+        return self.pixels.shape[0]
+
+    def get_lock_content(self) -> bool:
+        return False
+
+    def get_parent(self) -> None:
+        return None
+
+    def get_buffer(self) -> _FakeGeglBuffer:
+        return _FakeGeglBuffer(self.pixels, "R'G'B' u8")
+
+    def get_shadow_buffer(self) -> _FakeGeglBuffer:
+        return _FakeGeglBuffer(None, "R'G'B' u8", self.shadow_writes)
+
+    def merge_shadow(self, push_undo: bool) -> None:
+        for rect, _babl, data in self.shadow_writes:
+            block = np.frombuffer(data, np.uint8).reshape(rect.height, rect.width, 3)
+            self.pixels[rect.y : rect.y + rect.height, rect.x : rect.x + rect.width] = block
+        self.events.append("merge_shadow")
+
+    def update(self, x: int, y: int, width: int, height: int) -> None:
+        pass
+
+
+class _FakeGeglBuffer:
+    def __init__(self, pixels: np.ndarray | None, babl: str, writes: list | None = None) -> None:
+        self.pixels, self.babl, self.writes = pixels, babl, writes
+
+    def get(self, rect, scale: float, babl: str, abyss: object) -> bytes:
+        assert babl == self.babl and scale == 1.0
+        out = np.zeros((rect.height, rect.width, *self.pixels.shape[2:]), np.uint8)
+        height, width = self.pixels.shape[:2]
+        x0, y0 = max(rect.x, 0), max(rect.y, 0)
+        x1, y1 = min(rect.x + rect.width, width), min(rect.y + rect.height, height)
+        out[y0 - rect.y : y1 - rect.y, x0 - rect.x : x1 - rect.x] = self.pixels[y0:y1, x0:x1]
+        return out.tobytes()
+
+    def set(self, rect, babl: str, data: bytes) -> None:
+        self.writes.append((rect, babl, bytes(data)))
+
+    def flush(self) -> None:
+        pass
+
+
+class _FakeGimpImage:
+    def __init__(self, selection: np.ndarray, events: list) -> None:
+        self.selection, self.events = selection, events
+
+    def get_precision(self):
+        return type("Precision", (), {"value_nick": "u8-non-linear"})()
+
+    def get_selection(self):
+        selection = self.selection
+        return type("Channel", (), {"get_buffer": lambda _: _FakeGeglBuffer(selection, "Y u8")})()
+
+    def undo_group_start(self) -> None:
+        self.events.append("undo_group_start")
+
+    def undo_group_end(self) -> None:
+        self.events.append("undo_group_end")
+
+
+def _load_gimp_glue(monkeypatch, events: list):
+    """plugin_gimp/hifill.py imported with fakes of gi's GIMP, GEGL and GTK modules (GIMP not needed)."""
+
+    class Rectangle:
+        def __init__(self, x: int, y: int, width: int, height: int) -> None:
+            self.x, self.y, self.width, self.height = x, y, width, height
+
+        new = classmethod(lambda cls, x, y, w, h: cls(x, y, w, h))
+
+    def bounds(image):
+        rows, cols = np.nonzero(image.selection)
+        return True, True, int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
+
+    gimp = types.SimpleNamespace(
+        Layer=_FakeGimpLayer,
+        LayerMask=type("LayerMask", (), {}),
+        GroupLayer=type("GroupLayer", (), {}),
+        PlugIn=type("PlugIn", (), {"__gtype__": None}),
+        main=lambda gtype, argv: None,
+        Selection=types.SimpleNamespace(bounds=bounds),
+        progress_init=lambda text: None,
+        progress_set_text=lambda text: None,
+        progress_update=lambda fraction: None,
+        displays_flush=lambda: events.append("displays_flush"),
+        message=lambda text: events.append(("message", text)),
+    )
+    gegl = types.SimpleNamespace(Rectangle=Rectangle, AbyssPolicy=types.SimpleNamespace(NONE=0))
+    gi = types.ModuleType("gi")
+    gi.require_version = lambda name, version: None
+    repository = types.ModuleType("gi.repository")
+    for name, value in dict(Gimp=gimp, Gegl=gegl, GimpUi=object(), GLib=object(), GObject=object()).items():
+        setattr(repository, name, value)
+    gi.repository = repository
+    monkeypatch.setitem(sys.modules, "gi", gi)
+    monkeypatch.setitem(sys.modules, "gi.repository", repository)
+    monkeypatch.setitem(sys.modules, "hifill_backend_launch", backend_launch)  # as install.py ships it
+    monkeypatch.setattr(sys, "path", list(sys.path))  # hifill.py adds its folder
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the worker child's shared_protocol (installed: beside it)
+    spec = importlib.util.spec_from_file_location(
+        "hifill_gimp_glue_under_test", REPO / "plugin_gimp" / "hifill.py"
+    )
+    glue = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(glue)
+    return glue
+
+
+@pytest.mark.parametrize("warnings", [(), OOM_WARNINGS[:1], OOM_WARNINGS])
+def test_fill_shows_the_backends_warnings_after_the_fill_is_applied(monkeypatch, warnings):
+    events: list = []
+    glue = _load_gimp_glue(monkeypatch, events)
+    original = _picture(40, 30, 3)
+    selection = np.zeros((30, 40), np.uint8)
+    selection[8:13, 10:16] = 255
+    layer = _FakeGimpLayer(original.copy(), events)
+    image = _FakeGimpImage(selection, events)
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    process = _start_warning_backend(endpoint, *warnings)
+    try:
+        glue.fill(image, [layer], procedure.Settings(procedure.OUTPUT_IN_PLACE, 4, endpoint))
+    finally:
+        _stop(process)
+    expected = original.copy()
+    expected[8:13, 10:16] = 200  # the colour engine's fill; warnings change no pixel
+    assert np.array_equal(layer.pixels, expected)
+    messages = [event[1] for event in events if isinstance(event, tuple)]
+    if not warnings:
+        assert messages == []
+        return
+    assert messages == [procedure.warnings_message(warnings)]
+    assert events[-4:] == ["merge_shadow", "undo_group_end", "displays_flush", ("message", messages[0])]
+    assert all(warning in messages[0] for warning in warnings)

@@ -7,6 +7,7 @@ the plug-in silently not existing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:47631"  # = shared_protocol.DEFAULT_ENDPOINT (checked by a test)
@@ -33,3 +34,14 @@ class Settings:
 def context_option(context_px: int) -> int | None:
     """The dialog's context value (0 = auto) as the protocol's context_px (None = auto)."""
     return None if context_px <= 0 else context_px
+
+
+def warnings_message(warnings: Sequence[str]) -> str | None:
+    """What Gimp.message shows after a fill that the backend completed with warnings (e.g. it ran out
+    of GPU memory and fell back to a smaller working size or the CPU); None when there are none."""
+    sentences = [text.strip() for text in warnings if text.strip()]
+    if not sentences:
+        return None
+    if len(sentences) == 1:
+        return f"HiFill: the fill was applied, with a warning: {sentences[0]}"
+    return "HiFill: the fill was applied, with warnings:\n" + "\n".join(f"• {s}" for s in sentences)

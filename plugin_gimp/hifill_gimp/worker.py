@@ -9,8 +9,9 @@ the Client tells the backend to stop. The child talks to the backend with shared
 Pipe framing (both directions): records of 1 type byte + 8-byte little-endian length + payload.
   plug-in -> child: b"J" JSON job, b"I" image bytes, b"M" mask bytes (then the pipe stays open).
   child -> plug-in: b"P" JSON {"fraction", "message"} (any number), then either b"R" JSON
-                    {"x", "y", "width", "height", "channels", "dtype"} followed by b"D" pixels,
-                    or b"E" JSON {"kind", "message"}.
+                    {"x", "y", "width", "height", "channels", "dtype", "warnings"} followed by b"D"
+                    pixels, or b"E" JSON {"kind", "message"}. "warnings" is the backend's list of
+                    sentences for the user (e.g. an out-of-memory fallback it took), often empty.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class FillJob:
 
 @dataclass(frozen=True)
 class FillOutcome:
-    """The backend's region relative to the sent image, with its raw pixels."""
+    """The backend's region relative to the sent image, with its raw pixels and the backend's
+    warnings (sentences for the user; the pixels are valid whether or not there are any)."""
 
     x: int
     y: int
@@ -60,6 +62,7 @@ class FillOutcome:
     channels: int
     dtype: str
     pixels: bytes
+    warnings: tuple[str, ...] = ()
 
 
 def write_record(stream: BinaryIO, kind: bytes, payload: bytes | memoryview) -> None:
@@ -191,7 +194,7 @@ def run_fill(
             elif kind == b"D":
                 if header is None:
                     raise HiFillError(ErrorKind.INTERNAL, "The helper process sent pixels without a header.")
-                return FillOutcome(pixels=payload, **header)
+                return _outcome(header, payload)
     finally:
         with contextlib.suppress(OSError):
             child.stdin.close()
@@ -200,6 +203,15 @@ def run_fill(
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+
+
+def _outcome(header: dict, pixels: bytes) -> FillOutcome:
+    """The R record's header and the D record's pixels as a FillOutcome."""
+    warnings = header.get("warnings", [])
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        raise HiFillError(ErrorKind.INTERNAL, "The helper process sent malformed warnings.")
+    fields = {name: header[name] for name in ("x", "y", "width", "height", "channels", "dtype")}
+    return FillOutcome(pixels=pixels, warnings=tuple(warnings), **fields)
 
 
 # --- child side ----------------------------------------------------------------------------------------
@@ -270,6 +282,7 @@ def _serve(stdin: BinaryIO, stdout: BinaryIO) -> int:
         "height": result.height,
         "channels": result.channels,
         "dtype": str(getattr(result.dtype, "value", result.dtype)),
+        "warnings": list(result.warnings),
     }
     send(b"R", json.dumps(header).encode("utf-8"))
     send(b"D", result.pixels)
