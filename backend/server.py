@@ -9,6 +9,13 @@ Threads and sockets:
 Every accepted inpaint request hears from the server at least every `heartbeat_s` seconds (progress
 messages, repeated while the engine is silent or the request waits in the queue), so a client can
 tell a slow backend from a dead one.
+
+Shared memory (shared_protocol.shm): on a loopback or ipc endpoint without CURVE, an inpaint may
+name the client's sealed memfd instead of sending frames. The socket thread checks and maps it when
+the request arrives (a segment it cannot use is a BAD_REQUEST reply flagged "shared_memory_refused";
+the client then resends the request as frames), the worker writes the result region into its reply
+area, and the mapping is released when the job ends however it ends (done, failed, cancelled,
+dropped from the queue, or its client vanished).
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ from shared_protocol import (
     parse_inpaint_request,
     progress_header,
 )
+from shared_protocol.messages import SharedMemoryRef
+from shared_protocol.shm import Attachment, SharedMemoryError, attach, unavailable_reason
 
 log = logging.getLogger("hifill.server")
 
@@ -103,6 +112,25 @@ def check_endpoint(endpoint: str, curve: CurveConfig | None = None) -> None:
         )
 
 
+def shared_memory_refusal(endpoint: str, curve: CurveConfig | None) -> str | None:
+    """Why a server on endpoint does not read clients' shared memory, or None when it does.
+
+    Only servers that nobody on another machine can reach accept it: loopback tcp://, ipc://,
+    inproc://, and never with CURVE (whose clients may be remote: a remote client must not make the
+    backend read this machine's memory).
+    """
+    if curve is not None:
+        return "it uses CURVE keys, so its clients may be on other machines"
+    transport, _, address = endpoint.partition("://")
+    if transport == "tcp":
+        local = _is_loopback_host(address.rpartition(":")[0].strip("[]"))
+    else:
+        local = transport in ("ipc", "inproc")
+    if not local:
+        return "it listens on an address other machines can reach"
+    return unavailable_reason()
+
+
 def _is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
@@ -136,10 +164,17 @@ class _Job:
     identity: bytes
     request: InpaintRequest
     cancelled: threading.Event = field(default_factory=threading.Event)
+    attachment: Attachment | None = None  # the client's shared memory, mapped until release()
 
     @property
     def key(self) -> tuple[bytes, str]:
         return (self.identity, self.request.request_id)
+
+    def release(self) -> None:
+        """Unmap the job's shared memory (if any); called once the job can no longer run."""
+        if self.attachment is not None:
+            self.attachment.close()
+            self.attachment = None
 
 
 class _JobQueue:
@@ -281,6 +316,7 @@ class _Server:
         self.worker_endpoint = f"inproc://hifill-worker-{id(self):x}"
         self.router: zmq.Socket | None = None
         self.authenticator: ThreadAuthenticator | None = None
+        self.shared_memory_refusal: str | None = "the server has not started"
 
     # ----------------------------------------------------------------------------------- socket thread
 
@@ -292,6 +328,7 @@ class _Server:
         if "://[" in endpoint:  # a bracketed IPv6 address such as tcp://[::1]:47631
             router.setsockopt(zmq.IPV6, 1)
         self.authenticator = _apply_security(self.context, router, curve)
+        self.shared_memory_refusal = shared_memory_refusal(endpoint, curve)
         inbox = self.context.socket(zmq.PAIR)
         inbox.setsockopt(zmq.LINGER, 0)
         try:
@@ -316,6 +353,10 @@ class _Server:
         )
         if curve is not None:
             log.info("CURVE on: encrypted, serving the client keys in %s", curve.allowed_dir)
+        if self.shared_memory_refusal is None:
+            log.info("shared memory: accepted from clients on this machine")
+        else:
+            log.info("shared memory: not accepted (%s)", self.shared_memory_refusal)
         if ready is not None:
             ready.set()
 
@@ -339,7 +380,8 @@ class _Server:
 
     def _shut_down(self, router: zmq.Socket, inbox: zmq.Socket, worker: threading.Thread) -> None:
         log.info("stopping")
-        self.queue.close()  # cancels the running fill; queued ones are answered below
+        for job in self.queue.close():  # cancels the running fill; queued ones are answered below
+            job.release()
         for live in list(self.live.values()):
             self._send(live.identity, encode(error_header(
                 live.request_id, ErrorKind.BACKEND_UNAVAILABLE, "The backend is shutting down."
@@ -380,7 +422,7 @@ class _Server:
     def _handle(self, identity: bytes, frames: list[zmq.Frame]) -> None:
         try:
             header, buffers = decode(frames, self.limits)
-            if header.op != Op.INPAINT and header.buffers:
+            if header.op != Op.INPAINT and (header.buffers or header.shm is not None):
                 raise ProtocolError(
                     ErrorKind.BAD_REQUEST, f"A '{header.op.value}' request has no buffers.", header.id
                 )
@@ -390,6 +432,14 @@ class _Server:
                 self._reply(identity, Header(Op.STATUS, header.id, self._status()))
             elif header.op == Op.CANCEL:
                 self._cancel(identity, header.id)
+            elif header.op == Op.INPAINT and header.shm is not None:
+                attachment = self._attach(header)
+                try:
+                    request = parse_inpaint_request(header, attachment.views, self.limits)
+                except Exception:
+                    attachment.close()
+                    raise
+                self._accept(identity, request, attachment)
             elif header.op == Op.INPAINT:
                 self._accept(identity, parse_inpaint_request(header, buffers, self.limits))
             else:
@@ -399,7 +449,11 @@ class _Server:
         except ProtocolError as error:
             log.info("rejected a request: %s (%s)", error.message, error.kind.value)
             request_id = error.request_id or _UNKNOWN_ID
-            self._reply(identity, error_header(request_id, error.kind, error.message))
+            refused = isinstance(error, SharedMemoryError)
+            self._reply(
+                identity,
+                error_header(request_id, error.kind, error.message, shared_memory_refused=refused),
+            )
         except Exception as error:  # a bug here must not stop the server for everyone
             log.exception("failed to handle a request")
             request_id = getattr(error, "request_id", None) or _UNKNOWN_ID
@@ -417,6 +471,7 @@ class _Server:
             "limits": self.limits.to_dict(),
             "queue": {"max": self.queue.capacity, "length": len(pending)},
             "heartbeat_s": self.heartbeat_s,
+            "shared_memory": self.shared_memory_refusal is None,
         }
 
     def _status(self) -> dict[str, Any]:
@@ -428,13 +483,26 @@ class _Server:
             "uptime_s": round(time.monotonic() - self.started, 3),
         }
 
-    def _accept(self, identity: bytes, request: InpaintRequest) -> None:
-        job = _Job(identity, request)
+    def _attach(self, header: Header) -> Attachment:
+        """Map the client's segment of a shared-memory inpaint (SharedMemoryError if it cannot be)."""
+        assert header.shm is not None
+        if self.shared_memory_refusal is not None:
+            raise SharedMemoryError(
+                f"this backend does not read shared memory ({self.shared_memory_refusal}); "
+                "send the pixels as frames.",
+                header.id,
+            )
+        return attach(header.shm, header.buffers, header.id)
+
+    def _accept(self, identity: bytes, request: InpaintRequest, attachment: Attachment | None = None) -> None:
+        job = _Job(identity, request, attachment=attachment)
         if job.key in self.live:
+            job.release()
             raise ProtocolError(
                 ErrorKind.BAD_REQUEST, "A request with this id is already running.", request.request_id
             )
         if not self.queue.put(job):
+            job.release()
             running, pending = self.queue.snapshot()
             raise ProtocolError(
                 ErrorKind.BUSY,
@@ -455,6 +523,8 @@ class _Server:
         state, job = self.queue.cancel((identity, request_id))
         log.info("cancel %s: %s", request_id, state)
         if state == "queued":
+            assert job is not None
+            job.release()
             self.live.pop((identity, request_id), None)
             self._reply(identity, error_header(request_id, ErrorKind.CANCELLED, "The fill was cancelled."))
         # "running": the worker replies CANCELLED when the engine stops; "unknown": already answered.
@@ -510,6 +580,8 @@ class _Server:
 
     def _forget_peer(self, identity: bytes) -> None:
         dropped = self.queue.cancel_peer(identity)
+        for job in dropped:
+            job.release()
         gone = [key for key in self.live if key[0] == identity]
         for key in gone:
             del self.live[key]
@@ -532,6 +604,7 @@ class _Server:
                 try:
                     self._run(job, outbox)
                 finally:
+                    job.release()
                     self.queue.finish(job)
         finally:
             outbox.close()
@@ -580,7 +653,7 @@ class _Server:
             )
             if job.cancelled.is_set():
                 raise HiFillError(ErrorKind.CANCELLED, "The fill was cancelled.")
-            frames = _result_frames(request_id, spec, result)
+            frames = _result_frames(request_id, spec, result, job.attachment)
         except HiFillError as error:
             log.info("request %s ended: %s (%s)", request_id, error.message, error.kind.value)
             fail(error.kind, error.message)
@@ -609,8 +682,11 @@ _OUT_OF_MEMORY_MESSAGE = (
 )
 
 
-def _result_frames(request_id: str, image: BufferSpec, result: FillResult) -> list[Any]:
-    """Encode the engine's result (checked: inside the image, same dtype and channels); zero-copy."""
+def _result_frames(
+    request_id: str, image: BufferSpec, result: FillResult, attachment: Attachment | None = None
+) -> list[Any]:
+    """Encode the engine's result (checked: inside the image, same dtype and channels); zero-copy.
+    For a shared-memory request the region is copied into its reply area and the header points there."""
     pixels = result.pixels
     if not isinstance(pixels, np.ndarray) or pixels.ndim != 3 or pixels.shape[2] != image.channels:
         raise TypeError(
@@ -628,6 +704,10 @@ def _result_frames(request_id: str, image: BufferSpec, result: FillResult) -> li
     if x < 0 or y < 0 or x + width > image.width or y + height > image.height:
         raise ValueError(f"engine result {width}x{height} at ({x}, {y}) lies outside the image")
     region = BufferSpec("region", width, height, image.dtype, image.order)
+    if attachment is not None and attachment.reply is not None:
+        offset = attachment.write_reply(np.ascontiguousarray(pixels))
+        where = SharedMemoryRef(attachment.ref.token, attachment.ref.size, (offset,))
+        return encode(Header(Op.RESULT, request_id, body, (region,), shm=where))
     return encode(Header(Op.RESULT, request_id, body, (region,)), [np.ascontiguousarray(pixels)])
 
 

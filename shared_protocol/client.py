@@ -1,4 +1,8 @@
-"""The client the plug-ins use: one DEALER socket, timeouts on every wait, progress, cancel, reconnect."""
+"""The client the plug-ins use: one DEALER socket, timeouts on every wait, progress, cancel, reconnect.
+
+Pixels go to a backend on the same machine through shared memory (shared_protocol.shm) when both
+sides can, else as ZeroMQ frames; the result is the same bit for bit either way.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from . import shm
 from .curve import CurveKeys, require_curve
 from .errors import ErrorKind, HiFillError, ProtocolError
 from .limits import Limits
@@ -48,6 +53,11 @@ _HANDSHAKE_AUTH = getattr(zmq, "EVENT_HANDSHAKE_FAILED_AUTH", 0)
 _MONITORED_EVENTS = zmq.EVENT_DISCONNECTED | _HANDSHAKE_NO_DETAIL | _HANDSHAKE_PROTOCOL | _HANDSHAKE_AUTH
 _MECHANISM_MISMATCH = getattr(zmq, "PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH", -1)
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+SHARED_MEMORY = "shared_memory"  # Client.last_transport values
+FRAMES = "frames"
+# Replies to a shared-memory request after which it is sent again as frames (the request itself passed
+# the same checks here, so these are about the shared memory or a backend that predates it).
+_SHM_REFUSALS = (ErrorKind.BAD_REQUEST, ErrorKind.TOO_LARGE)
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,15 @@ class Client:
     curve: keys for a backend that requires CURVE (one on another machine, started with
         --curve-keys); None for a local backend. CurveKeys.from_folder loads a client keys folder.
         A backend that refuses the keys gives HiFillError(ACCESS_DENIED) with what to do.
+    shared_memory: send an inpaint's pixels through shared memory when the backend is on this machine
+        (ipc://, inproc:// or loopback tcp://, no curve) and the system supports it
+        (shared_protocol.shm); the result comes back the same way. The Client keeps its segment for
+        the next requests (its pages stay allocated) until close(). When it is not possible the
+        request goes as frames (the reason is logged at DEBUG). A backend that rejects the
+        shared-memory request (bad_request or too_large: it cannot open the segment, it serves other
+        machines, it predates shared memory) gets the same request again as frames at once, and this
+        Client sends frames from then on. last_transport says which one the last inpaint used
+        ("shared_memory" or "frames").
 
     Calls are serialised (one request at a time per Client); use a second Client for concurrent calls.
     After any failure of the connection the socket is replaced by a fresh one on the next call.
@@ -97,6 +116,7 @@ class Client:
         limits: Limits = DEFAULT_LIMITS,
         context: zmq.Context | None = None,
         curve: CurveKeys | None = None,
+        shared_memory: bool = True,
     ) -> None:
         for name, value in (
             ("timeout_s", timeout_s),
@@ -119,6 +139,11 @@ class Client:
         self._lock = threading.Lock()
         self._close_linger_ms = 0  # raised briefly so a last "cancel" can leave before the socket closes
         self._handshake_failure: tuple[int, int] | None = None  # (event, value) seen while connecting
+        self.shared_memory = shared_memory
+        self.last_transport: str | None = None
+        self._shm_lock = threading.Lock()  # held over a whole shared-memory inpaint (taken before _lock)
+        self._segment: shm.Segment | None = None
+        self._shm_refused: str | None = None  # why the backend rejected this Client's shared memory
 
     # ------------------------------------------------------------------------------------- public API
 
@@ -166,21 +191,50 @@ class Client:
         mask_spec = BufferSpec("mask", width, height, DType.U8, ChannelOrder.L)
         for spec in (image_spec, mask_spec):
             check_buffer_spec(spec, self.limits)
-        header = inpaint_header(new_request_id(), image_spec, mask_spec, options or {})
+        options = options or {}
+        header = inpaint_header(new_request_id(), image_spec, mask_spec, options)
         buffers = [as_byte_view(image), as_byte_view(mask)]
         # The same checks the backend makes, on views of the caller's buffers (nothing is copied).
         checked_header, checked_buffers = decode(encode(header, buffers), self.limits)
         parse_inpaint_request(checked_header, checked_buffers, self.limits)
 
+        if self._shared_memory_unusable() is None:
+            with self._shm_lock:
+                prepared = self._prepare_shared_memory(header, buffers)
+                if prepared is not None:
+                    shm_header, segment, layout = prepared
+                    try:
+                        reply, _ = self._exchange(
+                            shm_header,
+                            (),
+                            Op.RESULT,
+                            self.timeout_s,
+                            on_progress=on_progress,
+                            cancel_event=cancel_event,
+                        )
+                    except HiFillError as refusal:
+                        if refusal.kind not in _SHM_REFUSALS:
+                            raise
+                        self._shm_refused = refusal.message
+                        log.debug("the backend rejected shared memory (%s); sending frames", refusal.message)
+                        header = inpaint_header(new_request_id(), image_spec, mask_spec, options)
+                    else:
+                        self.last_transport = SHARED_MEMORY
+                        return _inpaint_result(reply, [], image_spec, segment, layout)
         reply, reply_buffers = self._exchange(
             header, buffers, Op.RESULT, self.timeout_s, on_progress=on_progress, cancel_event=cancel_event
         )
+        self.last_transport = FRAMES
         return _inpaint_result(reply, reply_buffers, image_spec)
 
     def close(self) -> None:
-        """Close the socket (pending messages are dropped). The Client can still be used afterwards."""
-        with self._lock:
+        """Close the socket (pending messages are dropped) and free the shared-memory segment.
+        The Client can still be used afterwards."""
+        with self._shm_lock, self._lock:
             self._reset()
+            if self._segment is not None:
+                self._segment.close()
+                self._segment = None
 
     def __enter__(self) -> Client:
         return self
@@ -192,6 +246,46 @@ class Client:
 
     def _quick_timeout_s(self) -> float:
         return min(self.timeout_s, self.inactivity_timeout_s)
+
+    def _shared_memory_unusable(self) -> str | None:
+        """Why an inpaint cannot use shared memory (known without asking the backend), or None."""
+        reason = None
+        if not self.shared_memory:
+            reason = "it is turned off for this client"
+        elif self.curve is not None:
+            reason = "the backend is reached with keys (CURVE)"
+        elif not _is_same_host_endpoint(self.endpoint):
+            reason = f"{self.endpoint} is not an address on this machine"
+        elif self._shm_refused is not None:
+            reason = f"the backend refused it earlier: {self._shm_refused}"
+        else:
+            reason = shm.unavailable_reason()
+        if reason is not None:
+            log.debug("shared memory not used (%s); sending frames", reason)
+        return reason
+
+    def _prepare_shared_memory(
+        self, header: Header, buffers: Sequence[memoryview]
+    ) -> tuple[Header, shm.Segment, shm.Layout] | None:
+        """The request's pixels copied into this Client's segment and the header that points to them,
+        or None (logged) when the segment cannot be made or filled here."""
+        image = header.buffers[0]
+        layout = shm.plan_layout([spec.nbytes for spec in header.buffers], image.nbytes)
+        try:
+            if self._segment is None or self._segment.closed or self._segment.size < layout.size:
+                if self._segment is not None:
+                    self._segment.close()
+                    self._segment = None
+                self._segment = shm.Segment(layout.size)
+            segment = self._segment
+            shm_header = replace(header, shm=segment.ref(layout))
+            decode(encode(shm_header), self.limits)  # the layout against this side's limits
+            for offset, buffer in zip(layout.offsets, buffers, strict=True):
+                segment.write(offset, buffer)
+        except (OSError, ValueError, ProtocolError) as error:
+            log.debug("shared memory not used (%s); sending frames", error)
+            return None
+        return shm_header, segment, layout
 
     def _exchange(
         self,
@@ -429,6 +523,15 @@ def _is_local_endpoint(endpoint: str) -> bool:
     return transport != "tcp" or host in _LOCAL_HOSTS or host.startswith("127.")
 
 
+def _is_same_host_endpoint(endpoint: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// to a loopback address (where shared memory may be used)."""
+    transport, _, address = endpoint.partition("://")
+    if transport in ("ipc", "inproc"):
+        return True
+    host = address.rpartition(":")[0]
+    return transport == "tcp" and (host in _LOCAL_HOSTS or host.startswith("127."))
+
+
 def _error_from_reply(header: Header) -> HiFillError:
     kind = ErrorKind.from_wire(header.options.get("kind"))
     message = header.options.get("message")
@@ -445,7 +548,16 @@ def _progress_fields(header: Header) -> tuple[float, str]:
     return min(1.0, max(0.0, float(fraction))), message if isinstance(message, str) else ""
 
 
-def _inpaint_result(header: Header, buffers: list[memoryview], image: BufferSpec) -> InpaintResult:
+def _inpaint_result(
+    header: Header,
+    buffers: list[memoryview],
+    image: BufferSpec,
+    segment: shm.Segment | None = None,
+    layout: shm.Layout | None = None,
+) -> InpaintResult:
+    """The result of an inpaint reply; its region is in a frame or, for a shared-memory request,
+    possibly in the segment's reply area (segment and layout: the request's)."""
+
     def bad(message: str) -> HiFillError:
         return HiFillError(ErrorKind.INTERNAL, f"The backend sent an invalid result: {message}.")
 
@@ -464,8 +576,17 @@ def _inpaint_result(header: Header, buffers: list[memoryview], image: BufferSpec
         raise bad(f"the region is {region.describe()}, the image {image.describe()}")
     if x < 0 or y < 0 or x + region.width > image.width or y + region.height > image.height:
         raise bad(f"the region {region.width}x{region.height} at ({x}, {y}) lies outside the image")
-    view = buffers[0]
-    pixels = view.obj if isinstance(view.obj, bytes) and len(view.obj) == view.nbytes else view.tobytes()
+    if header.shm is not None:
+        if segment is None or layout is None or segment.closed:
+            raise bad("it points into shared memory, which this request did not use")
+        if header.shm.token != segment.token or header.shm.offsets != (layout.reply_offset,):
+            raise bad("its shared-memory reference is not this request's reply area")
+        if region.nbytes > layout.reply_length:
+            raise bad("the region is larger than the reply area")
+        pixels = segment.read(layout.reply_offset, region.nbytes)
+    else:
+        view = buffers[0]
+        pixels = view.obj if isinstance(view.obj, bytes) and len(view.obj) == view.nbytes else view.tobytes()
     return InpaintResult(
         x, y, region.width, region.height, image.channels, image.dtype, pixels, tuple(warnings)
     )

@@ -21,6 +21,8 @@ class Limits:
     max_side: width or height of one buffer.
     max_pixels: width * height of one buffer (100 MP, e.g. 12000 x 8333).
     max_frame_bytes: bytes of one raw frame (1 GiB: 8K RGBA f32 is 531 MB, 100 MP RGBA u16 is 800 MB).
+    max_shm_bytes: bytes of a shared-memory segment a same-host request may declare (3 GiB: an image
+        and its result area of up to max_frame_bytes each, plus the mask); see shared_protocol.shm.
     """
 
     max_header_bytes: int = 64 * 1024
@@ -34,6 +36,7 @@ class Limits:
     max_side: int = 65536
     max_pixels: int = 100_000_000
     max_frame_bytes: int = 1 << 30
+    max_shm_bytes: int = 3 << 30
 
     def __post_init__(self) -> None:
         for field in fields(self):

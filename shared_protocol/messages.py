@@ -4,6 +4,10 @@ Frame 0 is a msgpack map {"v": 1, "id": str, "op": str, "options": map, "buffers
 Each spec {"name", "width", "height", "channels", "dtype", "order"} describes one raw frame that
 follows in the same order: row-major, interleaved channels, little-endian for u16/f32.
 
+Same-host messages may instead carry their buffers in a shared-memory segment (shared_protocol.shm):
+the header then has a sixth field "shm" (a SharedMemoryRef: token, size, one offset per buffer and,
+in requests, the client's pid and descriptor of the segment and the reply area) and no data frames.
+
 decode() checks every size against a Limits object before it unpacks or touches anything large,
 and turns each problem into a ProtocolError (a HiFillError) with a sentence a user can read.
 """
@@ -11,6 +15,8 @@ and turns each problem into a ProtocolError (a HiFillError) with a sentence a us
 from __future__ import annotations
 
 import math
+import mmap
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +31,17 @@ from .limits import Limits
 PROTOCOL_VERSION = 1
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:47631"
 DEFAULT_LIMITS = Limits()
+
+# Shared-memory segment layout (see shared_protocol.shm): the first SHM_HEADER_BYTES hold the magic and
+# the token; buffers start at multiples of SHM_ALIGN; the reply area starts at a multiple of
+# SHM_REPLY_ALIGN (the backend maps it on its own, writable).
+SHM_HEADER_BYTES = 4096
+SHM_ALIGN = 64
+SHM_REPLY_ALIGN = max(mmap.ALLOCATIONGRANULARITY, SHM_HEADER_BYTES)
+_SHM_TOKEN = re.compile(r"[0-9a-f]{32}")
+_SHM_REQUEST_KEYS = frozenset({"token", "size", "offsets", "pid", "fd", "reply"})
+_SHM_REPLY_KEYS = frozenset({"token", "size", "offsets"})
+_MAX_PID_OR_FD = (1 << 31) - 1
 
 # Anything a frame can be: bytes, bytearray, memoryview, a zmq.Frame (its .buffer is used), any
 # C-contiguous object with the buffer protocol (typing.Buffer needs Python 3.12).
@@ -128,23 +145,59 @@ class BufferSpec:
 
 
 @dataclass(frozen=True)
+class SharedMemoryRef:
+    """Where a message's buffers lie in a same-host shared-memory segment (instead of data frames).
+
+    token: 32 hex digits, also written in the segment's first bytes (the backend compares them).
+    size: bytes of the segment the message uses (the segment may be larger, never smaller).
+    offsets: one per buffer of the header, in the same order.
+    pid, fd: requests only: the client's process id and its descriptor of the segment.
+    reply: requests only: (offset, length) of the area the backend writes the result region into.
+    """
+
+    token: str
+    size: int
+    offsets: tuple[int, ...]
+    pid: int | None = None
+    fd: int | None = None
+    reply: tuple[int, int] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"token": self.token, "size": self.size, "offsets": list(self.offsets)}
+        if self.pid is not None:
+            wire["pid"] = self.pid
+        if self.fd is not None:
+            wire["fd"] = self.fd
+        if self.reply is not None:
+            wire["reply"] = list(self.reply)
+        return wire
+
+
+@dataclass(frozen=True)
 class Header:
-    """Frame 0 of every message. options holds the op's parameters (see the contract in DESIGN)."""
+    """Frame 0 of every message. options holds the op's parameters (see the contract in DESIGN).
+
+    shm: None when the buffers travel as data frames; else where they lie in shared memory.
+    """
 
     op: Op
     id: str
     options: dict[str, Any] = field(default_factory=dict)
     buffers: tuple[BufferSpec, ...] = ()
     version: int = PROTOCOL_VERSION
+    shm: SharedMemoryRef | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire = {
             "v": self.version,
             "id": self.id,
             "op": self.op.value,
             "options": self.options,
             "buffers": [spec.to_wire() for spec in self.buffers],
         }
+        if self.shm is not None:
+            wire["shm"] = self.shm.to_wire()
+        return wire
 
 
 def new_request_id() -> str:
@@ -152,9 +205,19 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def error_header(request_id: str, kind: ErrorKind, message: str) -> Header:
-    """The header of an "error" reply."""
-    return Header(Op.ERROR, request_id, {"kind": ErrorKind(kind).value, "message": message})
+# Error-reply option: the request's shared memory could not be used; the same request sent with data
+# frames may succeed (the Client then retries once with frames and stops using shared memory).
+SHARED_MEMORY_REFUSED = "shared_memory_refused"
+
+
+def error_header(
+    request_id: str, kind: ErrorKind, message: str, *, shared_memory_refused: bool = False
+) -> Header:
+    """The header of an "error" reply (shared_memory_refused: see SHARED_MEMORY_REFUSED)."""
+    options: dict[str, Any] = {"kind": ErrorKind(kind).value, "message": message}
+    if shared_memory_refused:
+        options[SHARED_MEMORY_REFUSED] = True
+    return Header(Op.ERROR, request_id, options)
 
 
 def progress_header(request_id: str, fraction: float, message: str) -> Header:
@@ -182,9 +245,18 @@ def encode(header: Header, buffers: Sequence[FrameLike] = ()) -> list[bytes | me
     """Frames for one message: the packed header, then the buffers as memoryviews (not copied).
 
     Send the result with socket.send_multipart(frames, copy=False) to keep large frames zero-copy.
+    With header.shm the buffers are in shared memory: pass none (the layout is checked instead).
     Raises ProtocolError(BAD_REQUEST) if a buffer does not match its spec or an option is not encodable.
     """
-    if len(buffers) != len(header.buffers):
+    if header.shm is not None:
+        if buffers:
+            raise ProtocolError(
+                ErrorKind.BAD_REQUEST,
+                "A message whose buffers are in shared memory carries no data frames.",
+                header.id,
+            )
+        _check_shm_layout(header.shm, header.buffers, header.id)
+    elif len(buffers) != len(header.buffers):
         raise ProtocolError(
             ErrorKind.BAD_REQUEST,
             f"The message declares {len(header.buffers)} buffers but {len(buffers)} were given.",
@@ -192,7 +264,7 @@ def encode(header: Header, buffers: Sequence[FrameLike] = ()) -> list[bytes | me
         )
     _check_value(header.options, "options", header.id)
     views = [as_byte_view(buffer) for buffer in buffers]
-    for spec, view in zip(header.buffers, views, strict=True):
+    for spec, view in zip(header.buffers if header.shm is None else (), views, strict=True):
         if view.nbytes != spec.nbytes:
             raise ProtocolError(
                 ErrorKind.BAD_REQUEST,
@@ -217,6 +289,10 @@ def decode(frames: Sequence[FrameLike], limits: Limits = DEFAULT_LIMITS) -> tupl
     Checked in this order, each before anything is unpacked or allocated for the next step: header
     frame size, header nesting depth, msgpack limits, protocol version, fields, frame count, each
     buffer's dimensions against the limits, then each frame's byte length against its spec.
+
+    With a "shm" field there are no data frames and no views: its layout (offsets, sizes, alignment,
+    overlaps) is checked against the specs and max_shm_bytes instead; the segment itself is opened
+    and checked by whoever reads it (shared_protocol.shm.attach on the backend).
     """
     if len(frames) == 0:
         raise ProtocolError(ErrorKind.BAD_REQUEST, "The message is empty.")
@@ -242,7 +318,7 @@ def decode(frames: Sequence[FrameLike], limits: Limits = DEFAULT_LIMITS) -> tupl
             f"The other side speaks protocol version {version}, this side speaks version {PROTOCOL_VERSION}; "
             "install matching versions of the plug-in and the backend.",
         )
-    unknown_keys = sorted(set(wire) - {"v", "id", "op", "options", "buffers"})
+    unknown_keys = sorted(set(wire) - {"v", "id", "op", "options", "buffers", "shm"})
     if unknown_keys:
         raise fail(
             ErrorKind.BAD_REQUEST, f"The message header has unknown fields: {', '.join(unknown_keys)}."
@@ -270,7 +346,14 @@ def decode(frames: Sequence[FrameLike], limits: Limits = DEFAULT_LIMITS) -> tupl
             ErrorKind.TOO_LARGE,
             f"The message has {len(frames)} frames; at most {limits.max_frames} are allowed.",
         )
-    if len(wire_buffers) != len(frames) - 1:
+    shm_wire = wire.get("shm")
+    if "shm" in wire and len(frames) != 1:
+        raise fail(
+            ErrorKind.BAD_REQUEST,
+            "A message whose buffers are in shared memory carries no data frames "
+            f"({len(frames) - 1} arrived).",
+        )
+    if "shm" not in wire and len(wire_buffers) != len(frames) - 1:
         raise fail(
             ErrorKind.BAD_REQUEST,
             f"The header describes {len(wire_buffers)} buffers but {len(frames) - 1} data frames arrived.",
@@ -281,6 +364,9 @@ def decode(frames: Sequence[FrameLike], limits: Limits = DEFAULT_LIMITS) -> tupl
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
         raise fail(ErrorKind.BAD_REQUEST, "Two buffers in the message have the same name.")
+    if "shm" in wire:
+        shm = _shm_from_wire(shm_wire, specs, limits, request_id)
+        return Header(op, request_id, options, specs, version, shm), []
 
     views: list[memoryview] = []
     for spec, frame in zip(specs, frames[1:], strict=True):
@@ -405,6 +491,86 @@ def _buffer_spec_from_wire(index: int, value: Any, limits: Limits, request_id: s
     return spec
 
 
+def _shm_from_wire(
+    value: Any, specs: Sequence[BufferSpec], limits: Limits, request_id: str | None
+) -> SharedMemoryRef:
+    """A SharedMemoryRef from the header's "shm" map: types, then sizes against limits, then layout."""
+
+    def fail(message: str, kind: ErrorKind = ErrorKind.BAD_REQUEST) -> ProtocolError:
+        return ProtocolError(kind, f"Shared memory: {message}", request_id)
+
+    if not isinstance(value, dict) or not {"token", "size", "offsets"} <= set(value) <= _SHM_REQUEST_KEYS:
+        raise fail("'shm' must be a map with token, size and offsets (and in a request pid, fd and reply).")
+    if set(value) != _SHM_REPLY_KEYS and set(value) != _SHM_REQUEST_KEYS:
+        raise fail("a request's 'shm' needs all of pid, fd and reply; a reply's none of them.")
+    token = value["token"]
+    if not isinstance(token, str) or not _SHM_TOKEN.fullmatch(token):
+        raise fail("the token must be 32 lowercase hex digits.")
+    size, offsets = value["size"], value["offsets"]
+    if type(size) is not int or size < SHM_HEADER_BYTES:
+        raise fail(f"the segment size must be a whole number of at least {SHM_HEADER_BYTES} bytes.")
+    if size > limits.max_shm_bytes:
+        raise fail(
+            f"the segment has {size} bytes; at most {limits.max_shm_bytes} are allowed.", ErrorKind.TOO_LARGE
+        )
+    if not isinstance(offsets, list) or not all(type(offset) is int for offset in offsets):
+        raise fail("'offsets' must be a list of whole numbers.")
+    pid = fd = reply = None
+    if "pid" in value:
+        pid, fd, reply_wire = value["pid"], value["fd"], value["reply"]
+        if type(pid) is not int or not 0 < pid <= _MAX_PID_OR_FD:
+            raise fail(f"pid must be a positive whole number, not {pid!r}.")
+        if type(fd) is not int or not 0 <= fd <= _MAX_PID_OR_FD:
+            raise fail(f"fd must be a descriptor number, not {fd!r}.")
+        if (
+            not isinstance(reply_wire, list)
+            or len(reply_wire) != 2
+            or not all(type(item) is int for item in reply_wire)
+        ):
+            raise fail("'reply' must be [offset, length], two whole numbers.")
+        reply = (reply_wire[0], reply_wire[1])
+    ref = SharedMemoryRef(token, size, tuple(offsets), pid, fd, reply)
+    _check_shm_layout(ref, specs, request_id)
+    return ref
+
+
+def _check_shm_layout(ref: SharedMemoryRef, specs: Sequence[BufferSpec], request_id: str | None) -> None:
+    """Every buffer (and the reply area) inside [SHM_HEADER_BYTES, size), aligned, none overlapping;
+    the reply area after all buffers. Pure arithmetic on the declared numbers."""
+
+    def fail(message: str) -> ProtocolError:
+        return ProtocolError(ErrorKind.BAD_REQUEST, f"Shared memory: {message}", request_id)
+
+    if len(ref.offsets) != len(specs):
+        raise fail(f"{len(ref.offsets)} offsets for {len(specs)} buffers.")
+    areas = []
+    for spec, offset in zip(specs, ref.offsets, strict=True):
+        if offset < SHM_HEADER_BYTES or offset % SHM_ALIGN:
+            raise fail(
+                f"buffer '{spec.name}' starts at {offset}; buffers start at a multiple of {SHM_ALIGN} "
+                f"from {SHM_HEADER_BYTES} on."
+            )
+        if offset + spec.nbytes > ref.size:
+            raise fail(
+                f"buffer '{spec.name}' ({spec.describe()}, {spec.nbytes} bytes at {offset}) ends beyond "
+                f"the segment's {ref.size} bytes."
+            )
+        areas.append((offset, offset + spec.nbytes, f"buffer '{spec.name}'"))
+    if ref.reply is not None:
+        offset, length = ref.reply
+        if offset % SHM_REPLY_ALIGN or length < 0 or offset + length > ref.size:
+            raise fail(
+                f"the reply area ({length} bytes at {offset}) must start at a multiple of "
+                f"{SHM_REPLY_ALIGN} and end within the segment's {ref.size} bytes."
+            )
+        if any(end > offset for _start, end, _name in areas):
+            raise fail("the reply area must come after every buffer.")
+    areas.sort()
+    for (_start, end, name), (start, _end, other) in zip(areas, areas[1:], strict=False):
+        if start < end:
+            raise fail(f"{name} and {other} overlap.")
+
+
 def check_buffer_spec(spec: BufferSpec, limits: Limits = DEFAULT_LIMITS) -> None:
     """Raise ProtocolError if a spec breaks a rule decode() enforces (dimensions, limits)."""
     _buffer_spec_from_wire(0, spec.to_wire(), limits, None)
@@ -513,7 +679,10 @@ INPAINT_OPTIONS = frozenset({"context_px"})
 
 @dataclass(frozen=True)
 class InpaintRequest:
-    """A validated inpaint request: the image and mask frames (views, not copies) and the options."""
+    """A validated inpaint request: the image and mask frames (views, not copies) and the options.
+
+    shm: where the buffers came from when they were in shared memory (the result goes to its reply area).
+    """
 
     request_id: str
     image: BufferSpec
@@ -521,6 +690,7 @@ class InpaintRequest:
     image_data: memoryview
     mask_data: memoryview
     context_px: int | None
+    shm: SharedMemoryRef | None = None
 
 
 def inpaint_header(request_id: str, image: BufferSpec, mask: BufferSpec, options: dict[str, Any]) -> Header:
@@ -532,7 +702,9 @@ def parse_inpaint_request(
     header: Header, buffers: Sequence[memoryview], limits: Limits = DEFAULT_LIMITS
 ) -> InpaintRequest:
     """Check an inpaint request beyond the generic rules: an RGB/RGBA image, an L u8 mask of the same
-    size, and known options. Raises ProtocolError(BAD_REQUEST) with the reason."""
+    size, known options and, with shared memory, a reply area that holds the image's bytes (the
+    largest possible result). buffers: the frames, or the views of the attached segment.
+    Raises ProtocolError(BAD_REQUEST) with the reason."""
 
     def fail(message: str) -> ProtocolError:
         return ProtocolError(ErrorKind.BAD_REQUEST, message, header.id)
@@ -568,4 +740,8 @@ def parse_inpaint_request(
             raise fail(
                 f"Buffer '{spec.name}' has {data.nbytes} bytes but {spec.describe()} needs {spec.nbytes}."
             )
-    return InpaintRequest(header.id, image, mask, image_data, mask_data, context_px)
+    if header.shm is not None and (header.shm.reply is None or header.shm.reply[1] < image.nbytes):
+        raise fail(
+            f"Shared memory: the reply area must hold the image's {image.nbytes} bytes (the largest result)."
+        )
+    return InpaintRequest(header.id, image, mask, image_data, mask_data, context_px, header.shm)
