@@ -987,6 +987,7 @@ def main(argv: list[str] | None = None) -> int:
         config = ModelConfig(
             source="official-import",
             train_resolution=512,
+            working_size=512,  # the paper's inference size for its 512-trained generator
             steps=step or 0,
             notes=(
                 f"Official HiFill Places2 checkpoint ({OFFICIAL_SOURCE}), converted from "

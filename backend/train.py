@@ -304,6 +304,7 @@ def train(args: argparse.Namespace) -> int:
         card = ModelConfig(
             source="ours",
             train_resolution=config.size,
+            working_size=max(config.size, 128),  # run where it was trained: see docs/evaluation.md
             steps=step,
             notes=f"CPU-trained on {len(data.paths)} photos; {extra['wall_seconds'] / 3600:.2f} h wall time",
             extra={"train_config": asdict(config), "device": str(device), "init": extra.get("init", "")},

@@ -33,7 +33,7 @@ class ModelConfig:
     source: str = "ours"  # "ours" | "official-import" | "untrained"
     untrained: bool = False  # random initialisation: for tests only, refused at run time by default
     train_resolution: int = 256  # side of the training crops
-    working_size: int = 512  # generator input side per context window at run time (see backend.cra)
+    working_size: int = 512  # generator input side per context window at run time (backend.cra)
     steps: int = 0
     notes: str = ""
     extra: dict = field(default_factory=dict)
