@@ -45,14 +45,16 @@ def get_controller():
         launcher = BackendLauncher(config, launch.default_log_path(), config_problem=problem)
         default_endpoint = config.endpoint if config is not None and config.endpoint else DEFAULT_ENDPOINT
         _controller = FillController(Krita.instance(), launcher, default_endpoint)
-        _controller.message_changed.connect(_show_in_view_without_docker)
+        _controller.notice_changed.connect(_show_in_view_without_docker)
     return _controller
 
 
-def _show_in_view_without_docker(text: str, is_error: bool) -> None:
-    """When the fill came from the shortcut and no HiFill docker is on screen, say it on the canvas."""
+def _show_in_view_without_docker(text: str, level: object) -> None:
+    """When the fill came from the shortcut and no HiFill docker is on screen, say it on the canvas
+    (errors and warnings longer than other messages). level: controller.MessageLevel."""
     from krita import Krita
 
+    from .controller import MessageLevel
     from .docker import DOCKER_ID
     from .qt_compat import QtGui
 
@@ -61,7 +63,8 @@ def _show_in_view_without_docker(text: str, is_error: bool) -> None:
         return
     view = window.activeView()
     if view is not None:
-        view.showFloatingMessage(f"HiFill: {text}", QtGui.QIcon(), 6000 if is_error else 3000, 1)
+        timeout_ms = 3000 if level is MessageLevel.INFO else 6000
+        view.showFloatingMessage(f"HiFill: {text}", QtGui.QIcon(), timeout_ms, 1)
 
 
 def _register() -> None:

@@ -6,10 +6,11 @@ touched only on the UI thread; the worker thread sees bytes and the shared_proto
 
 from __future__ import annotations
 
+import enum
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from shared_protocol import ErrorKind, HiFillError, Limits
 
@@ -20,13 +21,31 @@ from .qt_compat import QObject, QTimer, pyqtSignal
 from .settings import load_settings, save_settings
 
 
+class MessageLevel(str, enum.Enum):
+    """How the docker and the canvas present a message."""
+
+    INFO = "info"
+    WARNING = "warning"  # the fill was applied, but the backend had to say something (e.g. a fallback)
+    ERROR = "error"
+
+
+def with_warnings(text: str, warnings: Sequence[str]) -> tuple[str, MessageLevel]:
+    """The message after an applied fill, followed by the backend's warnings (sentences) if any."""
+    sentences = [warning.strip() for warning in warnings if warning.strip()]
+    if not sentences:
+        return text, MessageLevel.INFO
+    label = "warning" if len(sentences) == 1 else "warnings"
+    return f"{text.rstrip('.')} — {label}: {' '.join(sentences)}", MessageLevel.WARNING
+
+
 class FillController(QObject):
     """Signals carry plain Python values; connect them to widgets on the UI thread."""
 
     status_changed = pyqtSignal(object)  # BackendStatus
     progress_changed = pyqtSignal(float, str)  # fraction in [0, 1], message
     busy_changed = pyqtSignal(bool)
-    message_changed = pyqtSignal(str, bool)  # text, is_error
+    message_changed = pyqtSignal(str, bool)  # text, is_error (each message, also sent as notice_changed)
+    notice_changed = pyqtSignal(str, object)  # text, MessageLevel: what the docker and the canvas show
     settings_changed = pyqtSignal(object)  # FillSettings
 
     # Worker thread -> UI thread (queued connections, because the controller lives on the UI thread).
@@ -111,27 +130,30 @@ class FillController(QObject):
         self.status = status
         self.status_changed.emit(status)
 
+    def _say(self, text: str, level: MessageLevel = MessageLevel.INFO) -> None:
+        self.message_changed.emit(text, level is MessageLevel.ERROR)
+        self.notice_changed.emit(text, level)
+
     # --- fill ----------------------------------------------------------------------------------------
     def fill(self) -> None:
         """Fill the active document's selection on its active layer (UI thread)."""
         if self.busy:
-            self.message_changed.emit("A fill is already running; wait for it or cancel it.", True)
+            self._say("A fill is already running; wait for it or cancel it.", MessageLevel.ERROR)
             return
         settings = self.settings
         max_pixels = self._limits.max_pixels if self._limits else Limits().max_pixels
         try:
             fill_input = read_fill_input(self._krita.activeDocument(), settings, max_pixels)
         except HiFillError as error:
-            self.message_changed.emit(error.message, True)
+            self._say(error.message, MessageLevel.ERROR)
             return
         cancel = threading.Event()
         self._cancel = cancel
         self.busy_changed.emit(True)
         window = fill_input.window
-        self.message_changed.emit(
+        self._say(
             f"Filling {fill_input.selection.width}×{fill_input.selection.height} px"
-            f" (sending {window.width}×{window.height} px)…",
-            False,
+            f" (sending {window.width}×{window.height} px)…"
         )
         self.progress_changed.emit(0.0, "starting")
         thread = threading.Thread(
@@ -145,7 +167,7 @@ class FillController(QObject):
     def cancel(self) -> None:
         if self._cancel is not None:
             self._cancel.set()
-            self.message_changed.emit("Cancelling…", False)
+            self._say("Cancelling…")
 
     def _work(self, fill_input: FillInput, endpoint: str, keys_folder: str, cancel: threading.Event) -> None:
         try:
@@ -188,17 +210,19 @@ class FillController(QObject):
             if error.kind in (ErrorKind.BACKEND_UNAVAILABLE, ErrorKind.ACCESS_DENIED):
                 self._on_status(status_of_error(error))
             self.progress_changed.emit(0.0, "")
-            self.message_changed.emit(error.message, error.kind is not ErrorKind.CANCELLED)
+            cancelled = error.kind is ErrorKind.CANCELLED
+            self._say(error.message, MessageLevel.INFO if cancelled else MessageLevel.ERROR)
         except Exception as error:  # a bug while writing: say so in the panel, details in Krita's log
             traceback.print_exc(file=sys.stderr)
             self.progress_changed.emit(0.0, "")
-            self.message_changed.emit(
-                f"HiFill could not write the result ({type(error).__name__}: {error}); see Krita's log.", True
+            self._say(
+                f"HiFill could not write the result ({type(error).__name__}: {error}); see Krita's log.",
+                MessageLevel.ERROR,
             )
         else:
             self.progress_changed.emit(1.0, "done")
             if applied.layer is None:
-                self.message_changed.emit("Nothing to fill: the selection is empty.", False)
+                text = "Nothing to fill: the selection is empty."
             else:
                 size = f"{applied.region.width}×{applied.region.height} px"
                 new_layer = applied.mode is OutputMode.NEW_LAYER
@@ -207,7 +231,10 @@ class FillController(QObject):
                     if new_layer
                     else "in place (two undo steps revert it)"
                 )
-                self.message_changed.emit(f"Filled {size} {where}.", False)
+                text = f"Filled {size} {where}."
+            # The backend's warnings (e.g. it ran out of GPU memory and used the CPU) follow the
+            # message; the fill itself stands as written.
+            self._say(*with_warnings(text, outcome.warnings))
         finally:
             self._cancel = None
             self.busy_changed.emit(False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from krita import DockWidget
 
 from .backend_life import BackendState, BackendStatus
+from .controller import MessageLevel
 from .fill_job import FillSettings, OutputMode
 from .qt_compat import (
     TEXT_SELECTABLE,
@@ -31,6 +32,7 @@ _STATE_COLOURS = {
     BackendState.NOT_RUNNING: "#b03030",
     BackendState.REFUSED: "#b03030",
 }
+_MESSAGE_STYLES = {MessageLevel.WARNING: "color: #c08a00;", MessageLevel.ERROR: "color: #d04040;"}
 
 
 def _controller():
@@ -124,7 +126,7 @@ class HiFillDocker(DockWidget):
         self.controller.status_changed.connect(self._show_status)
         self.controller.progress_changed.connect(self._show_progress)
         self.controller.busy_changed.connect(self._show_busy)
-        self.controller.message_changed.connect(self._show_message)
+        self.controller.notice_changed.connect(self._show_message)
         self.controller.settings_changed.connect(self._show_settings)
 
         self._timer = QTimer(self)
@@ -158,8 +160,8 @@ class HiFillDocker(DockWidget):
         self.fill_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
 
-    def _show_message(self, text: str, is_error: bool) -> None:
-        self.message_label.setStyleSheet("color: #d04040;" if is_error else "")
+    def _show_message(self, text: str, level: MessageLevel) -> None:
+        self.message_label.setStyleSheet(_MESSAGE_STYLES.get(level, ""))
         self.message_label.setText(text)
 
     def _show_settings(self, settings: FillSettings) -> None:
