@@ -209,17 +209,19 @@ def mirror_indices(start: int, length: int, limit: int) -> np.ndarray:
 def to_unit_float(pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """uint8/uint16/float32 (..., C) -> float32 in [0, 1] (float input passes through).
 
-    One pass (the integer-to-float cast happens inside the multiply); ``out`` (float32, same shape)
-    may receive the result. Values equal ``pixels.astype(np.float32) * (1 / max)`` exactly.
+    One pass on all of torch's threads (the integer-to-float cast happens in the copy); ``out``
+    (float32, same shape) may receive the result. Values equal ``pixels.astype(np.float32) * (1 / max)``
+    exactly (a float32 product, as numpy computes it).
     """
-    if pixels.dtype == np.uint8:
-        return np.multiply(pixels, np.float32(1.0 / 255.0), out=out, dtype=np.float32)
-    if pixels.dtype == np.uint16:
-        return np.multiply(pixels, np.float32(1.0 / 65535.0), out=out, dtype=np.float32)
-    if out is None:
-        return pixels.astype(np.float32, copy=False)
-    out[...] = pixels
-    return out
+    scale = {np.dtype(np.uint8): 1.0 / 255.0, np.dtype(np.uint16): 1.0 / 65535.0}.get(pixels.dtype)
+    if scale is None:
+        if out is None:
+            return pixels.astype(np.float32, copy=False)
+        out[...] = pixels
+        return out
+    target = torch.empty(pixels.shape) if out is None else torch.from_numpy(out)
+    target.copy_(torch.from_numpy(pixels)).mul_(float(np.float32(scale)))
+    return target.numpy()
 
 
 def _bilinear_taps(

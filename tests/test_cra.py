@@ -249,3 +249,17 @@ def test_compile_failure_logs_a_warning_and_falls_back_to_the_same_eager_results
     assert engine.describe()["compiled"] is False and engine.generator is engine.eager_generator
     again = engine.run_generator(image, hole)
     assert torch.equal(again[0], eager[0]) and torch.equal(again[1], eager[1])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_unit_float_conversion_equals_numpy_on_strided_views(dtype):
+    from backend.cra import to_unit_float
+
+    rng = np.random.default_rng(4)
+    top = {np.uint8: 255, np.uint16: 65535}.get(dtype)
+    pixels = rng.integers(0, top + 1, (37, 53, 4)).astype(dtype) if top else rng.random((37, 53, 4), np.float32)
+    view = pixels[3:30, 5:50, :3].transpose(2, 0, 1)  # strided, as the window reader passes it
+    expected = view.astype(np.float32) * np.float32(1.0 / top) if top else view
+    out = np.empty(view.shape, np.float32)
+    assert np.array_equal(to_unit_float(view, out), expected) and np.array_equal(out, expected)
+    assert np.array_equal(to_unit_float(view), expected)
