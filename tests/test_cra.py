@@ -257,7 +257,8 @@ def test_unit_float_conversion_equals_numpy_on_strided_views(dtype):
 
     rng = np.random.default_rng(4)
     top = {np.uint8: 255, np.uint16: 65535}.get(dtype)
-    pixels = rng.integers(0, top + 1, (37, 53, 4)).astype(dtype) if top else rng.random((37, 53, 4), np.float32)
+    shape = (37, 53, 4)
+    pixels = rng.integers(0, top + 1, shape).astype(dtype) if top else rng.random(shape, np.float32)
     view = pixels[3:30, 5:50, :3].transpose(2, 0, 1)  # strided, as the window reader passes it
     expected = view.astype(np.float32) * np.float32(1.0 / top) if top else view
     out = np.empty(view.shape, np.float32)
