@@ -57,8 +57,8 @@ from shared_protocol import (
     parse_inpaint_request,
     progress_header,
 )
-from shared_protocol.messages import SharedMemoryRef
-from shared_protocol.shm import Attachment, SharedMemoryError, attach, unavailable_reason
+from shared_protocol.messages import SharedMemoryError, SharedMemoryRef
+from shared_protocol.shm import Attachment, attach, unavailable_reason
 
 log = logging.getLogger("hifill.server")
 

@@ -24,6 +24,7 @@ from .limits import Limits
 from .messages import (
     DEFAULT_ENDPOINT,
     DEFAULT_LIMITS,
+    SHARED_MEMORY_REFUSED,
     BufferSpec,
     ChannelOrder,
     DType,
@@ -55,9 +56,6 @@ _MECHANISM_MISMATCH = getattr(zmq, "PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH", -1)
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 SHARED_MEMORY = "shared_memory"  # Client.last_transport values
 FRAMES = "frames"
-# Replies to a shared-memory request after which it is sent again as frames (the request itself passed
-# the same checks here, so these are about the shared memory or a backend that predates it).
-_SHM_REFUSALS = (ErrorKind.BAD_REQUEST, ErrorKind.TOO_LARGE)
 
 
 @dataclass(frozen=True)
@@ -95,11 +93,12 @@ class Client:
         (ipc://, inproc:// or loopback tcp://, no curve) and the system supports it
         (shared_protocol.shm); the result comes back the same way. The Client keeps its segment for
         the next requests (its pages stay allocated) until close(). When it is not possible the
-        request goes as frames (the reason is logged at DEBUG). A backend that rejects the
-        shared-memory request (bad_request or too_large: it cannot open the segment, it serves other
-        machines, it predates shared memory) gets the same request again as frames at once, and this
-        Client sends frames from then on. last_transport says which one the last inpaint used
-        ("shared_memory" or "frames").
+        request goes as frames (the reason is logged at DEBUG). When the backend rejects the shared
+        memory (an error reply flagged "shared_memory_refused": it cannot open the segment, or it
+        serves other machines; or bad_request before accepting the request, from a backend that
+        predates shared memory) the same request goes again as frames at once, and this Client sends
+        frames from then on. last_transport says which one the last inpaint used ("shared_memory" or
+        "frames").
 
     Calls are serialised (one request at a time per Client); use a second Client for concurrent calls.
     After any failure of the connection the socket is replaced by a fresh one on the next call.
@@ -144,6 +143,7 @@ class Client:
         self._shm_lock = threading.Lock()  # held over a whole shared-memory inpaint (taken before _lock)
         self._segment: shm.Segment | None = None
         self._shm_refused: str | None = None  # why the backend rejected this Client's shared memory
+        self._progress_seen = False  # the request _await_final waits for got a progress message
 
     # ------------------------------------------------------------------------------------- public API
 
@@ -212,9 +212,7 @@ class Client:
                             on_progress=on_progress,
                             cancel_event=cancel_event,
                         )
-                    except HiFillError as refusal:
-                        if refusal.kind not in _SHM_REFUSALS:
-                            raise
+                    except _SharedMemoryRejected as refusal:
                         self._shm_refused = refusal.message
                         log.debug("the backend rejected shared memory (%s); sending frames", refusal.message)
                         header = inpaint_header(new_request_id(), image_spec, mask_spec, options)
@@ -306,6 +304,7 @@ class Client:
                 reply, reply_buffers = self._await_final(
                     header.id, final_op, total_timeout_s, on_progress, cancel_event
                 )
+                accepted = self._progress_seen
                 healthy = True  # a complete exchange: the socket stays usable even for an error reply
             finally:
                 if not healthy:
@@ -314,7 +313,15 @@ class Client:
                         self._send_cancel(header.id)
                     self._reset()
         if reply.op == Op.ERROR:
-            raise _error_from_reply(reply)
+            error = _error_from_reply(reply)
+            # A rejected shared-memory request: flagged by the backend, or (a backend that predates
+            # shared memory) refused before it was accepted, i.e. before any progress.
+            if header.shm is not None and (
+                reply.options.get(SHARED_MEMORY_REFUSED) is True
+                or (error.kind == ErrorKind.BAD_REQUEST and not accepted)
+            ):
+                raise _SharedMemoryRejected(error.kind, error.message)
+            raise error
         return reply, reply_buffers
 
     def _connected_socket(self) -> zmq.Socket:
@@ -428,6 +435,7 @@ class Client:
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
         poller.register(self._monitor, zmq.POLLIN)
+        self._progress_seen = False
         start = time.monotonic()
         total_deadline = start + total_timeout_s
         last_message = start
@@ -476,6 +484,7 @@ class Client:
                     log.debug("ignoring a stale %s message for request %s", header.op.value, header.id)
                     continue
                 if header.op == Op.PROGRESS:
+                    self._progress_seen = True
                     if on_progress is not None and cancel_sent_at is None:
                         fraction, message = _progress_fields(header)
                         on_progress(fraction, message)
@@ -530,6 +539,10 @@ def _is_same_host_endpoint(endpoint: str) -> bool:
         return True
     host = address.rpartition(":")[0]
     return transport == "tcp" and (host in _LOCAL_HOSTS or host.startswith("127."))
+
+
+class _SharedMemoryRejected(HiFillError):
+    """The backend rejected a request's shared memory; the same request as frames may work."""
 
 
 def _error_from_reply(header: Header) -> HiFillError:

@@ -206,8 +206,18 @@ def new_request_id() -> str:
 
 
 # Error-reply option: the request's shared memory could not be used; the same request sent with data
-# frames may succeed (the Client then retries once with frames and stops using shared memory).
+# frames may succeed (the Client then resends it once as frames and stops using shared memory).
 SHARED_MEMORY_REFUSED = "shared_memory_refused"
+
+
+class SharedMemoryError(ProtocolError):
+    """A request's shared memory cannot be used (its "shm" field or its segment); the same request sent
+    as frames may work. The backend's error reply for it carries SHARED_MEMORY_REFUSED."""
+
+    def __init__(
+        self, message: str, request_id: str | None = None, kind: ErrorKind = ErrorKind.BAD_REQUEST
+    ) -> None:
+        super().__init__(kind, f"Shared memory: {message}", request_id)
 
 
 def error_header(
@@ -250,11 +260,7 @@ def encode(header: Header, buffers: Sequence[FrameLike] = ()) -> list[bytes | me
     """
     if header.shm is not None:
         if buffers:
-            raise ProtocolError(
-                ErrorKind.BAD_REQUEST,
-                "A message whose buffers are in shared memory carries no data frames.",
-                header.id,
-            )
+            raise SharedMemoryError("a message whose buffers are in shared memory carries no data frames.")
         _check_shm_layout(header.shm, header.buffers, header.id)
     elif len(buffers) != len(header.buffers):
         raise ProtocolError(
@@ -348,10 +354,10 @@ def decode(frames: Sequence[FrameLike], limits: Limits = DEFAULT_LIMITS) -> tupl
         )
     shm_wire = wire.get("shm")
     if "shm" in wire and len(frames) != 1:
-        raise fail(
-            ErrorKind.BAD_REQUEST,
-            "A message whose buffers are in shared memory carries no data frames "
+        raise SharedMemoryError(
+            "a message whose buffers are in shared memory carries no data frames "
             f"({len(frames) - 1} arrived).",
+            request_id,
         )
     if "shm" not in wire and len(wire_buffers) != len(frames) - 1:
         raise fail(
@@ -497,7 +503,7 @@ def _shm_from_wire(
     """A SharedMemoryRef from the header's "shm" map: types, then sizes against limits, then layout."""
 
     def fail(message: str, kind: ErrorKind = ErrorKind.BAD_REQUEST) -> ProtocolError:
-        return ProtocolError(kind, f"Shared memory: {message}", request_id)
+        return SharedMemoryError(message, request_id, kind)
 
     if not isinstance(value, dict) or not {"token", "size", "offsets"} <= set(value) <= _SHM_REQUEST_KEYS:
         raise fail("'shm' must be a map with token, size and offsets (and in a request pid, fd and reply).")
@@ -539,7 +545,7 @@ def _check_shm_layout(ref: SharedMemoryRef, specs: Sequence[BufferSpec], request
     the reply area after all buffers. Pure arithmetic on the declared numbers."""
 
     def fail(message: str) -> ProtocolError:
-        return ProtocolError(ErrorKind.BAD_REQUEST, f"Shared memory: {message}", request_id)
+        return SharedMemoryError(message, request_id)
 
     if len(ref.offsets) != len(specs):
         raise fail(f"{len(ref.offsets)} offsets for {len(specs)} buffers.")
@@ -741,7 +747,7 @@ def parse_inpaint_request(
                 f"Buffer '{spec.name}' has {data.nbytes} bytes but {spec.describe()} needs {spec.nbytes}."
             )
     if header.shm is not None and (header.shm.reply is None or header.shm.reply[1] < image.nbytes):
-        raise fail(
-            f"Shared memory: the reply area must hold the image's {image.nbytes} bytes (the largest result)."
+        raise SharedMemoryError(
+            f"the reply area must hold the image's {image.nbytes} bytes (the largest result).", header.id
         )
     return InpaintRequest(header.id, image, mask, image_data, mask_data, context_px, header.shm)

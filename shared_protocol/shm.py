@@ -35,8 +35,15 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import ErrorKind, ProtocolError
-from .messages import SHM_ALIGN, SHM_HEADER_BYTES, SHM_REPLY_ALIGN, BufferSpec, FrameLike, SharedMemoryRef
+from .messages import (
+    SHM_ALIGN,
+    SHM_HEADER_BYTES,
+    SHM_REPLY_ALIGN,
+    BufferSpec,
+    FrameLike,
+    SharedMemoryError,
+    SharedMemoryRef,
+)
 
 try:
     import fcntl
@@ -152,13 +159,6 @@ def _close(memory: mmap.mmap, fd: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- backend
-
-
-class SharedMemoryError(ProtocolError):
-    """A request's segment cannot be used (BAD_REQUEST); the same request with frames may work."""
-
-    def __init__(self, message: str, request_id: str | None = None) -> None:
-        super().__init__(ErrorKind.BAD_REQUEST, f"Shared memory: {message}", request_id)
 
 
 class Attachment:
