@@ -44,6 +44,7 @@ class TrainConfig:
     adversarial_weight: float = 1e-4  # beta, Eq. 14
     gradient_penalty: float = 10.0  # sigma, Eq. 9 (official WGAN_GP_LAMBDA)
     critic_every: int = 1  # critic updates every N generator steps (Algorithm 1 uses 5 per step)
+    adversarial_start: int = 0  # steps of reconstruction-only warm-up before the critic and Eq. 14's term
     hole_min: float = 0.05
     hole_max: float = 0.35
     cache_short_side: int = 640  # photos are cached at this short side; crops come from rescales of it
@@ -239,11 +240,14 @@ def train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
 
     generator, critic = Generator().to(device), None
-    lr = args.lr or TrainConfig.lr_g
-    config = TrainConfig(size=args.size, batch=args.batch, critic_every=args.critic_every, lr_g=lr, lr_d=lr)
-    overrides = {"batch": args.batch, "critic_every": args.critic_every}
-    if args.lr:  # an explicit --lr wins over the resumed run's
+    # Batch and critic cadence follow the command line; lr and the adversarial start only when given
+    # (otherwise a resumed run keeps its own).
+    overrides: dict = {"batch": args.batch, "critic_every": args.critic_every}
+    if args.adversarial_start is not None:
+        overrides["adversarial_start"] = args.adversarial_start
+    if args.lr:
         overrides.update(lr_g=args.lr, lr_d=args.lr)
+    config = TrainConfig(**{"size": args.size, **overrides})
     critic = Discriminator(config.size).to(device)
     step, extra = 0, {"wall_seconds": 0.0, "seed": args.seed}
     init_from = Path(args.init) if args.init else None
@@ -329,8 +333,9 @@ def train(args: argparse.Namespace) -> int:
             out = generator(real, hole)
         pasted = out.refined.float() * hole + real * (1 - hole)
 
+        adversarial_on = step >= config.adversarial_start
         critic_loss = torch.zeros(())
-        if step % config.critic_every == 0:  # Eq. 9
+        if adversarial_on and step % config.critic_every == 0:  # Eq. 9
             opt_d.zero_grad(set_to_none=True)
             fake = pasted.detach()
             critic_loss = critic(fake).mean() - critic(real).mean()
@@ -341,11 +346,13 @@ def train(args: argparse.Namespace) -> int:
         opt_g.zero_grad(set_to_none=True)  # Eq. 10-14
         rec_coarse, hole_l1_coarse = reconstruction_loss(out.coarse.float(), real, hole, config)
         rec_refined, hole_l1_refined = reconstruction_loss(out.refined.float(), real, hole, config)
-        for p in critic.parameters():
-            p.requires_grad_(False)
-        adversarial = -critic(pasted).mean()
-        for p in critic.parameters():
-            p.requires_grad_(True)
+        adversarial = torch.zeros(())
+        if adversarial_on:  # Eq. 10: the critic's score of the pasted fill; the critic itself is frozen
+            for p in critic.parameters():
+                p.requires_grad_(False)
+            adversarial = -critic(pasted).mean()
+            for p in critic.parameters():
+                p.requires_grad_(True)
         (rec_coarse + rec_refined + config.adversarial_weight * adversarial).backward()
         opt_g.step()
         step += 1
@@ -400,6 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr", type=float, default=None, help="Adam learning rate (default: the resumed run's, else 2e-4)"
     )
     p.add_argument("--critic-every", type=int, default=1)
+    p.add_argument(
+        "--adversarial-start",
+        type=int,
+        default=None,
+        help="train with the reconstruction loss alone until this step, then add the critic "
+        "(default: the resumed run's, else 0 = from the start as in Algorithm 1)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 autocast")

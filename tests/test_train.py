@@ -83,3 +83,34 @@ def test_a_tiny_run_checkpoints_exports_and_resumes(tmp_path: Path):
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}  # noqa: SIM118 -- safe_open has no __iter__
     assert (run / "samples.png").is_file()
     assert (run / "losses.csv").read_text().startswith("step,")
+
+
+def test_the_critic_waits_for_the_adversarial_start_and_an_explicit_lr_wins_on_resume(tmp_path: Path):
+    from safetensors.torch import load_file
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
+    run = tmp_path / "run"
+    common = ["--photos", str(photos), "--run", str(run), "--export", str(tmp_path / "g.safetensors")]
+    common += ["--init", "", "--commit-state", "", "--size", "64", "--batch", "1", "--critic-every", "1"]
+
+    def critic_and_config() -> tuple[dict, dict]:
+        with safe_open(str(run / "state.safetensors"), framework="pt") as f:
+            config = json.loads(f.metadata()["train_config"])
+        tensors = load_file(str(run / "state.safetensors"))
+        return {k: v for k, v in tensors.items() if k.startswith("critic.")}, config
+
+    assert main([*common, "--steps", "1", "--adversarial-start", "3"]) == 0
+    before, config = critic_and_config()
+    assert config["adversarial_start"] == 3 and config["lr_g"] == 2e-4
+    assert main([*common, "--steps", "1"]) == 0  # step 2 < 3: still reconstruction only
+    during, config = critic_and_config()
+    assert config["adversarial_start"] == 3  # kept from the resumed run
+    assert all(torch.equal(before[k], during[k]) for k in before)
+    assert main([*common, "--steps", "2", "--lr", "1e-4"]) == 0  # steps 3-4: the critic trains
+    after, config = critic_and_config()
+    assert config["lr_g"] == config["lr_d"] == 1e-4
+    assert any(not torch.equal(before[k], after[k]) for k in before)
