@@ -2,74 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from backend.weights import write_untrained_weights
 from shared_protocol import Client, ErrorKind, HiFillError
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_endpoint() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    return write_untrained_weights(tmp_path_factory.mktemp("weights") / "untrained.safetensors")
-
-
-def start_backend(weights: Path, tmp: Path) -> tuple[subprocess.Popen, str]:
-    endpoint = free_endpoint()
-    log = open(tmp / f"backend-{endpoint.rsplit(':', 1)[1]}.log", "w")  # noqa: SIM115 -- lives with the process
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    cmd = [sys.executable, "-m", "backend", "serve", "--endpoint", endpoint, "--weights", str(weights)]
-    process = subprocess.Popen([*cmd, "--allow-untrained"], cwd=REPO, stdout=log, stderr=log, env=env)
-    with Client(endpoint, timeout_s=5, connect_timeout_s=2) as client:
-        deadline = time.time() + 120
-        while True:
-            try:
-                client.hello()
-                break
-            except HiFillError:
-                if time.time() > deadline or process.poll() is not None:
-                    process.kill()
-                    raise AssertionError(
-                        f"backend did not start: {Path(log.name).read_text()[-2000:]}"
-                    ) from None
-                time.sleep(0.5)
-    return process, endpoint
+from tests.backend_process import peak_rss_mb, start_backend, stop_backend
 
 
 @pytest.fixture
-def backend(weights, tmp_path):
-    process, endpoint = start_backend(weights, tmp_path)
+def backend(untrained_weights, tmp_path):
+    process, endpoint = start_backend(untrained_weights, tmp_path / "backend.log", threads=2)
     yield process, endpoint
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    stop_backend(process)
 
 
 def test_small_hole_in_8k_is_filled_with_bounded_memory(backend):

@@ -17,9 +17,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from backend.weights import write_untrained_weights
 from shared_protocol import Client
-from tests.test_fuzz import rss_mb, start_backend, stop_backend
+from tests.backend_process import rss_mb, start_backend, stop_backend
 
 FILLS = int(os.environ.get("HIFILL_SOAK_FILLS", "1000"))
 WARMUP = int(os.environ.get("HIFILL_SOAK_WARMUP", "50"))
@@ -30,10 +29,8 @@ NUMPY_DTYPE = {"u8": np.uint8, "u16": np.uint16}
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory) -> Iterator[tuple[int, str]]:
-    tmp = tmp_path_factory.mktemp("soak")
-    weights = write_untrained_weights(tmp / "untrained.safetensors")
-    process, endpoint = start_backend(weights, tmp / "backend.log")
+def backend(untrained_weights, tmp_path_factory) -> Iterator[tuple[int, str]]:
+    process, endpoint = start_backend(untrained_weights, tmp_path_factory.mktemp("soak") / "backend.log")
     yield process.pid, endpoint
     stop_backend(process)
 
