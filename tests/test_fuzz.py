@@ -8,19 +8,19 @@ outstanding requests, replies drained as they come), not sent one reply at a tim
 
 Every reply is checked against an oracle: the same validation the server runs (shared_protocol.decode,
 parse_inpaint_request), done here on the bytes that were sent. A rejected message must get exactly one
-error reply, in order, with the kind (and the request id, when readable) the oracle predicts.
-Afterwards the backend must still answer hello and a real fill through shared_protocol.Client, and its
-resident memory must not have grown by more than RSS_BOUND_MB since warm-up.
+error reply, in order, with the kind and the request id ("?" when unreadable) the oracle predicts; a
+valid fill must end with one result inside its image or BUSY; a cancel gets no reply; nothing else may
+arrive (Fuzzer explains how replies are matched when request ids repeat). Afterwards the backend must
+still answer hello and a real fill through shared_protocol.Client, and its resident memory must not have
+grown by more than RSS_BOUND_MB since warm-up. HIFILL_FUZZ_MESSAGES (default 10,000) and
+HIFILL_FUZZ_SEED (default 1) change the run.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -35,81 +35,38 @@ import zmq
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from backend.weights import write_untrained_weights
 from shared_protocol import (
     DEFAULT_LIMITS,
+    BufferSpec,
     Client,
     ErrorKind,
-    HiFillError,
+    Header,
     Op,
     ProtocolError,
     decode,
+    encode,
+    error_header,
     parse_inpaint_request,
 )
+from tests.backend_process import rss_mb, start_backend, stop_backend
 
-REPO = Path(__file__).resolve().parents[1]
 FUZZ_MESSAGES = int(os.environ.get("HIFILL_FUZZ_MESSAGES", "10000"))
+FUZZ_SEED = int(os.environ.get("HIFILL_FUZZ_SEED", "1"))  # warm-up: seed 2n - 1, fuzz: seed 2n
 WARMUP_MESSAGES = 500
 RSS_BOUND_MB = 64.0
 WINDOW = 200  # replies the sender may be ahead of
 ID_SLOT = "\x00id-slot"  # replaced by a fresh request id when a message is sent
 LIMITS = DEFAULT_LIMITS  # the backend serves with Limits() (no CLI flag changes them)
+UNKNOWN_ID = "?"  # the server's reply id when a request's own id cannot be read
 
 
 # ---------------------------------------------------------------------------------------- backend
 
 
-def free_endpoint() -> str:
-    """A loopback TCP endpoint on a port that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory (VmRSS) of a process in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-def start_backend(weights: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
-    """`python -m backend serve` on a free loopback port (one OpenMP thread), once it answers hello."""
-    endpoint = free_endpoint()
-    log = open(log_path, "w")  # noqa: SIM115 -- lives as long as the process
-    cmd = [sys.executable, "-m", "backend", "serve", "--endpoint", endpoint, "--weights", str(weights)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([*cmd, "--allow-untrained"], cwd=REPO, stdout=log, stderr=log, env=env)
-    deadline = time.monotonic() + 120
-    with Client(endpoint, timeout_s=5, connect_timeout_s=2) as client:
-        while True:
-            try:
-                client.hello()
-                return process, endpoint
-            except HiFillError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    process.kill()
-                    raise AssertionError(f"backend did not start: {log_path.read_text()[-2000:]}") from None
-                time.sleep(0.5)
-
-
-def stop_backend(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory) -> Iterator[tuple[subprocess.Popen, str, Path]]:
-    tmp = tmp_path_factory.mktemp("fuzz")
-    weights = write_untrained_weights(tmp / "untrained.safetensors")
-    log_path = tmp / "backend.log"
-    process, endpoint = start_backend(weights, log_path)
+def backend(untrained_weights, tmp_path_factory) -> Iterator[tuple[subprocess.Popen, str, Path]]:
+    log_path = tmp_path_factory.mktemp("fuzz") / "backend.log"
+    process, endpoint = start_backend(untrained_weights, log_path)
     yield process, endpoint, log_path
     stop_backend(process)
 
@@ -228,7 +185,10 @@ def corrupt_top_field(draw, message: Message) -> str:
     elif key == "v":
         message.header["v"] = draw(st.sampled_from([0, 2, -1, 255, 2**64 - 1, 1.0, "1", True, float("nan")]))
     elif key == "id":
-        message.header["id"] = draw(st.sampled_from(["", "x" * 129, "x" * 4096, "\u00e9" * 200]))
+        # invalid ids, and valid ones that many messages share (also "?", the unreadable-id reply's id)
+        message.header["id"] = draw(
+            st.sampled_from(["", "x" * 129, "x" * 4096, "\u00e9" * 200, "shared-id", UNKNOWN_ID])
+        )
     elif key == "op":
         message.header["op"] = draw(
             st.one_of(
@@ -260,9 +220,10 @@ def corrupt_options(draw, message: Message) -> str:
             st.sampled_from([float("nan"), float("inf"), float("-inf")])
         )
     else:
+        depth, shape = draw(st.integers(6, 400)), random.Random(draw(st.integers(0, 2**32)))
         value: Any = 0
-        for _ in range(draw(st.integers(6, 400))):
-            value = [value] if draw(st.booleans()) else {"n": value}
+        for _ in range(depth):  # one draw for the shape, not one per level (hypothesis draws are slow)
+            value = [value] if shape.random() < 0.5 else {"n": value}
         options["deep"] = value
     return f"options:{choice}"
 
@@ -291,7 +252,8 @@ def corrupt_buffer_spec(draw, message: Message) -> str:
     elif key == "extra":
         target[draw(st.text(min_size=1, max_size=6))] = draw(JUNK)
     elif key == "missing":
-        target.pop(draw(st.sampled_from(sorted(target, key=repr))), None)  # keys may mix types
+        if target:  # a junk spec may be an empty map already
+            target.pop(draw(st.sampled_from(sorted(target, key=repr))), None)  # keys may mix types
     else:
         buffers[index] = draw(JUNK)
     return f"spec:{key}"
@@ -446,6 +408,7 @@ class Expected:
 
     request_id: str
     reply: str  # an Op value for hello/status, an ErrorKind value for errors, "fill" or "none"
+    image: BufferSpec | None = None  # a fill's image (its result must lie inside it)
 
 
 def expected_reply(frames: list[bytes]) -> Expected:
@@ -459,15 +422,39 @@ def expected_reply(frames: list[bytes]) -> Expected:
         if header.op is Op.CANCEL:
             return Expected(header.id, "none")
         if header.op is Op.INPAINT:
-            parse_inpaint_request(header, buffers, LIMITS)
-            return Expected(header.id, "fill")
+            request = parse_inpaint_request(header, buffers, LIMITS)
+            return Expected(header.id, "fill", request.image)
         return Expected(header.id, ErrorKind.BAD_REQUEST.value)
     except ProtocolError as error:
-        return Expected(error.request_id or "?", error.kind.value)
+        return Expected(error.request_id or UNKNOWN_ID, error.kind.value)
+
+
+@dataclass
+class Fill:
+    """An accepted-or-BUSY inpaint whose final reply (result or error) is still due."""
+
+    expected: Expected
+    cancel_sent: bool = False  # a cancel with its id went out while it was outstanding
+    progress: int = 0
 
 
 class Fuzzer:
-    """Sends messages over one DEALER without waiting for each reply; checks every reply in order."""
+    """Sends messages over one DEALER without waiting for each reply; checks every reply.
+
+    The server answers hello, status and every rejected message synchronously, in the order the
+    messages arrive (one socket thread; ZeroMQ keeps one connection's order); a valid inpaint gets
+    a BUSY error at once or, once accepted, progress and one final result or error later, from the
+    worker, interleaved with the rest; a cancel gets no reply of its own. So:
+
+    - `sync` holds the synchronous replies due, in send order; `fills` the outstanding fills by id.
+    - Invariant: while a fill with id X is outstanding, no other message whose reply would carry X
+      is outstanding (before sending such a message, replies are drained until X is clear). A reply
+      with id X is therefore the fill's if X is in `fills`, and otherwise the head of `sync`.
+    - Fresh request ids are unique, but many sent ids are not: corruptions write fixed ids, bit
+      flips and byte inserts turn a fresh id into another message's id, and every message whose id
+      cannot be read is answered with id "?". The invariant covers all of them: the id it uses is
+      the one the oracle reads from the bytes actually sent, exactly as the server reads it.
+    """
 
     def __init__(self, endpoint: str) -> None:
         self.context = zmq.Context()
@@ -475,35 +462,53 @@ class Fuzzer:
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.RCVHWM, 0)  # our side never makes the server drop a reply
         self.socket.connect(endpoint)
-        self.pending: deque[Expected] = deque()  # synchronous replies, in send order
-        # final replies still due for ids of valid inpaints (hypothesis repeats ids it invented, so a
-        # count per id; a rejected message that reuses such an id is counted here too)
-        self.fills: Counter[str] = Counter()
+        self.sync: deque[Expected] = deque()  # synchronous replies due, in send order
+        self.sync_ids: Counter[str] = Counter()  # the ids in self.sync
+        self.fills: dict[str, Fill] = {}
         self.sent = 0
         self.replies = 0
-        self.families: dict[str, int] = {}
-        self.outcomes: dict[str, int] = {}
+        self.waits = 0  # sends that first drained replies because their id was outstanding
+        self.families: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()
+        self.fill_endings: Counter[str] = Counter()
         self.mismatches: list[str] = []
         self.counter = 0
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.sync) + len(self.fills)
 
     def send(self, message: Message) -> None:
         self.counter += 1
         frames = message.build(f"fuzz-{self.counter:06d}")
         expected = expected_reply(frames)
+        request_id = expected.request_id
         family = message.family.split(":")[0] + ":" + message.family.split(":")[1].split(",")[0]
-        self.families[family] = self.families.get(family, 0) + 1
-        self.outcomes[expected.reply] = self.outcomes.get(expected.reply, 0) + 1
-        if expected.reply == "fill" or (expected.reply != "none" and self.fills[expected.request_id]):
-            self.fills[expected.request_id] += 1
-        elif expected.reply != "none":
-            self.pending.append(expected)
+        self.families[family] += 1
+        self.outcomes[expected.reply] += 1
+        if expected.reply == "none":  # a cancel: no reply; it may end an outstanding fill of its id
+            if request_id in self.fills:
+                self.fills[request_id].cancel_sent = True
+        else:
+            if request_id in self.fills or (expected.reply == "fill" and self.sync_ids[request_id]):
+                self.waits += 1
+                while request_id in self.fills or (expected.reply == "fill" and self.sync_ids[request_id]):
+                    self.wait_for_replies()
+            if expected.reply == "fill":
+                self.fills[request_id] = Fill(expected)
+            else:
+                self.sync.append(expected)
+                self.sync_ids[request_id] += 1
         self.socket.send_multipart(frames, copy=len(frames) > 1 and max(map(len, frames)) < 65536)
         self.sent += 1
         self.drain(0)
-        while len(self.pending) + self.fills.total() > WINDOW:
-            if not self.drain(30_000):
-                self.mismatches.append(f"no reply within 30 s with {len(self.pending)} outstanding")
-                raise AssertionError(self.mismatches[-1])
+        while self.outstanding > WINDOW:
+            self.wait_for_replies()
+
+    def wait_for_replies(self) -> None:
+        if not self.drain(30_000):
+            self.mismatches.append(f"no reply within 30 s with {self.outstanding} outstanding")
+            raise AssertionError(self.mismatches[-1])
 
     def drain(self, timeout_ms: int) -> bool:
         """Read every reply available (waiting up to timeout_ms for the first); False if none came."""
@@ -520,39 +525,75 @@ class Fuzzer:
         except ProtocolError as error:
             self.mismatches.append(f"undecodable reply: {error.message}")
             return
-        if header.op is Op.PROGRESS:
-            return
-        if self.fills[header.id]:
-            if header.op is Op.RESULT or (
-                header.op is Op.ERROR and header.options["kind"] in {kind.value for kind in ErrorKind}
-            ):
-                self.fills[header.id] -= 1
-                if not self.fills[header.id]:
-                    del self.fills[header.id]
-            else:
-                self.mismatches.append(f"fill {header.id} ended with {header.op.value} {header.options}")
+        if header.op is Op.ERROR and not (
+            isinstance(header.options.get("message"), str) and header.options["message"].endswith((".", ")"))
+        ):
+            self.mismatches.append(f"error reply without a sentence: {header.id} {header.options}")
+        if header.id in self.fills:
+            self.check_fill_reply(self.fills[header.id], header)
             return
         reply = header.options.get("kind") if header.op is Op.ERROR else header.op.value
-        if not self.pending:
+        if not self.sync:
             self.mismatches.append(f"unexpected reply {header.id} {reply} {header.options}")
             return
-        expected = self.pending.popleft()
+        expected = self.sync.popleft()
+        self.sync_ids[expected.request_id] -= 1
+        if not self.sync_ids[expected.request_id]:
+            del self.sync_ids[expected.request_id]
         if (header.id, reply) != (expected.request_id, expected.reply):
             self.mismatches.append(
                 f"expected {expected}, got {header.id} {reply} {header.options.get('message', '')}"
             )
-        elif header.op is Op.ERROR and not (
-            isinstance(header.options.get("message"), str) and header.options["message"].endswith((".", ")"))
-        ):
-            self.mismatches.append(f"error reply without a sentence: {header.options}")
 
-    def finish(self, timeout_s: float = 120) -> None:
-        """Wait for every outstanding reply."""
+    def check_fill_reply(self, fill: Fill, header: Header) -> None:
+        """Progress, then one final reply: a result inside the image, BUSY, or CANCELLED after a cancel."""
+        request_id = fill.expected.request_id
+        if header.op is Op.PROGRESS:
+            fill.progress += 1
+            fraction = header.options.get("fraction")
+            if not (isinstance(fraction, (int, float)) and 0.0 <= fraction <= 1.0):
+                self.mismatches.append(f"fill {request_id}: progress {header.options}")
+            return
+        del self.fills[request_id]
+        ending = header.options.get("kind") if header.op is Op.ERROR else header.op.value
+        self.fill_endings[ending] += 1
+        allowed = {Op.RESULT.value, ErrorKind.BUSY.value} | (
+            {ErrorKind.CANCELLED.value} if fill.cancel_sent else set()
+        )
+        if ending not in allowed:
+            self.mismatches.append(f"fill {request_id} ended with {header.op.value} {header.options}")
+        elif header.op is Op.RESULT:
+            image = fill.expected.image
+            assert image is not None
+            x, y = header.options.get("x"), header.options.get("y")
+            regions = header.buffers
+            if not regions:
+                inside = (x, y) == (0, 0)  # nothing to fill: an empty result
+            else:
+                region = regions[0]
+                inside = (
+                    len(regions) == 1
+                    and isinstance(x, int)
+                    and isinstance(y, int)
+                    and 0 <= x <= x + region.width <= image.width
+                    and 0 <= y <= y + region.height <= image.height
+                    and (region.dtype, region.order) == (image.dtype, image.order)
+                )
+            if not inside:
+                self.mismatches.append(f"fill {request_id}: result {header.options} {regions} for {image}")
+
+    def finish(self, timeout_s: float = 120, quiet_s: float = 1.5) -> None:
+        """Wait for every outstanding reply, then quiet_s more (longer than the server's heartbeat):
+        any reply in that time answers nothing that was sent."""
         deadline = time.monotonic() + timeout_s
-        while (self.pending or self.fills) and time.monotonic() < deadline:
+        while self.outstanding and time.monotonic() < deadline:
             self.drain(500)
-        if self.pending or self.fills:
-            self.mismatches.append(f"{len(self.pending)} replies and {len(self.fills)} fills never came")
+        if self.outstanding:
+            self.mismatches.append(f"{len(self.sync)} replies and {len(self.fills)} fills never came")
+            return
+        deadline = time.monotonic() + quiet_s
+        while (left := deadline - time.monotonic()) > 0:
+            self.drain(int(left * 1000) + 1)
 
     def close(self) -> None:
         self.socket.close(0)
@@ -580,21 +621,17 @@ def fuzz(fuzzer: Fuzzer, count: int, run_seed: int) -> None:
 # ---------------------------------------------------------------------------------------- test
 
 
-# Opt-in (-m slow) for now: its reply bookkeeping is flaky when hypothesis reuses a request id of a fill
-# still queued (a status reply was matched to the fill: seen once in CI, "fill fuzz-001276 ended with
-# status"), most likely the test's bookkeeping, not the backend; the oracle needs unique ids per request.
-@pytest.mark.slow
 def test_malformed_messages_get_errors_and_leave_the_backend_serving(backend) -> None:
     process, endpoint, log_path = backend
     fuzzer = Fuzzer(endpoint)
     started = time.monotonic()
     try:
         real_fill(endpoint)  # warm-up: torch, the engine, the sockets
-        fuzz(fuzzer, WARMUP_MESSAGES, run_seed=1)
+        fuzz(fuzzer, WARMUP_MESSAGES, run_seed=2 * FUZZ_SEED - 1)
         fuzzer.finish()
         warm_sent = fuzzer.sent
         rss_before = rss_mb(process.pid)
-        fuzz(fuzzer, FUZZ_MESSAGES, run_seed=2)
+        fuzz(fuzzer, FUZZ_MESSAGES, run_seed=2 * FUZZ_SEED)
         fuzzer.finish()
         fuzz_sent = fuzzer.sent - warm_sent
         elapsed = time.monotonic() - started
@@ -608,10 +645,98 @@ def test_malformed_messages_get_errors_and_leave_the_backend_serving(backend) ->
         f"\nfuzz: {fuzz_sent} malformed messages after {warm_sent} warm-up ({fuzzer.replies} replies) in "
         f"{elapsed:.1f} s; backend VmRSS {rss_before:.1f} MB after warm-up -> {rss_after:.1f} MB after "
         f"(+{rss_after - rss_before:.1f} MB)\nfamilies: {dict(sorted(fuzzer.families.items()))}"
-        f"\npredicted replies: {dict(sorted(fuzzer.outcomes.items()))}"
+        f"\npredicted replies: {dict(sorted(fuzzer.outcomes.items()))}; fills ended: "
+        f"{dict(fuzzer.fill_endings)}; {fuzzer.waits} sends waited for an outstanding id (seed {FUZZ_SEED})"
     )
     assert fuzz_sent >= FUZZ_MESSAGES
     assert not fuzzer.mismatches, f"{len(fuzzer.mismatches)} wrong replies, e.g. {fuzzer.mismatches[:5]}"
     assert rss_after - rss_before < RSS_BOUND_MB
     log_text = log_path.read_text()
     assert "Traceback" not in log_text, log_text[log_text.index("Traceback") - 500 :][:3000]
+
+
+def inpaint_message(request_id: str, side: int = 4) -> Message:
+    """A valid inpaint of a side x side RGB u8 image, fully masked, with a fixed request id."""
+    image, mask = spec("image", side, side, "u8", "RGB"), spec("mask", side, side, "u8", "L")
+    header = {"v": 1, "id": request_id, "op": "inpaint", "options": {}, "buffers": [image, mask]}
+    return Message(header=header, frames=[bytes(nbytes(image)), b"\xff" * nbytes(mask)], family="test:fill")
+
+
+def plain_message(request_id: str, op: str) -> Message:
+    header = {"v": 1, "id": request_id, "op": op, "options": {}, "buffers": []}
+    return Message(header=header, family=f"test:{op}")
+
+
+def test_replies_are_matched_to_their_messages_when_request_ids_repeat(backend) -> None:
+    """Ids the sender cannot keep unique (fixed in the header, or unreadable: answered as "?") are
+    reused while a fill with that id is still running; every reply still goes to its own message."""
+    _, endpoint, _ = backend
+    fuzzer = Fuzzer(endpoint)
+    unreadable = Message(raw_header=b"", family="test:raw")
+    try:
+        for message in (
+            inpaint_message("dup", side=256),  # long enough to be running while the next ones are sent
+            plain_message("dup", "status"),  # the server answers at once; the fill's result comes later
+            plain_message("dup", "result"),  # bad_request with the same id
+            plain_message("dup", "cancel"),  # no reply of its own
+            inpaint_message("dup"),
+            plain_message("dup", "hello"),
+            unreadable,
+            inpaint_message(UNKNOWN_ID, side=64),  # a readable id that equals the unreadable-id reply
+            unreadable,
+            plain_message(UNKNOWN_ID, "status"),
+        ):
+            fuzzer.send(message)
+        fuzzer.finish(timeout_s=120)
+    finally:
+        fuzzer.close()
+    assert not fuzzer.mismatches, fuzzer.mismatches
+    assert fuzzer.waits >= 2
+    assert fuzzer.fill_endings.total() == 3 and fuzzer.outcomes["fill"] == 3
+
+
+def test_the_oracle_flags_wrong_missing_and_extra_replies() -> None:
+    """Against a fake server that answers wrongly: each kind of wrong reply is reported."""
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    fuzzer = Fuzzer(f"tcp://127.0.0.1:{port}")
+    try:
+        fuzzer.send(plain_message(ID_SLOT, "hello"))  # fuzz-000001
+        fuzzer.send(plain_message(ID_SLOT, "status"))  # fuzz-000002
+        fuzzer.send(Message(raw_header=b"\xc1", family="test:raw"))  # "?", bad_request
+        fuzzer.send(inpaint_message(ID_SLOT))  # fuzz-000004
+        fuzzer.send(inpaint_message(ID_SLOT))  # fuzz-000005, never answered
+        identity = b""
+        for _ in range(5):
+            assert router.poll(10_000)
+            identity = router.recv_multipart()[0]
+
+        def reply(header: Header) -> None:
+            router.send_multipart([identity, *encode(header)])
+
+        reply(Header(Op.STATUS, "fuzz-000001", {}))  # wrong op
+        reply(Header(Op.STATUS, "fuzz-000003", {}))  # wrong id
+        reply(error_header(UNKNOWN_ID, ErrorKind.BAD_REQUEST, "no sentence"))
+        reply(error_header("fuzz-000004", ErrorKind.INTERNAL, "The backend failed."))  # a fill must not fail
+        reply(Header(Op.HELLO, "nobody", {}))  # answers nothing that was sent
+        fuzzer.finish(timeout_s=2, quiet_s=0.2)
+    finally:
+        fuzzer.close()
+        router.close(0)
+        context.term()
+    assert len(fuzzer.mismatches) == 6, fuzzer.mismatches
+    for mismatch, words in zip(
+        fuzzer.mismatches,
+        (
+            ("fuzz-000001", "status"),
+            ("fuzz-000003",),
+            ("without a sentence",),
+            ("fill fuzz-000004 ended with error",),
+            ("unexpected reply nobody",),
+            ("1 fills never came",),
+        ),
+        strict=True,
+    ):
+        assert all(word in mismatch for word in words), (mismatch, words)
