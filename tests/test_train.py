@@ -46,12 +46,17 @@ def test_gradient_penalty_matches_the_analytic_value():
     assert abs(penalty.item() - (3**0.5 - 1) ** 2) < 1e-5
 
 
+def write_photos(folder: Path, count: int, seed: int) -> Path:
+    """``count`` random 96x80 RGB photos in ``folder``."""
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
 def test_a_tiny_run_checkpoints_exports_and_resumes(tmp_path: Path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
+    photos = write_photos(tmp_path / "photos", 3, seed=0)
     run, export, compact = tmp_path / "run", tmp_path / "g.safetensors", tmp_path / "state16.safetensors"
     common = [
         "--photos",
@@ -88,11 +93,7 @@ def test_a_tiny_run_checkpoints_exports_and_resumes(tmp_path: Path):
 def test_the_critic_waits_for_the_adversarial_start_and_an_explicit_lr_wins_on_resume(tmp_path: Path):
     from safetensors.torch import load_file
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
+    photos = write_photos(tmp_path / "photos", 2, seed=1)
     run = tmp_path / "run"
     common = ["--photos", str(photos), "--run", str(run), "--export", str(tmp_path / "g.safetensors")]
     common += ["--init", "", "--commit-state", "", "--size", "64", "--batch", "1", "--critic-every", "1"]
