@@ -115,6 +115,7 @@ class Segment:
         self.size = size
         self.token = token.hex()
         self._memory: mmap.mmap | None = memory
+        self._populated = SHM_HEADER_BYTES  # bytes from the start that have been written (pages exist)
         # Closed with the Client, or at the latest when this object is collected.
         self._finalizer = weakref.finalize(self, _close, memory, fd)
 
@@ -123,11 +124,22 @@ class Segment:
         return self._memory is None
 
     def write(self, offset: int, data: FrameLike) -> None:
-        """Copy a buffer (bytes-like, e.g. a numpy array) into the segment at offset."""
+        """Copy a buffer (bytes-like, e.g. a numpy array) into the segment at offset.
+
+        Pages never written before are filled with pwrite(): the kernel then allocates them without a
+        page fault each and without zeroing them first (about 3x cheaper than through the mapping);
+        pages that exist are written through the mapping (a plain memcpy, cheaper than pwrite)."""
         assert self._memory is not None
         view = memoryview(getattr(data, "buffer", data)).cast("B")
-        with memoryview(self._memory) as target:
-            target[offset : offset + view.nbytes] = view
+        end = offset + view.nbytes
+        if end <= self._populated:
+            with memoryview(self._memory) as target:
+                target[offset:end] = view
+            return
+        done = 0
+        while done < view.nbytes:  # one pwrite moves at most about 2 GiB
+            done += os.pwrite(self.fd, view[done:], offset + done)
+        self._populated = max(self._populated, end)
 
     def read(self, offset: int, length: int) -> bytes:
         """A copy of length bytes at offset."""
