@@ -487,8 +487,9 @@ def measure_transport(
     Measured twice: with `client` as a plug-in gets it (shared memory when the backend is on this
     machine; "transport_used" says what it used, and the top-level numbers and the target are its),
     and with a second Client that sends frames ("frames"), so both paths stay visible. The first
-    shared-memory round trip of this size also creates (or grows) the Client's segment and faults
-    its pages in; it is reported on its own ("first_round_trip_s") and is part of the median.
+    shared-memory round trip of this size also creates (or grows) the Client's segment and allocates
+    its pages (what a plug-in that makes a Client per fill pays every time); it is reported on its
+    own ("first_round_trip_s") and is part of the median.
     """
     rgba = np.empty((height, width, 4), dtype=np.uint8)
     rgba[..., :3] = data.image(width, height)
@@ -929,7 +930,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         ]
         if "first_round_trip_s" in transport:
             rows.append(
-                f"| the first of those round trips (new segment: its pages fault in) "
+                f"| the first of those round trips (a new segment: its pages are allocated) "
                 f"| {_fmt_s(transport['first_round_trip_s'])} | | |"
             )
         if frames:
