@@ -395,6 +395,78 @@ def test_without_memfd_the_client_sends_frames_and_says_so(
     assert "shared memory not used ([Errno 38] Function not implemented); sending frames" in caplog.text
 
 
+class ScriptedBackend:
+    """A ROUTER that answers every inpaint with script(wire header) -> list of reply headers."""
+
+    def __init__(self, script: Callable[[dict], list[dict]]) -> None:
+        self.endpoint = free_endpoint()
+        self.received: list[dict] = []
+        self._socket = zmq.Context.instance().socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.bind(self.endpoint)
+        self._script = script
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            if not self._socket.poll(50):
+                continue
+            identity, raw, *_frames = self._socket.recv_multipart()
+            wire = msgpack.unpackb(raw)
+            self.received.append(wire)
+            if wire["op"] == "inpaint":
+                for reply in self._script(wire):
+                    self._socket.send_multipart(
+                        [identity, msgpack.packb({"v": 1, "id": wire["id"], **reply})]
+                    )
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._socket.close()
+
+
+def empty_result() -> dict:
+    return {"op": "result", "options": {"x": 0, "y": 0}, "buffers": []}
+
+
+def test_a_backend_that_predates_shared_memory_gets_frames() -> None:
+    def old_backend(wire: dict) -> list[dict]:  # what the previous backend's decode answered
+        if "shm" in wire:
+            message = "The message header has unknown fields: shm."
+            return [{"op": "error", "options": {"kind": "bad_request", "message": message}, "buffers": []}]
+        return [empty_result()]
+
+    peer = ScriptedBackend(old_backend)
+    try:
+        with Client(peer.endpoint, timeout_s=10) as client:
+            result = fill(client, make_image(40, 30, 3, "u8"), make_mask(40, 30, None))
+            assert (result.width, result.height) == (0, 0) and client.last_transport == "frames"
+            fill(client, make_image(40, 30, 3, "u8"), make_mask(40, 30, None))
+        assert ["shm" in wire for wire in peer.received] == [True, False, False]  # asked once only
+        assert peer.received[0]["id"] != peer.received[1]["id"]  # the resent request has its own id
+    finally:
+        peer.close()
+
+
+def test_an_error_after_the_request_was_accepted_is_not_resent() -> None:
+    def accepted_then_failed(wire: dict) -> list[dict]:
+        progress = {"op": "progress", "options": {"fraction": 0.0, "message": "Starting"}, "buffers": []}
+        failed = {"kind": "bad_request", "message": "The image must be RGB or RGBA."}
+        return [progress, {"op": "error", "options": failed, "buffers": []}]
+
+    peer = ScriptedBackend(accepted_then_failed)
+    try:
+        with Client(peer.endpoint, timeout_s=10) as client, pytest.raises(HiFillError) as caught:
+            fill(client, make_image(40, 30, 3, "u8"), make_mask(40, 30, (1, 1, 5, 5)))
+        assert caught.value.kind is ErrorKind.BAD_REQUEST and "RGB or RGBA" in caught.value.message
+        assert len(peer.received) == 1 and "shm" in peer.received[0]
+    finally:
+        peer.close()
+
+
 # ------------------------------------------------------------------------------------------ leftovers
 
 
