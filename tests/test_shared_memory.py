@@ -473,7 +473,7 @@ def test_an_error_after_the_request_was_accepted_is_not_resent() -> None:
 def test_nothing_is_left_after_fills_cancels_and_timeouts(backend: tuple[int, str]) -> None:
     pid, endpoint = backend
     before = dev_shm()
-    big_image, big_mask = make_image(1920, 1080, 3, "u8"), make_mask(1920, 1080, (100, 100, 1700, 880))
+    big_image, big_mask = make_image(3840, 2160, 3, "u8"), make_mask(3840, 2160, (200, 200, 3400, 1760))
     with Client(endpoint, timeout_s=120) as client:
         fill(client, make_image(200, 100, 3, "u8"), make_mask(200, 100, (20, 20, 40, 40)))
         cancel = threading.Event()
@@ -482,7 +482,7 @@ def test_nothing_is_left_after_fills_cancels_and_timeouts(backend: tuple[int, st
         assert cancelled.value.kind is ErrorKind.CANCELLED and client.last_transport == "shared_memory"
         wait_for(lambda: backend_is_clean(pid), 60, "the backend released the cancelled fill's segment")
         assert mapped_segments(os.getpid()) == 1  # the client keeps its segment for the next request
-    with Client(endpoint, timeout_s=1.0) as impatient, pytest.raises(HiFillError) as timed_out:
+    with Client(endpoint, timeout_s=0.5) as impatient, pytest.raises(HiFillError) as timed_out:
         fill(impatient, big_image, big_mask)
     assert timed_out.value.kind is ErrorKind.TIMEOUT
     wait_for(lambda: backend_is_clean(pid), 60, "the backend released the timed-out fill's segment")
