@@ -1,6 +1,7 @@
 """Soak: many real fills of varied sizes through one real backend process; memory must not creep.
 
-Opt-in (`pytest -m soak tests/test_soak.py -s`). HIFILL_SOAK_FILLS overrides the number of fills
+Opt-in (`pytest -m soak tests/test_soak.py -s`). HIFILL_SOAK_FIGURE=path.png plots the series.
+HIFILL_SOAK_FILLS overrides the number of fills
 (default 1,000); the first HIFILL_SOAK_WARMUP fills (default 50) are warm-up and include every
 size/channels/dtype combination once, so allocator pools and caches reach their working size before
 the baseline is read. The median VmRSS over the last tenth of the fills must be less than 5 % above
@@ -86,4 +87,30 @@ def test_many_fills_do_not_grow_backend_memory(backend) -> None:
         f"({growth:+.2%}); single readings {samples[0]:.1f} -> {samples[-1]:.1f} MB, "
         f"peak {max(samples):.1f} MB"
     )
+    figure = os.environ.get("HIFILL_SOAK_FIGURE")
+    if figure:
+        plot_rss(samples, warmup, window, growth, figure)
     assert growth < MAX_GROWTH
+
+
+def plot_rss(samples: list[float], warmup: int, window: int, growth: float, path: str) -> None:
+    """VmRSS after every fill past warm-up, with the two medians the test compares."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fills = np.arange(warmup + 1, warmup + len(samples) + 1)
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    ax.plot(fills, samples, lw=0.8, label="backend VmRSS after each fill")
+    for part in (slice(None, window), slice(-window, None)):  # the first and last tenth's medians
+        ax.hlines(np.median(samples[part]), fills[part][0], fills[part][-1], colors="C1", lw=2)
+    ax.set_title(f"{len(samples) + warmup} varied fills ({warmup} warm-up): median growth {growth:+.1%}")
+    ax.set_xlabel("fill")
+    ax.set_ylabel("MB")
+    ax.set_ylim(0, max(samples) * 1.1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
