@@ -397,8 +397,11 @@ def test_engine_failures_become_error_kinds(
 
 
 def test_server_limits_are_enforced_and_reported(failing_backend: Backend) -> None:
-    """The backend allows 10000 pixels and 100000 bytes per frame; the client's own limits are larger."""
-    with Client(failing_backend.endpoint) as client:
+    """The backend allows 10000 pixels and 100000 bytes per frame; the client's own limits are larger.
+
+    Frames are used here (shared_memory=False): the last case is about ZeroMQ's message size cap.
+    """
+    with Client(failing_backend.endpoint, shared_memory=False) as client:
         too_many_pixels = make_image(200, 100, 3, DType.U8), np.zeros((100, 200), np.uint8)
         error = expect_kind(ErrorKind.TOO_LARGE, lambda: fill(client, *too_many_pixels))
         assert "megapixels" in error.message
@@ -411,6 +414,8 @@ def test_server_limits_are_enforced_and_reported(failing_backend: Backend) -> No
         expect_kind(ErrorKind.BACKEND_UNAVAILABLE, lambda: fill(client, *huge))
         assert time.monotonic() - started < 5
         assert client.hello()["version"] == PROTOCOL_VERSION  # same Client, fresh connection
+    with Client(failing_backend.endpoint) as client:  # shared memory: no frame cap, a polite TOO_LARGE
+        expect_kind(ErrorKind.TOO_LARGE, lambda: fill(client, *huge))
 
 
 # ---------------------------------------------------------------------------------------- slow engine
