@@ -60,6 +60,9 @@ def render(weights: Path, evaluation: Path | None, evaluation_command: str) -> s
         f"| learning rate (Adam, betas 0.5/0.9) | {train.get('lr_g', '?')} | 1e-4 (official code) |",
         f"| hole share | {train.get('hole_min', '?')}–{train.get('hole_max', '?')} | up to 25% |",
         f"| initialisation | {config.extra.get('init') or 'official'} | truncated normal, std 0.05 |",
+        f"| critic and adversarial term from step | {train.get('adversarial_start', 0)} "
+        "(reconstruction-only warm-up before) | 0 |",
+        f"| generator working size at run time | {config.working_size}² per context window | 512² |",
         "",
         "The critic runs less often than in Algorithm 1 because on two CPU cores every critic update "
         "(with its gradient penalty) costs about as much as a generator update, and the adversarial "
