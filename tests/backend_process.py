@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from shared_protocol import Client, HiFillError
+from shared_protocol.curve import CurveKeys
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120.0
@@ -42,16 +43,21 @@ def peak_rss_mb(pid: int) -> float:
     return _proc_status_mb(pid, "VmHWM")
 
 
-def start_backend(weights: Path, log_path: Path, *, threads: int = 1) -> tuple[subprocess.Popen, str]:
-    """`python -m backend serve --allow-untrained` on a free loopback port with `threads` OpenMP threads,
-    stdout and stderr to log_path; returns (process, endpoint) once it answers hello."""
+def start_backend(
+    weights: Path, log_path: Path, *options: str, threads: int = 1, curve: CurveKeys | None = None
+) -> tuple[subprocess.Popen, str]:
+    """`python -m backend serve --allow-untrained OPTIONS` on a free loopback port with `threads` OpenMP
+    threads, stdout and stderr to log_path; returns (process, endpoint) once it answers hello (through
+    ``curve`` keys when given)."""
     endpoint = free_endpoint()
     log = open(log_path, "w")  # noqa: SIM115 -- lives as long as the process
     cmd = [sys.executable, "-m", "backend", "serve", "--endpoint", endpoint, "--weights", str(weights)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    process = subprocess.Popen([*cmd, "--allow-untrained"], cwd=REPO, stdout=log, stderr=log, env=env)
+    process = subprocess.Popen(
+        [*cmd, "--allow-untrained", *options], cwd=REPO, stdout=log, stderr=log, env=env
+    )
     deadline = time.monotonic() + START_TIMEOUT_S
-    with Client(endpoint, timeout_s=5, connect_timeout_s=2) as client:
+    with Client(endpoint, timeout_s=5, connect_timeout_s=2, curve=curve) as client:
         while True:
             try:
                 client.hello()

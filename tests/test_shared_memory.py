@@ -44,7 +44,8 @@ from shared_protocol import (
     shm,
 )
 from shared_protocol.messages import SHARED_MEMORY_REFUSED, SHM_HEADER_BYTES
-from tests.backend_process import REPO, START_TIMEOUT_S, free_endpoint, stop_backend
+from tests import backend_process
+from tests.backend_process import REPO, free_endpoint, stop_backend
 
 pytestmark = pytest.mark.skipif(shm.unavailable_reason() is not None, reason=str(shm.unavailable_reason()))
 
@@ -130,26 +131,9 @@ def raw_exchange(
 def start_backend(
     weights: Path, log: Path, *options: str, curve: CurveKeys | None = None
 ) -> tuple[subprocess.Popen, str]:
-    """`python -m backend serve --allow-untrained --working-size 128 OPTIONS` on a free loopback port,
-    one OpenMP thread (the smallest working size: these tests are about transport, not fills)."""
-    endpoint = free_endpoint()
-    command = [sys.executable, "-m", "backend", "serve", "--endpoint", endpoint, "--weights", str(weights)]
-    command += ["--allow-untrained", "--working-size", "128", *options]
-    with open(log, "w") as output:
-        process = subprocess.Popen(
-            command, cwd=REPO, stdout=output, stderr=output, env={**os.environ, "OMP_NUM_THREADS": "1"}
-        )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    with Client(endpoint, timeout_s=5, connect_timeout_s=1, curve=curve) as client:
-        while True:
-            try:
-                client.hello()
-                return process, endpoint
-            except HiFillError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    stop_backend(process)
-                    pytest.fail(f"the backend did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.5)
+    """The shared test backend with `--working-size 128 OPTIONS` (the smallest working size: these
+    tests are about transport, not fills), one OpenMP thread."""
+    return backend_process.start_backend(weights, log, "--working-size", "128", *options, curve=curve)
 
 
 @pytest.fixture(scope="module")
