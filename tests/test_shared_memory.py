@@ -70,6 +70,22 @@ def open_segments(pid: int) -> int:
     return count
 
 
+def segment_inodes(pid: int) -> set[int]:
+    """Inodes of the HiFill segments a process holds open (a segment's identity across processes)."""
+    inodes = set()
+    for entry in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            if SEGMENT in os.readlink(entry):
+                inodes.add(entry.stat().st_ino)
+    return inodes
+
+
+def mapped_inodes(pid: int) -> list[int]:
+    """The inode of each HiFill segment mapping in a process (one entry per mapping)."""
+    lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return [int(line.split()[4]) for line in lines if SEGMENT in line]
+
+
 def dev_shm() -> set[str]:
     """Names in /dev/shm (a torch DataLoader elsewhere on the machine may add torch_* files)."""
     folder = Path("/dev/shm")
@@ -508,22 +524,29 @@ def wait_for_progress(process: subprocess.Popen) -> str:
 def test_killed_clients_leave_nothing_behind(backend: tuple[int, str]) -> None:
     """Who frees what: the client's segment has no name, so the kernel frees it once the client is gone
     and the backend has unmapped it; the backend unmaps when the request ends, and a vanished
-    client's requests end: a queued one is dropped at the next heartbeat, a running one is cancelled."""
+    client's requests end: a queued one is dropped at the next heartbeat, a running one is cancelled.
+    Segments are told apart by inode, so the checks hold whatever the big fill does meanwhile."""
     pid, endpoint = backend
     before = dev_shm()
-    running = start_client(endpoint, 3840, 2160)  # long enough to still run while the other is handled
+    running = start_client(endpoint, 7680, 4320)  # 8K: still running while the other is handled
     queued = None
     try:
         wait_for_progress(running)
         queued = start_client(endpoint, 640, 480)
         assert "Waiting in the queue" in wait_for_progress(queued)
+        (running_segment,) = segment_inodes(running.pid)
+        (queued_segment,) = segment_inodes(queued.pid)
         # Each accepted request maps the request part and the reply area of its client's segment.
-        assert mapped_segments(pid) == 4, Path(f"/proc/{pid}/maps").read_text().count("memfd")
-        assert open_segments(running.pid) >= 1 and open_segments(queued.pid) >= 1
+        assert sorted(mapped_inodes(pid)) == sorted([running_segment] * 2 + [queued_segment] * 2)
         queued.kill()
         queued.wait(10)
-        wait_for(lambda: mapped_segments(pid) == 2, 60, "the killed queued client's segment was unmapped")
+        wait_for(
+            lambda: queued_segment not in mapped_inodes(pid),
+            60,
+            "the killed queued client's segment was unmapped",
+        )
         assert running.poll() is None, "the big fill ended too early for this test"
+        assert mapped_inodes(pid) == [running_segment] * 2, "the running fill's segment stays mapped"
         running.kill()
         running.wait(10)
         wait_for(lambda: backend_is_clean(pid), 60, "the killed running client's segment was unmapped")
