@@ -37,13 +37,18 @@ print(json.dumps({"done": done, "mapped": mapped}))
 """
 
 
-def probe(mode: str, **env: str) -> dict:
-    environment = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"} | env
+def run_probe(script: str, mode: str, settings: set[str], env: dict[str, str]) -> dict:
+    """Run a probe script in a fresh interpreter with the given settings unset, then ``env`` applied."""
+    environment = {k: v for k, v in os.environ.items() if k not in settings} | env
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, mode], cwd=REPO, env=environment, capture_output=True, text=True
+        [sys.executable, "-c", script, mode], cwd=REPO, env=environment, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+def probe(mode: str, **env: str) -> dict:
+    return run_probe(PROBE, mode, {"MALLOC_MMAP_THRESHOLD_"}, env)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tuning is Linux only")
@@ -91,12 +96,7 @@ print(json.dumps({"done": done, "shapes": len(shapes) - WARM, "grown_mb": grown_
 
 
 def kernel_probe(mode: str, **env: str) -> dict:
-    environment = {k: v for k, v in os.environ.items() if k not in LIBRARY_CACHE_SETTINGS} | env
-    out = subprocess.run(
-        [sys.executable, "-c", KERNEL_PROBE, mode], cwd=REPO, env=environment, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    return run_probe(KERNEL_PROBE, mode, set(LIBRARY_CACHE_SETTINGS), env)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallinfo2 is glibc's")
