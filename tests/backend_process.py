@@ -4,13 +4,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import zmq
 
 from shared_protocol import Client, HiFillError
 from shared_protocol.curve import CurveKeys
@@ -24,6 +28,21 @@ def free_endpoint() -> str:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+
+
+@contextlib.contextmanager
+def raw_dealer(endpoint: str, curve: CurveKeys | None = None) -> Iterator[zmq.Socket]:
+    """A plain DEALER socket connected to the endpoint, without the Client's logic (what is sent is
+    queued before any handshake); closed without lingering on exit."""
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    try:
+        if curve is not None:
+            curve.apply(socket)
+        socket.connect(endpoint)
+        yield socket
+    finally:
+        socket.close()
 
 
 def _proc_status_mb(pid: int, field: str) -> float:

@@ -32,6 +32,7 @@ from backend.server import ServerConfigError, check_endpoint, load_curve
 from backend.weights import write_untrained_weights
 from shared_protocol import Client, CurveKeys, ErrorKind, Header, HiFillError, Op, encode
 from shared_protocol.curve import CLIENT_SECRET_FILE, SERVER_PUBLIC_FILE
+from tests.backend_process import raw_dealer
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "plugin_gimp") not in sys.path:
@@ -250,16 +251,9 @@ def curve_backend(tmp_path_factory) -> CurveBackend:
 
 def raw_hello_is_answered(endpoint: str, curve: CurveKeys | None, wait_s: float = 2.0) -> bool:
     """Send hello on a plain DEALER (queued before the handshake, unlike the Client); any reply?"""
-    socket = zmq.Context.instance().socket(zmq.DEALER)
-    socket.setsockopt(zmq.LINGER, 0)
-    try:
-        if curve is not None:
-            curve.apply(socket)
-        socket.connect(endpoint)
+    with raw_dealer(endpoint, curve) as socket:
         socket.send_multipart(encode(Header(Op.HELLO, "raw-hello")))
         return bool(socket.poll(wait_s * 1000))
-    finally:
-        socket.close()
 
 
 def small_fill(client: Client) -> None:

@@ -45,7 +45,7 @@ from shared_protocol import (
 )
 from shared_protocol.messages import SHARED_MEMORY_REFUSED, SHM_HEADER_BYTES
 from tests import backend_process
-from tests.backend_process import REPO, free_endpoint, stop_backend
+from tests.backend_process import REPO, free_endpoint, raw_dealer, stop_backend
 
 pytestmark = pytest.mark.skipif(shm.unavailable_reason() is not None, reason=str(shm.unavailable_reason()))
 
@@ -127,12 +127,7 @@ def raw_exchange(
     endpoint: str, frames: list, curve: CurveKeys | None = None, timeout_s: float = 30
 ) -> Header:
     """Send frames on a plain DEALER socket; the first reply that is not progress."""
-    socket = zmq.Context.instance().socket(zmq.DEALER)
-    socket.setsockopt(zmq.LINGER, 0)
-    try:
-        if curve is not None:
-            curve.apply(socket)
-        socket.connect(endpoint)
+    with raw_dealer(endpoint, curve) as socket:
         socket.send_multipart(frames)
         deadline = time.monotonic() + timeout_s
         while True:
@@ -140,8 +135,6 @@ def raw_exchange(
             header, _ = decode(socket.recv_multipart())
             if header.op != Op.PROGRESS:
                 return header
-    finally:
-        socket.close()
 
 
 def start_backend(
