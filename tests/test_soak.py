@@ -103,8 +103,9 @@ def plot_rss(samples: list[float], warmup: int, window: int, growth: float, path
     fills = np.arange(warmup + 1, warmup + len(samples) + 1)
     fig, ax = plt.subplots(figsize=(8, 3.2))
     ax.plot(fills, samples, lw=0.8, label="backend VmRSS after each fill")
-    for part in (slice(None, window), slice(-window, None)):  # the first and last tenth's medians
-        ax.hlines(np.median(samples[part]), fills[part][0], fills[part][-1], colors="C1", lw=2)
+    for index, part in enumerate((slice(None, window), slice(-window, None))):  # first/last tenth
+        label = "median of the first and last tenth" if index == 0 else None
+        ax.hlines(np.median(samples[part]), fills[part][0], fills[part][-1], colors="C1", lw=2, label=label)
     ax.set_title(f"{len(samples) + warmup} varied fills ({warmup} warm-up): median growth {growth:+.1%}")
     ax.set_xlabel("fill")
     ax.set_ylabel("MB")
