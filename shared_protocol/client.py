@@ -340,8 +340,13 @@ class Client:
             self._monitor = socket.get_monitor_socket(_MONITORED_EVENTS)
             socket.connect(self.endpoint)
             self._socket = socket
-        self._drain_monitor()
+        # Events since the last look count (a refusal may already be in: loopback handshakes take
+        # microseconds, and libzmq does not retry after one); older ones were judged then.
         self._handshake_failure = None
+        self._drain_monitor()
+        refusal = self._refusal()
+        if refusal is not None:
+            raise refusal
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLOUT)
         poller.register(self._monitor, zmq.POLLIN)
@@ -360,15 +365,20 @@ class Client:
 
     def _drain_monitor(self) -> bool:
         """Read pending connection events; True if the backend disconnected since the last drain.
-        A failed handshake is kept in _handshake_failure (for the error message)."""
+        A failed handshake is kept in _handshake_failure (for the error message); one with a reason
+        (refused key, mechanism mismatch) is never replaced by one without: a refusing backend closes
+        the connection, so libzmq often reports a retry's broken pipe without the reason."""
         disconnected = False
         assert self._monitor is not None
         while self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)
-            if event["event"] == zmq.EVENT_DISCONNECTED:
+            kind = event["event"]
+            if kind == zmq.EVENT_DISCONNECTED:
                 disconnected = True
-            elif event["event"] in (_HANDSHAKE_NO_DETAIL, _HANDSHAKE_PROTOCOL, _HANDSHAKE_AUTH):
-                self._handshake_failure = (int(event["event"]), int(event["value"]))
+            elif kind in (_HANDSHAKE_PROTOCOL, _HANDSHAKE_AUTH) or (
+                kind == _HANDSHAKE_NO_DETAIL and self._handshake_failure is None
+            ):
+                self._handshake_failure = (int(kind), int(event["value"]))
         return disconnected
 
     def _refusal(self) -> HiFillError | None:

@@ -5,14 +5,19 @@ wrong keys and the right keys, reached through this machine's non-loopback addre
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -407,3 +412,55 @@ def test_the_backend_stops_cleanly_with_its_authenticator(curve_backend: CurveBa
     curve_backend.process.send_signal(signal.SIGTERM)
     assert curve_backend.process.wait(30) == 0, curve_backend.log.read_text()[-2000:]
     assert "stopped" in curve_backend.log.read_text()
+
+
+def monitor_event(kind: int, value: int) -> list[bytes]:
+    """A libzmq monitor message: event and value, then the peer's address."""
+    return [struct.pack("=hi", kind, value), b"tcp://192.0.2.2:5555"]
+
+
+MISMATCH = monitor_event(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+BROKEN_PIPE = monitor_event(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, errno.EPIPE)
+
+
+@contextlib.contextmanager
+def client_with_events(events: list[list[bytes]]) -> Iterator[Client]:
+    """A keyless Client whose monitor already holds ``events`` and whose socket never connects."""
+    client = Client("tcp://192.0.2.2:5555", connect_timeout_s=REFUSAL_S)
+    context = zmq.Context.instance()
+    client._socket = context.socket(zmq.DEALER)  # not connected: never writable
+    client._socket.setsockopt(zmq.IMMEDIATE, 1)
+    client._monitor = context.socket(zmq.PAIR)
+    address = f"inproc://refusal-{uuid.uuid4().hex}"
+    client._monitor.bind(address)
+    sender = context.socket(zmq.PAIR)
+    sender.connect(address)
+    try:
+        for message in events:
+            sender.send_multipart(message)
+        assert client._monitor.poll(1000)
+        yield client
+    finally:
+        sender.close(linger=0)
+        client.close()
+
+
+@pytest.mark.parametrize("events", [[MISMATCH, BROKEN_PIPE], [BROKEN_PIPE, MISMATCH]])
+def test_a_refusal_is_not_hidden_by_a_retry_broken_pipe(events: list[list[bytes]]) -> None:
+    """A refusing backend closes the connection, so libzmq often reports a retry's handshake as failed
+    without a reason (EPIPE; 8 of 12 first attempts after a fill here). The reason seen before must
+    still decide the error, whatever order the events are read in."""
+    with client_with_events(events) as client:
+        client._drain_monitor()
+        refusal = client._refusal()
+    assert refusal is not None and refusal.kind is ErrorKind.ACCESS_DENIED and "keys" in refusal.message
+
+
+def test_a_refusal_that_came_before_the_first_look_is_reported_at_once() -> None:
+    """On loopback the refusal can be in the monitor before the client first reads it (2 of 12
+    attempts after a fill here); libzmq does not retry after it, so it must not be discarded."""
+    started = time.monotonic()
+    with client_with_events([MISMATCH]) as client, pytest.raises(HiFillError) as caught:
+        client._connected_socket()
+    assert caught.value.kind is ErrorKind.ACCESS_DENIED
+    assert time.monotonic() - started < 1.0
