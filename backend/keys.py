@@ -342,9 +342,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def keys_last(argv: list[str]) -> list[str]:
+    """Move Z85 public keys that begin with '-' (about 1 key in 85) behind a '--', where argparse reads
+    them as the positional key instead of an unknown option."""
+    dashed = [arg for arg in argv if arg.startswith("-") and is_z85_key(arg)]
+    if not dashed or "--" in argv:
+        return argv
+    return [arg for arg in argv if arg not in dashed] + ["--", *dashed]
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m backend keys ACTION`; 0 on success, 2 when the keys cannot be made or are unsafe."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(keys_last(list(sys.argv[1:] if argv is None else argv)))
     folder = (args.dir or default_keys_dir()).expanduser()
     try:
         if args.action == "server":

@@ -464,3 +464,15 @@ def test_a_refusal_that_came_before_the_first_look_is_reported_at_once() -> None
         client._connected_socket()
     assert caught.value.kind is ErrorKind.ACCESS_DENIED
     assert time.monotonic() - started < 1.0
+
+
+def test_a_public_key_that_begins_with_a_dash_is_allowed(tmp_path: Path) -> None:
+    """Z85 keys may begin with '-' (about 1 in 85); the command line must not read one as an option."""
+    folder = tmp_path / "keys"
+    assert run_keys("server", folder=folder).returncode == 0
+    public = next(key for key, _ in iter(zmq.curve_keypair, None) if key.startswith(b"-")).decode()
+    allowed = run_keys("allow", public, "--name", "tablet", folder=folder)
+    assert allowed.returncode == 0, allowed.stderr
+    assert public in run_keys("list", folder=folder).stdout
+    again = run_keys("allow", "--name", "tablet2", public, folder=folder)  # options first works as well
+    assert again.returncode == 0, again.stderr
