@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backend import layers as L
+from backend.prefill import PREFILL_KINDS, harmonic_fill
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -193,10 +194,21 @@ class GeneratorOutput:
 
 
 class Generator(nn.Module):
-    """Two-stage coarse-to-fine generator (Fig. 2). Input sides must be multiples of 16."""
+    """Two-stage coarse-to-fine generator (Fig. 2). Input sides must be multiples of 16.
 
-    def __init__(self) -> None:
+    prefill "none" is the paper's network: the hole is blanked and each stage outputs an image.
+    prefill "harmonic" (our CPU-trained weights, not in the paper) starts from a smooth fill of the
+    hole (backend.prefill) and each stage's last layer outputs a correction added to its input image;
+    with those two layers zeroed (zero_residual_outputs) the generator returns the prefill itself.
+    """
+
+    RESIDUAL_OUTPUTS = ("coarse.c_de_toRGB", "refine.re_de_toRGB__256")
+
+    def __init__(self, prefill: str = "none") -> None:
         super().__init__()
+        if prefill not in PREFILL_KINDS:
+            raise ValueError(f"unknown prefill {prefill!r}; expected one of {PREFILL_KINDS}")
+        self.prefill = prefill
         self.coarse = _stack(L.COARSE_LAYERS)
         self.refine = _stack(L.REFINE_LAYERS)
 
@@ -206,12 +218,18 @@ class Generator(nn.Module):
         if height % L.ATTENTION_DOWNSCALE or width % L.ATTENTION_DOWNSCALE:
             raise ValueError(f"generator input must be a multiple of 16 on each side, got {width}x{height}")
         masked = image * (1.0 - mask)
+        residual = self.prefill != "none"
+        if residual:
+            masked = masked + harmonic_fill(masked, 1.0 - mask).to(masked.dtype) * mask
 
         # Stage 1 at half resolution.
         x = resize_bilinear_tf1(torch.cat([masked, mask], 1), height // 2, width // 2)
         for layer in self.coarse.values():
             x = layer(x)
-        coarse = resize_bilinear_tf1(x.clamp(-1.0, 1.0), height, width)
+        if residual:
+            coarse = (masked + resize_bilinear_tf1(x, height, width)).clamp(-1.0, 1.0)
+        else:
+            coarse = resize_bilinear_tf1(x.clamp(-1.0, 1.0), height, width)
         composed = coarse * mask + masked * (1.0 - mask)
 
         # Stage 2 encoder.
@@ -238,8 +256,18 @@ class Generator(nn.Module):
             transferred = transfer_attention(skip, scores, grid_h, grid_w)
             transferred = r[f"re_de_att_{prefix}_2"](r[f"re_de_att_{prefix}_1"](transferred))
             x = torch.cat([transferred, x], 1)
-        refined = r["re_de_toRGB__256"](x).clamp(-1.0, 1.0)
+        refined = r["re_de_toRGB__256"](x)
+        refined = (composed + refined if residual else refined).clamp(-1.0, 1.0)
         return GeneratorOutput(coarse=coarse, refined=refined, scores=scores)
+
+
+@torch.no_grad()
+def zero_residual_outputs(generator: Generator) -> None:
+    """Zero both stages' last feature convolutions: a "harmonic" generator then returns its prefill."""
+    modules = dict(generator.named_modules())
+    for name in Generator.RESIDUAL_OUTPUTS:
+        modules[name].feature.weight.zero_()
+        modules[name].feature.bias.zero_()
 
 
 class Discriminator(nn.Module):

@@ -25,7 +25,14 @@ from tqdm import tqdm
 
 from backend.inference import choose_device, choose_precision
 from backend.masks import mask_batch
-from backend.network import Discriminator, Generator, init_data_dependent, init_official
+from backend.network import (
+    Discriminator,
+    Generator,
+    init_data_dependent,
+    init_official,
+    zero_residual_outputs,
+)
+from backend.prefill import PREFILL_KINDS
 from backend.weights import DEFAULT_WEIGHTS, ModelConfig, save_generator
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -48,6 +55,7 @@ class TrainConfig:
     hole_min: float = 0.05
     hole_max: float = 0.35
     cache_short_side: int = 640  # photos are cached at this short side; crops come from rescales of it
+    prefill: str = "none"  # the generator's prefill (backend.network.Generator); "harmonic" for ours
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,6 +227,45 @@ def plot_losses(csv_path: Path, png_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def restore_state(
+    generator: Generator,
+    critic: Discriminator,
+    state_path: Path,
+    init_from: Path | None,
+    config: TrainConfig,
+    overrides: dict,
+) -> tuple[int, TrainConfig, dict]:
+    """Load the run's state, else the initial state ``init_from``, else nothing (step 0).
+
+    Returns (step, config, extra): the saved config with ``overrides`` applied, the generator set to
+    its prefill (switched, with zeroed output layers, when the overrides change it).
+    """
+    step, extra = 0, {"wall_seconds": 0.0}
+    start_from = state_path if state_path.exists() else None
+    if start_from is None and init_from and init_from.exists():
+        start_from = init_from
+    if start_from:
+        step, saved_config, extra = load_state(start_from, generator, critic)
+        config = TrainConfig(**{**saved_config, **overrides})
+        print(f"{'Resuming' if start_from == state_path else 'Starting from'} {start_from} at step {step}")
+        generator.prefill = saved_config.get("prefill", "none")
+    if config.prefill != generator.prefill:
+        switch_prefill(generator, config.prefill, extra, step)
+        if step:
+            print(f"Prefill switched to {config.prefill!r}: both stages now learn a correction to it")
+    return step, config, extra
+
+
+def switch_prefill(generator: Generator, prefill: str, extra: dict, step: int) -> None:
+    """Continue a run with another prefill: the learned layers stay, the output layers restart at zero."""
+    if prefill not in PREFILL_KINDS:
+        raise SystemExit(f"Unknown prefill {prefill!r}; choose from {', '.join(PREFILL_KINDS)}.")
+    generator.prefill = prefill
+    if prefill != "none":
+        zero_residual_outputs(generator)
+    extra.setdefault("prefill_switches", []).append({"step": step, "prefill": prefill})
+
+
 class StopFlag:
     def __init__(self) -> None:
         self.stop = False
@@ -247,18 +294,13 @@ def train(args: argparse.Namespace) -> int:
         overrides["adversarial_start"] = args.adversarial_start
     if args.lr:
         overrides.update(lr_g=args.lr, lr_d=args.lr)
+    if args.prefill:
+        overrides["prefill"] = args.prefill
     config = TrainConfig(**{"size": args.size, **overrides})
     critic = Discriminator(config.size).to(device)
-    step, extra = 0, {"wall_seconds": 0.0, "seed": args.seed}
     init_from = Path(args.init) if args.init else None
-    if state_path.exists():
-        step, saved_config, extra = load_state(state_path, generator, critic)
-        config = TrainConfig(**{**saved_config, **overrides})
-        print(f"Resuming {state_path} at step {step}")
-    elif init_from and init_from.exists():
-        step, saved_config, extra = load_state(init_from, generator, critic)
-        config = TrainConfig(**{**saved_config, **overrides})
-        print(f"Starting from {init_from} at step {step}")
+    step, config, extra = restore_state(generator, critic, state_path, init_from, config, overrides)
+    extra.setdefault("seed", args.seed)
     rng = np.random.default_rng(args.seed + step)
     data = PhotoCrops(Path(args.photos), config, rng)
     if step == 0:  # a fresh run: data-dependent init of the generator (see init_data_dependent)
@@ -267,6 +309,10 @@ def train(args: argparse.Namespace) -> int:
         sample_hole = torch.from_numpy(mask_batch(rng, 2, config.size, config.size)).to(device)
         init_data_dependent(generator, sample, sample_hole)
         extra["init"] = "data-dependent (LSUV-style, output std 0.5 per gated layer)"
+        if config.prefill != "none":
+            zero_residual_outputs(generator)
+            extra["init"] += "; residual outputs zeroed (prefill)"
+            extra.pop("prefill_switches", None)
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr_d, betas=(0.5, 0.9))
 
@@ -309,6 +355,7 @@ def train(args: argparse.Namespace) -> int:
             source="ours",
             train_resolution=config.size,
             working_size=max(config.size, 128),  # run where it was trained: see docs/evaluation.md
+            prefill=config.prefill,
             steps=step,
             notes=f"CPU-trained on {len(data.paths)} photos; {extra['wall_seconds'] / 3600:.2f} h wall time",
             extra={"train_config": asdict(config), "device": str(device), "init": extra.get("init", "")},
@@ -413,6 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="train with the reconstruction loss alone until this step, then add the critic "
         "(default: the resumed run's, else 0 = from the start as in Algorithm 1)",
+    )
+    p.add_argument(
+        "--prefill",
+        choices=PREFILL_KINDS,
+        default=None,
+        help="start the hole from a smooth fill, learn corrections (default: the resumed run's, else none)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

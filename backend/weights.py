@@ -11,6 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from backend.network import Generator, init_official
+from backend.prefill import PREFILL_KINDS
 from shared_protocol import ErrorKind, HiFillError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -34,6 +35,7 @@ class ModelConfig:
     untrained: bool = False  # random initialisation: for tests only, refused at run time by default
     train_resolution: int = 256  # side of the training crops
     working_size: int = 512  # generator input side per context window at run time (backend.cra)
+    prefill: str = "none"  # "none" (the paper's generator) | "harmonic" (see backend.network.Generator)
     steps: int = 0
     notes: str = ""
     extra: dict = field(default_factory=dict)
@@ -71,7 +73,7 @@ def load_generator(path: Path | None = None) -> tuple[Generator, ModelConfig]:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise _unreadable(path, exc) from exc
-    generator = Generator()
+    generator = Generator(config.prefill)
     expected = generator.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -111,6 +113,12 @@ def _parse_config(path: Path, meta: dict) -> ModelConfig:
         config = ModelConfig(**known)
     except (ValueError, TypeError) as exc:
         raise _unreadable(path, exc) from exc
+    if config.prefill not in PREFILL_KINDS:
+        raise HiFillError(
+            ErrorKind.NO_WEIGHTS,
+            f"{path} asks for a prefill '{config.prefill}' this backend does not know "
+            f"({', '.join(PREFILL_KINDS)}); update HiFill or use other weights.",
+        )
     if config.architecture != ARCHITECTURE:
         raise HiFillError(
             ErrorKind.NO_WEIGHTS,

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from backend.train import TrainConfig, gradient_penalty, main, reconstruction_loss
+from backend.network import Discriminator, Generator
+from backend.train import TrainConfig, gradient_penalty, main, reconstruction_loss, restore_state
 from backend.weights import load_generator
 
 torch.set_num_threads(1)
@@ -115,3 +116,28 @@ def test_the_critic_waits_for_the_adversarial_start_and_an_explicit_lr_wins_on_r
     after, config = critic_and_config()
     assert config["lr_g"] == config["lr_d"] == 1e-4
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_run_switched_to_the_harmonic_prefill_records_it_and_exports_it(tmp_path: Path):
+    photos = write_photos(tmp_path / "photos", 2, seed=2)
+    run, export = tmp_path / "run", tmp_path / "g.safetensors"
+    common = ["--photos", str(photos), "--run", str(run), "--export", str(export), "--init", ""]
+    common += ["--commit-state", "", "--size", "64", "--batch", "1", "--steps", "1"]
+    assert main(common) == 0
+    assert load_generator(export)[1].prefill == "none"
+    assert main([*common, "--prefill", "harmonic"]) == 0
+    with safe_open(str(run / "state.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["train_config"])["prefill"] == "harmonic"
+    assert json.loads(meta["extra"])["prefill_switches"] == [{"step": 1, "prefill": "harmonic"}]
+    generator, config = load_generator(export)
+    assert config.prefill == "harmonic" and generator.prefill == "harmonic"
+    resumed = Generator()  # what a resumed run trains: the run's prefill without asking again
+    state = run / "state.safetensors"
+    _, _, extra = restore_state(resumed, Discriminator(64), state, None, TrainConfig(), {})
+    assert resumed.prefill == "harmonic" and len(extra["prefill_switches"]) == 1
+    assert resumed.refine["re_de_toRGB__256"].feature.weight.abs().sum() > 0  # trained, not re-zeroed
+    assert main(common) == 0
+    assert load_generator(export)[1].prefill == "harmonic"
+    with safe_open(str(run / "state.safetensors"), framework="pt") as f:
+        assert len(json.loads(f.metadata()["extra"])["prefill_switches"]) == 1

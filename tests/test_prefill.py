@@ -1,0 +1,119 @@
+"""The harmonic prefill (backend.prefill) against an exact Laplace solve, and the generator's use of it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend.network import Generator, init_official, zero_residual_outputs
+from backend.prefill import harmonic_fill
+from backend.weights import ModelConfig, load_generator, save_generator
+from shared_protocol import ErrorKind, HiFillError
+
+torch.set_num_threads(1)
+
+
+def exact_harmonic(image: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """The slow reference: solve u = mean of 4 neighbours (edges replicated) at every hole pixel.
+
+    image: (H, W) float64; known: (H, W) bool. One dense linear system, fine for small images.
+    """
+    height, width = image.shape
+    holes = list(zip(*np.nonzero(~known), strict=True))
+    index = {p: i for i, p in enumerate(holes)}
+    a = np.zeros((len(holes), len(holes)))
+    b = np.zeros(len(holes))
+    for i, (y, x) in enumerate(holes):
+        a[i, i] = 1.0
+        for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+            ny, nx = min(max(ny, 0), height - 1), min(max(nx, 0), width - 1)
+            if (ny, nx) in index:
+                a[i, index[(ny, nx)]] -= 0.25
+            else:
+                b[i] += 0.25 * image[ny, nx]
+    out = image.copy()
+    out[~known] = np.linalg.solve(a, b)
+    return out
+
+
+def blob_mask(height: int, width: int, seed: int) -> np.ndarray:
+    """A few random rectangles of hole (True = known)."""
+    rng = np.random.default_rng(seed)
+    known = np.ones((height, width), bool)
+    for _ in range(3):
+        y, x = rng.integers(0, height - 8), rng.integers(0, width - 8)
+        known[y : y + rng.integers(4, 14), x : x + rng.integers(4, 14)] = False
+    return known
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_fill_is_close_to_the_exact_harmonic_solution(seed: int):
+    rng = np.random.default_rng(seed)
+    # A smooth image plus texture: the hole's exact solution depends on the boundary only.
+    yy, xx = np.mgrid[0:40, 0:48] / 40.0
+    image = np.sin(3 * yy + 2 * xx + seed) + 0.1 * rng.standard_normal((40, 48))
+    known = blob_mask(40, 48, seed)
+    exact = exact_harmonic(image, known)
+    filled = (
+        harmonic_fill(
+            torch.from_numpy(image).float()[None, None], torch.from_numpy(known).float()[None, None]
+        )[0, 0]
+        .double()
+        .numpy()
+    )
+    hole_error = np.abs(filled - exact)[~known]
+    value_range = image.max() - image.min()
+    assert hole_error.mean() < 0.01 * value_range, hole_error.mean()  # pull-push alone: 0.04-0.06
+    assert hole_error.max() < 0.03 * value_range, hole_error.max()
+
+
+def test_known_pixels_come_back_bit_exact_and_a_linear_ramp_is_kept():
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(80.0), indexing="ij")
+    ramp = (0.01 * yy - 0.005 * xx).expand(2, 3, 64, 80).contiguous()  # harmonic: its own exact fill
+    known = torch.ones(2, 1, 64, 80)
+    known[:, :, 20:44, 30:60] = 0
+    known[1, :, 5:15, 5:15] = 0
+    blanked = ramp * known + 7.0 * (1 - known)  # garbage in the hole must not matter
+    filled = harmonic_fill(blanked, known)
+    assert torch.equal(filled[known.expand_as(filled) > 0], ramp[known.expand_as(ramp) > 0])
+    assert (filled - ramp).abs().max() < 0.02  # the ramp spans 0.63 + 0.4
+
+
+def test_an_image_without_known_pixels_fills_with_zeros():
+    filled = harmonic_fill(torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32))
+    assert torch.equal(filled, torch.zeros_like(filled))
+
+
+def test_a_harmonic_generator_with_zeroed_outputs_returns_its_prefill():
+    torch.manual_seed(0)
+    generator = Generator("harmonic")
+    init_official(generator)
+    zero_residual_outputs(generator)
+    image = torch.rand(2, 3, 64, 64) * 2 - 1
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[:, :, 16:40, 8:56] = 1
+    out = generator(image, mask)
+    expected = harmonic_fill(image * (1 - mask), 1 - mask).clamp(-1, 1)
+    assert torch.equal(out.refined, expected) and torch.equal(out.coarse, expected)
+    # The paper's generator ("none") with the same weights does not: it paints the hole itself.
+    generator.prefill = "none"
+    assert not torch.allclose(generator(image, mask).refined, expected, atol=0.05)
+
+
+def test_the_prefill_travels_with_the_weights_and_an_unknown_one_is_refused(tmp_path: Path):
+    generator = Generator("harmonic")
+    init_official(generator)
+    path = tmp_path / "g.safetensors"
+    save_generator(path, generator, ModelConfig(prefill="harmonic"))
+    loaded, config = load_generator(path)
+    assert config.prefill == "harmonic" and loaded.prefill == "harmonic"
+    save_generator(path, generator, dataclasses.replace(config, prefill="telepathic"))
+    with pytest.raises(HiFillError) as error:
+        load_generator(path)
+    assert error.value.kind == ErrorKind.NO_WEIGHTS and "telepathic" in error.value.message
+    with pytest.raises(ValueError, match="unknown prefill"):
+        Generator("telepathic")
