@@ -160,6 +160,7 @@ class TorchInpaintEngine(InpaintEngine):
             "untrained": self.config.untrained,
             "compiled": self.compiled,
             "working_size": self.working_size,
+            "prefill": self.config.prefill,
         }
 
     def warm_up(self, side: int = 256) -> float:

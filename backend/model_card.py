@@ -29,6 +29,18 @@ def cpu_description() -> str:
     return f"{name}, {os.cpu_count()} cores"
 
 
+PREFILL_TEXT = {
+    "none": "blanked hole, each stage outputs the image",
+    "harmonic": "smooth harmonic fill of the hole (backend/prefill.py, not in the paper); each stage "
+    "outputs a correction added to it",
+}
+
+
+def _switch_text(config) -> str:
+    switches = config.extra.get("prefill_switches", [])
+    return "".join(f" (switched to {s['prefill']} at step {s['step']:,})" for s in switches)
+
+
 def render(weights: Path, evaluation: Path | None, evaluation_command: str) -> str:
     config = read_config(weights)
     train = config.extra.get("train_config", {})
@@ -63,6 +75,8 @@ def render(weights: Path, evaluation: Path | None, evaluation_command: str) -> s
         f"| critic and adversarial term from step | {train.get('adversarial_start', 0)} "
         "(reconstruction-only warm-up before) | 0 |",
         f"| generator working size at run time | {config.working_size}² per context window | 512² |",
+        f"| hole start | {PREFILL_TEXT.get(config.prefill, config.prefill)}{_switch_text(config)} "
+        "| blanked hole, each stage outputs the image |",
         "",
         "The critic runs less often than in Algorithm 1 because on two CPU cores every critic update "
         "(with its gradient penalty) costs about as much as a generator update, and the adversarial "

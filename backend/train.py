@@ -358,7 +358,12 @@ def train(args: argparse.Namespace) -> int:
             prefill=config.prefill,
             steps=step,
             notes=f"CPU-trained on {len(data.paths)} photos; {extra['wall_seconds'] / 3600:.2f} h wall time",
-            extra={"train_config": asdict(config), "device": str(device), "init": extra.get("init", "")},
+            extra={
+                "train_config": asdict(config),
+                "device": str(device),
+                "init": extra.get("init", ""),
+                "prefill_switches": extra.get("prefill_switches", []),
+            },
         )
         save_generator(Path(args.export), generator, card)
         generator.eval()
