@@ -1,51 +1,73 @@
-"""A classical first guess for the hole: a smooth (approximately harmonic) fill from its boundary.
+"""A classical first guess for the hole: the harmonic fill from its boundary (Laplace's equation).
 
 Our own CPU-trained generators (ModelConfig.prefill == "harmonic") start from this guess instead of
 a blank hole and learn a correction on top of it (backend.network.Generator). It is not part of the
-paper: official weights run without it. The fill solves Laplace's equation inside the hole with the
-known pixels as boundary values, approximately, by a coarse-to-fine pass: a mask-weighted image
-pyramid ("pull"), then from the coarsest level up, each level is seeded with the up-sampled coarser
-solution ("push") and relaxed with a few Jacobi sweeps. A fixed amount of work per pixel, no data.
+paper: official weights run without it.
+
+Every hole pixel is set to the mean of its 4 neighbours (image edges replicated), with the known
+pixels as boundary values: one sparse, symmetric linear system per image, solved exactly by SuperLU
+(scipy.sparse.linalg.splu) for all colour channels at once. An earlier iterative version (pull-push
+plus 8 Jacobi sweeps per level) stayed 3.5 levels (0-255) off the exact fill on 256² photos with
+13-30 % holes, and its fills scored 1.3 in-hole L1 worse on the evaluation at 512²; a factorisation
+costs ~0.05 s for such a hole at 256² and ~0.4 s at 512², no more than the iterations that came close.
 """
 
 from __future__ import annotations
 
+import numpy as np
+import scipy.sparse
+import scipy.sparse.linalg
 import torch
-import torch.nn.functional as F
 
 PREFILL_KINDS = ("none", "harmonic")
-SWEEPS_PER_LEVEL = 8
+NEIGHBOUR_STEPS = ((-1, 0), (1, 0), (0, -1), (0, 1))
 
 
-def _neighbour_mean(colour: torch.Tensor) -> torch.Tensor:
-    """Mean of the 4 neighbours of every pixel, edges replicated. colour: (B, C, H, W)."""
-    padded = F.pad(colour, (1, 1, 1, 1), mode="replicate")
-    return 0.25 * (
-        padded[:, :, :-2, 1:-1] + padded[:, :, 2:, 1:-1] + padded[:, :, 1:-1, :-2] + padded[:, :, 1:-1, 2:]
+def harmonic_fill_one(image_chw: np.ndarray, known_hw: np.ndarray) -> np.ndarray:
+    """Exact harmonic fill of one image. image_chw: (C, H, W) float; known_hw: (H, W) bool.
+
+    Returns (C, H, W) float64 with known pixels unchanged; zeros when nothing is known.
+    """
+    channels, height, width = image_chw.shape
+    out = image_chw.astype(np.float64, copy=True)
+    hole = ~known_hw
+    if not hole.any():
+        return out
+    if not known_hw.any():
+        return np.zeros_like(out)
+    unknowns = int(hole.sum())
+    index_hw = np.full((height, width), -1, dtype=np.int64)
+    index_hw[hole] = np.arange(unknowns)
+    ys, xs = np.nonzero(hole)
+    own = np.arange(unknowns)
+    rows, cols, values = [own], [own], [np.ones(unknowns)]
+    rhs = np.zeros((unknowns, channels))
+    for dy, dx in NEIGHBOUR_STEPS:
+        ny, nx = np.clip(ys + dy, 0, height - 1), np.clip(xs + dx, 0, width - 1)
+        neighbour = index_hw[ny, nx]
+        in_hole = neighbour >= 0
+        rows.append(own[in_hole])
+        cols.append(neighbour[in_hole])
+        values.append(np.full(int(in_hole.sum()), -0.25))
+        rhs[~in_hole] += 0.25 * out[:, ny[~in_hole], nx[~in_hole]].T
+    # Duplicates (an edge pixel's replicated neighbour is itself) are summed by the conversion.
+    system = scipy.sparse.csc_matrix(
+        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(unknowns, unknowns)
     )
+    solution = scipy.sparse.linalg.splu(system, permc_spec="MMD_AT_PLUS_A").solve(rhs)  # (n, C)
+    out[:, hole] = solution.T
+    return out
 
 
-def harmonic_fill(image: torch.Tensor, known: torch.Tensor, sweeps: int = SWEEPS_PER_LEVEL) -> torch.Tensor:
-    """Fill where ``known`` is 0 smoothly from where it is 1; known pixels are returned unchanged.
+def harmonic_fill(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Fill where ``known`` is 0 harmonically from where it is 1; known pixels are returned unchanged.
 
     image: (B, C, H, W) float (hole contents ignored); known: (B, 1, H, W) in {0, 1}.
-    Returns (B, C, H, W). An image with no known pixel comes back as zeros.
+    Returns (B, C, H, W) float32 on the image's device. An image with no known pixel comes back as zeros.
     """
-    with torch.no_grad(), torch.autocast(image.device.type, enabled=False):
-        image, known = image.float(), known.float()
-        # Pull: level l holds (sum of known colour, fraction known) averaged over 2^l x 2^l blocks.
-        levels = [(image * known, known)]
-        while min(levels[-1][1].shape[2:]) > 2:
-            weighted, fraction = levels[-1]
-            pooled = (F.avg_pool2d(t, 2, ceil_mode=True) for t in (weighted, fraction))
-            levels.append(tuple(pooled))
-        weighted, fraction = levels[-1]
-        colour = weighted / fraction.clamp_min(1e-6)
-        # Push: blend each level's known colour with the coarser solution, then relax
-        # colour = fraction * known colour + (1 - fraction) * mean of neighbours (Jacobi on Laplace).
-        for weighted, fraction in reversed(levels[:-1]):
-            coarser = F.interpolate(colour, size=weighted.shape[2:], mode="bilinear", align_corners=False)
-            colour = weighted + (1.0 - fraction) * coarser
-            for _ in range(sweeps):
-                colour = weighted + (1.0 - fraction) * _neighbour_mean(colour)
-        return torch.where(known > 0.5, image, colour)
+    with torch.no_grad():
+        image_np = image.detach().float().cpu().numpy()
+        known_np = known.detach().cpu().numpy()[:, 0] > 0.5
+        filled = np.stack([harmonic_fill_one(i, k) for i, k in zip(image_np, known_np, strict=True)])
+        result = torch.from_numpy(filled.astype(np.float32)).to(image.device)
+        return torch.where(known > 0.5, image.float(), result)
