@@ -94,8 +94,13 @@ def engine_method(
     device: str = "auto",
     allow_untrained: bool = False,
     working_size: int | None = None,
+    corrections: bool = True,
 ) -> Method:
-    """Our HiFill engine (backend.engine, CRA path) as a Method; raises EvaluationError if unusable."""
+    """Our HiFill engine (backend.engine, CRA path) as a Method; raises EvaluationError if unusable.
+
+    corrections=False is the ablation of weights that start from a prefill (ModelConfig.prefill):
+    their learned correction layers are zeroed, so the fill is the prefill alone, through the same CRA.
+    """
     try:
         from backend.engine import load_engine
         from shared_protocol import HiFillError
@@ -110,6 +115,8 @@ def engine_method(
         )
     except HiFillError as error:
         raise EvaluationError(error.message) from error
+    if not corrections:
+        _switch_off_corrections(engine)
 
     def fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         result = engine.fill(image, mask)
@@ -122,6 +129,18 @@ def engine_method(
     return fill
 
 
+def _switch_off_corrections(engine) -> None:
+    from backend.network import zero_residual_outputs
+
+    generator = getattr(engine, "eager_generator", None)
+    if generator is None or generator.prefill == "none":
+        raise EvaluationError(
+            "The 'prefill' method needs weights that start from a prefill (ours since the harmonic "
+            "prefill); these weights paint the hole themselves. Leave 'prefill' out of --methods."
+        )
+    zero_residual_outputs(generator)
+
+
 def _cv2_flag(name: str) -> int:
     import cv2
 
@@ -132,12 +151,16 @@ METHOD_FACTORIES: dict[str, Callable[[MethodConfig], Method]] = {
     "hifill": lambda config: engine_method(
         config.weights, config.device, config.allow_untrained, config.working_size
     ),
+    "prefill": lambda config: engine_method(
+        config.weights, config.device, config.allow_untrained, config.working_size, corrections=False
+    ),
     "telea": lambda config: opencv_method(_cv2_flag("telea"), config.opencv_radius),
     "ns": lambda config: opencv_method(_cv2_flag("ns"), config.opencv_radius),
     "mean": lambda config: mean_colour_method,
 }
 METHOD_TITLES = {
     "hifill": "HiFill (ours, CRA)",
+    "prefill": "harmonic prefill alone (ours without its corrections, CRA)",
     "telea": "OpenCV Telea",
     "ns": "OpenCV Navier-Stokes",
     "mean": "mean colour",

@@ -282,3 +282,54 @@ def test_missing_engine_or_weights_is_an_error_not_a_silent_skip(
     err = capsys.readouterr().err
     assert err.startswith("evaluate: ") and "Traceback" not in err
     assert not (tmp_path / "o" / "results.md").exists()
+
+
+def _harmonic_untrained_weights(path: Path) -> Path:
+    import dataclasses
+
+    import torch
+
+    from backend.network import Generator, init_official
+    from backend.weights import ModelConfig, save_generator
+
+    torch.manual_seed(0)
+    generator = Generator("harmonic")
+    init_official(generator)
+    with torch.no_grad():  # a visible correction: the full method must differ from its prefill
+        dict(generator.named_modules())["refine.re_de_toRGB__256"].feature.bias.fill_(0.2)
+    config = ModelConfig(source="untrained", untrained=True, prefill="harmonic", working_size=128)
+    save_generator(path, generator, dataclasses.replace(config, notes="tests only"))
+    return path
+
+
+def test_the_prefill_ablation_is_the_harmonic_fill_through_the_engine(tmp_path: Path) -> None:
+    """'prefill' = the same weights with their corrections switched off: the exact harmonic fill of the
+    hole (the image fits one 128² window, so CRA neither scales nor adds residuals here)."""
+    import torch
+
+    from backend.prefill import harmonic_fill
+
+    torch.set_num_threads(1)
+    weights = _harmonic_untrained_weights(tmp_path / "harmonic.safetensors")
+    config = ev.MethodConfig(weights=weights, device="cpu", allow_untrained=True)
+    methods = ev.build_methods(["hifill", "prefill"], config)
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:112, 0:128]
+    smooth = np.stack([120 + 60 * np.sin(x / 9), 90 + y, 60 + x], -1)
+    image = np.clip(smooth + rng.normal(0, 4, (112, 128, 3)), 0, 255).astype(np.uint8)
+    mask = np.zeros((112, 128), np.uint8)
+    mask[30:70, 40:96] = 255
+    hole = mask > 0
+    ablated, full = methods["prefill"](image, mask), methods["hifill"](image, mask)
+    known = torch.from_numpy(~hole).float()[None, None]
+    scaled = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+    expected = ((harmonic_fill(scaled, known)[0].permute(1, 2, 0).numpy() + 1) * 127.5).round()
+    assert np.array_equal(ablated[~hole], image[~hole]) and np.array_equal(full[~hole], image[~hole])
+    assert np.abs(ablated[hole].astype(float) - expected[hole]).max() <= 1.0
+    assert np.abs(full[hole].astype(float) - ablated[hole]).mean() > 10  # the corrections count
+
+
+def test_the_prefill_ablation_refuses_weights_without_a_prefill(untrained_weights: Path) -> None:
+    config = ev.MethodConfig(weights=untrained_weights, device="cpu", allow_untrained=True)
+    with pytest.raises(ev.EvaluationError, match="start from a prefill"):
+        ev.build_methods(["prefill"], config)
