@@ -31,8 +31,8 @@ def cpu_description() -> str:
 
 PREFILL_TEXT = {
     "none": "blanked hole, each stage outputs the image",
-    "harmonic": "smooth harmonic fill of the hole (backend/prefill.py, not in the paper); each stage "
-    "outputs a correction added to it",
+    "harmonic": "exact harmonic (Laplace) fill of the hole from its boundary (backend/prefill.py, not in "
+    "the paper); each stage outputs a correction added to it",
 }
 
 
@@ -53,7 +53,8 @@ def render(weights: Path, evaluation: Path | None, evaluation_command: str) -> s
         f"- Source: {config.source}; untrained: {config.untrained}",
         f"- Training steps: {config.steps:,}",
         f"- Notes: {config.notes}",
-        f"- Training device: {config.extra.get('device', '?')} "
+        f"- Training device: {config.extra.get('device', '?')}, "
+        f"precision {config.extra.get('precision', 'float32')} "
         f"({cpu_description()} where this card was written)",
         "",
         "## Training",

@@ -361,6 +361,7 @@ def train(args: argparse.Namespace) -> int:
             extra={
                 "train_config": asdict(config),
                 "device": str(device),
+                "precision": str(autocast).removeprefix("torch.") if autocast else "float32",
                 "init": extra.get("init", ""),
                 "prefill_switches": extra.get("prefill_switches", []),
             },
