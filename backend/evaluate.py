@@ -160,7 +160,7 @@ METHOD_FACTORIES: dict[str, Callable[[MethodConfig], Method]] = {
 }
 METHOD_TITLES = {
     "hifill": "HiFill (ours, CRA)",
-    "prefill": "harmonic prefill alone (ours without its corrections, CRA)",
+    "prefill": "prefill only (ablation)",
     "telea": "OpenCV Telea",
     "ns": "OpenCV Navier-Stokes",
     "mean": "mean colour",
@@ -650,6 +650,11 @@ def _report_header(args: argparse.Namespace, methods: dict[str, Method], photos:
             description = ", ".join(f"{key} {value}" for key, value in description.items())
         if description:
             lines.append(f"- {METHOD_TITLES.get(name, name)}: {description}")
+    if "prefill" in methods:
+        lines.append(
+            f"- {METHOD_TITLES['prefill']}: the same weights with their learned correction layers zeroed, "
+            "i.e. the harmonic prefill of the hole (backend/prefill.py) through the same CRA path"
+        )
     if "telea" in methods or "ns" in methods:
         lines.append(f"- OpenCV inpaint radius {args.opencv_radius}")
     lines.append(
