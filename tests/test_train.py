@@ -125,6 +125,7 @@ def test_a_run_switched_to_the_harmonic_prefill_records_it_and_exports_it(tmp_pa
     common += ["--commit-state", "", "--size", "64", "--batch", "1", "--steps", "1"]
     assert main(common) == 0
     assert load_generator(export)[1].prefill == "none"
+    assert load_generator(export)[1].working_size == 128  # paper-style weights: their crop, at least 128
     assert main([*common, "--prefill", "harmonic"]) == 0
     with safe_open(str(run / "state.safetensors"), framework="pt") as f:
         meta = f.metadata()
@@ -132,6 +133,9 @@ def test_a_run_switched_to_the_harmonic_prefill_records_it_and_exports_it(tmp_pa
     assert json.loads(meta["extra"])["prefill_switches"] == [{"step": 1, "prefill": "harmonic"}]
     generator, config = load_generator(export)
     assert config.prefill == "harmonic" and generator.prefill == "harmonic"
+    assert config.working_size == 512 and config.extra["precision"] in ("float32", "bfloat16")
+    assert main([*common, "--export-working-size", "384"]) == 0
+    assert load_generator(export)[1].working_size == 384
     resumed = Generator()  # what a resumed run trains: the run's prefill without asking again
     state = run / "state.safetensors"
     _, _, extra = restore_state(resumed, Discriminator(64), state, None, TrainConfig(), {})
