@@ -198,7 +198,8 @@ class Generator(nn.Module):
 
     prefill "none" is the paper's network: the hole is blanked and each stage outputs an image.
     prefill "harmonic" (our CPU-trained weights, not in the paper) starts from a smooth fill of the
-    hole (backend.prefill) and each stage's last layer outputs a correction added to its input image;
+    hole (backend.prefill) and each stage's last layer outputs a correction added to its input image
+    inside the hole (outside it the input comes back unchanged: no loss term pulls the corrections to 0);
     with those two layers zeroed (zero_residual_outputs) the generator returns the prefill itself.
     """
 
@@ -227,7 +228,7 @@ class Generator(nn.Module):
         for layer in self.coarse.values():
             x = layer(x)
         if residual:
-            coarse = (masked + resize_bilinear_tf1(x, height, width)).clamp(-1.0, 1.0)
+            coarse = (masked + resize_bilinear_tf1(x, height, width) * mask).clamp(-1.0, 1.0)
         else:
             coarse = resize_bilinear_tf1(x.clamp(-1.0, 1.0), height, width)
         composed = coarse * mask + masked * (1.0 - mask)
@@ -257,7 +258,7 @@ class Generator(nn.Module):
             transferred = r[f"re_de_att_{prefix}_2"](r[f"re_de_att_{prefix}_1"](transferred))
             x = torch.cat([transferred, x], 1)
         refined = r["re_de_toRGB__256"](x)
-        refined = (composed + refined if residual else refined).clamp(-1.0, 1.0)
+        refined = (composed + refined * mask if residual else refined).clamp(-1.0, 1.0)
         return GeneratorOutput(coarse=coarse, refined=refined, scores=scores)
 
 

@@ -130,3 +130,21 @@ def test_each_image_and_channel_of_a_batch_is_solved_with_its_own_mask_including
         for c in range(3):
             exact = exact_harmonic(images[b, c], known[b])
             assert np.abs(filled[b, c].double().numpy() - exact).max() < 1e-5
+
+
+def test_a_harmonic_generator_corrects_only_inside_the_hole():
+    torch.manual_seed(1)
+    generator = Generator("harmonic")
+    init_official(generator)
+    with torch.no_grad():  # visible corrections in both stages
+        for name in Generator.RESIDUAL_OUTPUTS:
+            dict(generator.named_modules())[name].feature.bias.fill_(0.3)
+    image = torch.rand(1, 3, 64, 64) * 1.6 - 0.8
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[:, :, 10:30, 20:50] = 1
+    out = generator(image, mask)
+    outside = (1 - mask).expand_as(image) > 0
+    assert torch.equal(out.coarse[outside], image[outside])
+    assert torch.equal(out.refined[outside], image[outside])
+    prefill = harmonic_fill(image * (1 - mask), 1 - mask)
+    assert (out.refined - prefill)[~outside].abs().mean() > 0.1
