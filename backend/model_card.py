@@ -41,6 +41,14 @@ def _switch_text(config) -> str:
     return "".join(f" (switched to {s['prefill']} at step {s['step']:,})" for s in switches)
 
 
+def _renormalised_text(config) -> str:
+    return "".join(
+        f"; layers {r['prefix']}* rescaled to output std 0.5 at step {r['step']:,} (--renormalise: "
+        f"their activations had grown to std {r['largest_std']:.0f})"
+        for r in config.extra.get("renormalised", [])
+    )
+
+
 def render(weights: Path, evaluation: Path | None, evaluation_command: str) -> str:
     config = read_config(weights)
     train = config.extra.get("train_config", {})
@@ -72,7 +80,8 @@ def render(weights: Path, evaluation: Path | None, evaluation_command: str) -> s
         "| 5 per generator step |",
         f"| learning rate (Adam, betas 0.5/0.9) | {train.get('lr_g', '?')} | 1e-4 (official code) |",
         f"| hole share | {train.get('hole_min', '?')}–{train.get('hole_max', '?')} | up to 25% |",
-        f"| initialisation | {config.extra.get('init') or 'official'} | truncated normal, std 0.05 |",
+        f"| initialisation | {config.extra.get('init') or 'official'}{_renormalised_text(config)} "
+        "| truncated normal, std 0.05 |",
         f"| critic and adversarial term from step | {train.get('adversarial_start', 0)} "
         "(reconstruction-only warm-up before) | 0 |",
         f"| generator working size at run time | {config.working_size}² per context window | 512² |",

@@ -263,12 +263,14 @@ class Generator(nn.Module):
 
 
 @torch.no_grad()
-def zero_residual_outputs(generator: Generator) -> None:
-    """Zero both stages' last feature convolutions: a "harmonic" generator then returns its prefill."""
+def zero_residual_outputs(generator: Generator, prefix: str = "") -> None:
+    """Zero the last feature convolutions of the stages named ``prefix``* (default both): a "harmonic"
+    generator with both zeroed returns its prefill."""
     modules = dict(generator.named_modules())
     for name in Generator.RESIDUAL_OUTPUTS:
-        modules[name].feature.weight.zero_()
-        modules[name].feature.bias.zero_()
+        if name.startswith(prefix):
+            modules[name].feature.weight.zero_()
+            modules[name].feature.bias.zero_()
 
 
 class Discriminator(nn.Module):
@@ -312,19 +314,39 @@ class _StopForward(Exception):
 def init_data_dependent(
     generator: Generator, image: torch.Tensor, mask: torch.Tensor, target_std: float = 0.5, rounds: int = 3
 ) -> list[tuple[str, float]]:
-    """Scale each gated layer's feature weights so its output has std ``target_std`` on real data.
+    """Official initialisation, then every gated layer rescaled by renormalise_layers.
 
     With the official truncated-normal (std 0.05) start, each ELU x sigmoid layer roughly halves the
     signal, so after the ~25 layers of the coarse stack the output is constant and gradients vanish
     (measured: layer 15's output std is 0.0000). This layer-sequential, data-dependent rescaling (as in
     LSUV, Mishkin & Matas 2016) keeps the signal alive through the deep, normalisation-free stack.
-    image: (B, 3, H, W) in [-1, 1]; mask: (B, 1, H, W). Returns (layer, final std) per layer.
+    image: (B, 3, H, W) in [-1, 1]; mask: (B, 1, H, W). Returns (layer, std before rescaling) per layer.
     """
     init_official(generator)
-    layers = [(name, m) for name, m in generator.named_modules() if isinstance(m, GatedConv)]
+    return renormalise_layers(generator, image, mask, "", target_std, rounds)
+
+
+@torch.no_grad()
+def renormalise_layers(
+    generator: Generator,
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    prefix: str = "",
+    target_std: float = 0.5,
+    rounds: int = 3,
+) -> list[tuple[str, float]]:
+    """Scale the feature weights of each gated layer named ``prefix``* (in forward order) so that its
+    output has std ``target_std`` on this data; the other layers and all gates are left as they are.
+
+    Also revives a trained stage whose activations blew up: a gate fed with huge inputs saturates at 0,
+    and the stage then passes neither signal nor gradient. Returns (layer, output std found before
+    rescaling it) per layer.
+    """
+    modules = generator.named_modules()
+    layers = [(n, m) for n, m in modules if isinstance(m, GatedConv) and n.startswith(prefix)]
     result = []
     for name, layer in layers:
-        std = 0.0
+        first = None
         for _ in range(rounds):
             captured: list[float] = []
 
@@ -340,10 +362,11 @@ def init_data_dependent(
             finally:
                 handle.remove()
             std = captured[0]
+            first = std if first is None else first
             if std < 1e-12:
                 break
             layer.feature.weight.mul_(target_std / std)
-        result.append((name, std))
+        result.append((name, first))
     return result
 
 

@@ -30,6 +30,7 @@ from backend.network import (
     Generator,
     init_data_dependent,
     init_official,
+    renormalise_layers,
     zero_residual_outputs,
 )
 from backend.prefill import PREFILL_KINDS
@@ -276,6 +277,21 @@ def default_working_size(config: TrainConfig) -> int:
     return 512 if config.prefill != "none" else max(config.size, 128)
 
 
+def revive_stage(generator, data, rng, config: TrainConfig, device, prefix: str, extra: dict, step: int):
+    """Rescale the gated layers named ``prefix``* of a resumed generator to output std 0.5 on a batch
+    (backend.network.renormalise_layers); a residual output layer among them restarts at zero."""
+    sample = data.batch()[:2].to(device)
+    sample_hole = torch.from_numpy(mask_batch(rng, 2, config.size, config.size)).to(device)
+    before = renormalise_layers(generator, sample, sample_hole, prefix)
+    if not before:
+        raise SystemExit(f"No layer of the generator is named {prefix!r}*; try 'refine' or 'coarse'.")
+    if generator.prefill != "none":
+        zero_residual_outputs(generator, prefix)
+    name, largest = max(before, key=lambda pair: pair[1])
+    print(f"Renormalised {len(before)} layers named {prefix}* (largest output std was {largest:.3g}, {name})")
+    extra.setdefault("renormalised", []).append({"step": step, "prefix": prefix, "largest_std": largest})
+
+
 class StopFlag:
     def __init__(self) -> None:
         self.stop = False
@@ -313,6 +329,8 @@ def train(args: argparse.Namespace) -> int:
     extra.setdefault("seed", args.seed)
     rng = np.random.default_rng(args.seed + step)
     data = PhotoCrops(Path(args.photos), config, rng)
+    if args.renormalise and step:
+        revive_stage(generator, data, rng, config, device, args.renormalise, extra, step)
     if step == 0:  # a fresh run: data-dependent init of the generator (see init_data_dependent)
         init_official(critic)
         sample = data.batch()[:2].to(device)
@@ -374,6 +392,7 @@ def train(args: argparse.Namespace) -> int:
                 "precision": str(autocast).removeprefix("torch.") if autocast else "float32",
                 "init": extra.get("init", ""),
                 "prefill_switches": extra.get("prefill_switches", []),
+                "renormalised": extra.get("renormalised", []),
             },
         )
         save_generator(Path(args.export), generator, card)
@@ -488,6 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PREFILL_KINDS,
         default=None,
         help="start the hole from a smooth fill, learn corrections (default: the resumed run's, else none)",
+    )
+    p.add_argument(
+        "--renormalise",
+        default="",
+        metavar="PREFIX",
+        help="on resuming, rescale the layers named PREFIX* (e.g. 'refine') to output std 0.5 on a batch: "
+        "revives a stage whose activations blew up and whose gates saturated",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

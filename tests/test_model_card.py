@@ -26,6 +26,7 @@ def _weights(path: Path) -> Path:
             "device": "cpu",
             "precision": "bfloat16",
             "prefill_switches": [{"step": 2276, "prefill": "harmonic"}],
+            "renormalised": [{"step": 3349, "prefix": "refine", "largest_std": 275.4}],
         },
     )
     save_generator(path, generator, config)
@@ -40,6 +41,7 @@ def test_the_card_states_the_weights_facts_and_the_evaluation(tmp_path: Path) ->
     assert "- Training steps: 4,321" in card
     assert "precision bfloat16" in card and "CPU-trained on 3 photos; 1.50 h wall time" in card
     assert "exact harmonic (Laplace) fill" in card and "(switched to harmonic at step 2,276)" in card
+    assert "layers refine* rescaled to output std 0.5 at step 3,349" in card and "std 275)" in card
     assert "| generator working size at run time | 512² per context window | 512² |" in card
     assert "`python -m backend evaluate --count 3`" in card and "| HiFill (ours, CRA) | 12.34 |" in card
 

@@ -204,7 +204,7 @@ def test_generator_runs_on_a_non_square_input_and_keeps_outputs_in_range():
 
 
 def test_data_dependent_init_keeps_the_signal_alive_where_the_official_start_loses_it():
-    from backend.network import GatedConv, init_data_dependent
+    from backend.network import GatedConv, init_data_dependent, renormalise_layers
 
     torch.manual_seed(2)
     image = torch.rand(1, 3, 128, 128) * 2 - 1
@@ -231,3 +231,19 @@ def test_data_dependent_init_keeps_the_signal_alive_where_the_official_start_los
     init_data_dependent(ours, image, hole)
     stds = layer_stds(ours)
     assert all(0.4 < s < 0.6 for s in stds.values()), stds
+
+    # A stage whose activations blew up in training (seen: std 275 before the refine output, its gates
+    # shut) is revived by rescaling that stage alone; the other stage keeps its weights exactly.
+    with torch.no_grad():
+        for name, module in ours.named_modules():
+            if isinstance(module, GatedConv) and name.startswith("refine.re_de"):
+                module.feature.weight.mul_(4.0)
+    blown = layer_stds(ours)
+    assert blown["refine.re_de_conv_256"] > 50, blown
+    coarse_before = {k: v.clone() for k, v in ours.state_dict().items() if k.startswith("coarse.")}
+    found = dict(renormalise_layers(ours, image, hole, "refine"))
+    assert set(found) == {n for n in stds if n.startswith("refine.")}
+    assert found["refine.re_de_conv_256"] > 1.2  # its own x4 (its inputs were already rescaled)
+    stds = layer_stds(ours)
+    assert all(0.4 < s < 0.6 for s in stds.values()), stds
+    assert all(torch.equal(v, ours.state_dict()[k]) for k, v in coarse_before.items())

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
@@ -145,3 +146,18 @@ def test_a_run_switched_to_the_harmonic_prefill_records_it_and_exports_it(tmp_pa
     assert load_generator(export)[1].prefill == "harmonic"
     with safe_open(str(run / "state.safetensors"), framework="pt") as f:
         assert len(json.loads(f.metadata()["extra"])["prefill_switches"]) == 1
+
+
+def test_renormalise_on_resume_revives_a_stage_and_records_it(tmp_path: Path, capsys):
+    photos = write_photos(tmp_path / "photos", 2, seed=3)
+    run, export = tmp_path / "run", tmp_path / "g.safetensors"
+    common = ["--photos", str(photos), "--run", str(run), "--export", str(export), "--init", ""]
+    common += ["--commit-state", "", "--size", "64", "--batch", "1", "--steps", "1", "--prefill", "harmonic"]
+    assert main(common) == 0
+    assert main([*common, "--renormalise", "refine"]) == 0
+    assert "Renormalised 22 layers named refine*" in capsys.readouterr().out
+    with safe_open(str(run / "state.safetensors"), framework="pt") as f:
+        extra = json.loads(f.metadata()["extra"])
+    assert [(r["step"], r["prefix"]) for r in extra["renormalised"]] == [(1, "refine")]
+    with pytest.raises(SystemExit, match="No layer"):
+        main([*common, "--renormalise", "decoder"])
