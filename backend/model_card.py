@@ -113,6 +113,12 @@ def render(weights: Path, evaluation: Path | None, evaluation_command: str) -> s
         "`python -m backend import-official`).",
         "",
     ]
+    if config.prefill != "none":
+        lines += [
+            "The hole starts from a classical fill: the 'prefill only (ablation)' rows (the same weights "
+            "with their corrections zeroed) show what training adds on top of it.",
+            "",
+        ]
     return "\n".join(lines)
 
 
