@@ -32,7 +32,11 @@ def test_unsupported_working_sizes_are_refused(side):
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory) -> TorchInpaintEngine:
     path = write_untrained_weights(tmp_path_factory.mktemp("w") / "untrained.safetensors")
-    return TorchInpaintEngine.load(path, device="cpu", allow_untrained=True, warm_up=False, working_size=256)
+    # fp32 on purpose: 'auto' is bf16 autocast on CPUs with native bf16, and the fallback test below
+    # compares the engine's own pass with its float32 CPU copy.
+    return TorchInpaintEngine.load(
+        path, device="cpu", precision="fp32", allow_untrained=True, warm_up=False, working_size=256
+    )
 
 
 def _case() -> tuple[np.ndarray, np.ndarray]:
