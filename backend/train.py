@@ -23,7 +23,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from backend.inference import choose_device, choose_precision
+from backend.inference import check_working_size, choose_device, choose_precision
 from backend.masks import mask_batch
 from backend.network import (
     Discriminator,
@@ -35,6 +35,7 @@ from backend.network import (
 )
 from backend.prefill import PREFILL_KINDS
 from backend.weights import DEFAULT_WEIGHTS, ModelConfig, save_generator
+from shared_protocol import HiFillError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
@@ -322,6 +323,11 @@ def train(args: argparse.Namespace) -> int:
         overrides.update(lr_g=args.lr, lr_d=args.lr)
     if args.prefill:
         overrides["prefill"] = args.prefill
+    if args.export_working_size:  # refused now, not when the exported weights are loaded
+        try:
+            check_working_size(args.export_working_size)
+        except HiFillError as error:
+            raise SystemExit(f"--export-working-size: {error.message}") from None
     config = TrainConfig(**{"size": args.size, **overrides})
     critic = Discriminator(config.size).to(device)
     init_from = Path(args.init) if args.init else None
@@ -331,6 +337,8 @@ def train(args: argparse.Namespace) -> int:
     data = PhotoCrops(Path(args.photos), config, rng)
     if args.renormalise and step:
         revive_stage(generator, data, rng, config, device, args.renormalise, extra, step)
+    elif args.renormalise:
+        print("--renormalise has nothing to do in a fresh run: its initialisation rescales every layer")
     if step == 0:  # a fresh run: data-dependent init of the generator (see init_data_dependent)
         init_official(critic)
         sample = data.batch()[:2].to(device)

@@ -136,6 +136,8 @@ def test_a_run_switched_to_the_harmonic_prefill_records_it_and_exports_it(tmp_pa
     assert config.prefill == "harmonic" and generator.prefill == "harmonic"
     assert config.working_size == 512 and config.extra["precision"] in ("float32", "bfloat16")
     assert main([*common, "--export-working-size", "384"]) == 0
+    with pytest.raises(SystemExit, match="multiple of 16"):
+        main([*common, "--export-working-size", "100"])
     assert load_generator(export)[1].working_size == 384
     resumed = Generator()  # what a resumed run trains: the run's prefill without asking again
     state = run / "state.safetensors"
