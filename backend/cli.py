@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -11,12 +12,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("backend.server", "run the backend for the GIMP and Krita plug-ins"),
     "keys": ("backend.keys", "CURVE keys so the backend can serve other machines (server, client, allow)"),
     "inpaint": ("backend.cli", "fill IMAGE where MASK is white and write OUT (same code path as serve)"),
-    "bench": ("backend.bench", "measure fills through a real backend over ZeroMQ (--compare: with peers)"),
-    "train": ("backend.train", "train the generator (Algorithm 1), resumable"),
-    "evaluate": ("backend.evaluate", "in-hole L1 / PSNR / SSIM vs OpenCV baselines, contact sheets"),
-    "import-official": ("backend.official_import", "convert the official TF checkpoint to our weights"),
-    "build-dataset": ("backend.dataset_build", "build the training/validation photo folders"),
-    "model-card": ("backend.model_card", "write the shipped weights' model card from their metadata"),
+    "bench": ("lab.bench.run", "measure fills through a real backend over ZeroMQ (--compare: with peers)"),
+    "train": ("lab.train", "train the generator (Algorithm 1), resumable"),
+    "evaluate": ("lab.evaluate", "in-hole L1 / PSNR / SSIM vs OpenCV baselines, contact sheets"),
+    "import-official": ("lab.official.convert", "convert the official TF checkpoint to our weights"),
+    "build-dataset": ("lab.dataset.build", "build the training/validation photo folders"),
+    "model-card": ("lab.model_card", "write the shipped weights' model card from their metadata"),
 }
 
 
@@ -37,8 +38,33 @@ def main(argv: list[str]) -> int:
         return 2
     if command == "inpaint":
         return inpaint_main(rest)
-    module = importlib.import_module(COMMANDS[command][0])
+    module_name = COMMANDS[command][0]
+    if module_name.startswith("lab."):
+        lab_error = find_lab()
+        if lab_error:
+            print(f"error: '{command}' {lab_error}", file=sys.stderr)
+            return 2
+    module = importlib.import_module(module_name)
     return module.main(rest)
+
+
+def find_lab() -> str | None:
+    """Make the lab importable for its commands; None when it is, else why not (a sentence's tail).
+
+    The lab (training, evaluation, dataset, bench) stands above the serving runtime and is not part of
+    the installed package: its commands run from a source checkout, where `lab/` sits beside `backend/`.
+    The runtime never imports it by name (docs/architecture.md); this is the one door, opened by name.
+    """
+    if importlib.util.find_spec("lab") is not None:
+        return None
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "lab" / "__init__.py").is_file():
+        sys.path.insert(0, str(checkout))
+        return None
+    return (
+        "is a lab command (training, evaluation, dataset, bench): it runs from a source checkout of "
+        "HiFill, where lab/ sits beside backend/; this installation has the serving runtime only."
+    )
 
 
 def inpaint_main(argv: list[str]) -> int:
@@ -48,7 +74,8 @@ def inpaint_main(argv: list[str]) -> int:
     import numpy as np
     from PIL import Image
 
-    from backend.engine import FillOptions, load_engine
+    from backend.engine import FillOptions
+    from backend.inference import load_engine
     from shared_protocol import HiFillError
 
     parser = argparse.ArgumentParser(prog="python -m backend inpaint", description=inpaint_main.__doc__)

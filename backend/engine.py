@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -49,30 +48,3 @@ class InpaintEngine:
         is_cancelled: CancelCheck | None = None,
     ) -> FillResult:
         raise NotImplementedError
-
-
-def load_engine(
-    weights: Path | str | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    allow_untrained: bool = False,
-    compile: bool = False,
-    working_size: int | None = None,
-) -> InpaintEngine:
-    """The torch engine, warmed up. Raises HiFillError(NO_WEIGHTS) when weights are missing or unusable.
-
-    Untrained (random) weights are refused unless allow_untrained is set (tests of the plumbing only);
-    compile asks for torch.compile of the generator (falls back to eager with a logged warning);
-    working_size is the generator's input side per context window (None: the weights' own setting).
-    torch is imported here, not at module import, so the protocol/server layer stays light.
-    """
-    from backend.inference import TorchInpaintEngine
-
-    return TorchInpaintEngine.load(
-        weights,
-        device=device,
-        precision=precision,
-        allow_untrained=allow_untrained,
-        compile=compile,
-        working_size=working_size,
-    )

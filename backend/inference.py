@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from backend import cra
+from backend.device import choose_device, choose_precision
 from backend.engine import CancelCheck, FillOptions, FillResult, InpaintEngine, ProgressCallback
 from backend.network import Generator, GeneratorOutput
 from backend.weights import DEFAULT_WEIGHTS, ModelConfig, load_generator
@@ -20,44 +21,6 @@ from shared_protocol import ErrorKind, HiFillError
 log = logging.getLogger("hifill.engine")
 
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float32)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has AMX-BF16 or AVX512-BF16 (bf16 convolutions are then fast in oneDNN)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def choose_device(device: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; anything else is validated."""
-    if device == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise HiFillError(
-            ErrorKind.BAD_REQUEST, f"Device '{device}' was asked for but CUDA is not available."
-        )
-    return dev
-
-
-def choose_precision(device: torch.device, precision: str) -> torch.dtype | None:
-    """Autocast dtype or None for float32. 'auto': fp16 on CUDA; bf16 on CPUs with AMX/AVX512-BF16.
-
-    On CPUs without native bf16 (e.g. AVX2 only) bf16 convolutions fall back to slow reference
-    kernels (measured here ~100x slower), so auto keeps float32 there.
-    """
-    table = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision != "auto":
-        if precision not in table:
-            raise HiFillError(ErrorKind.BAD_REQUEST, f"Unknown precision '{precision}' (fp32, bf16, fp16).")
-        return table[precision]
-    if device.type == "cuda":
-        return torch.float16
-    return torch.bfloat16 if cpu_has_fast_bf16() else None
 
 
 class TorchInpaintEngine(InpaintEngine):
@@ -312,3 +275,28 @@ def validate_fill_input(image: np.ndarray, mask: np.ndarray, options: FillOption
         )
     if options.context_px is not None and not (0 <= options.context_px <= 65536):
         raise HiFillError(ErrorKind.BAD_REQUEST, f"Context size {options.context_px} px is out of range.")
+
+
+def load_engine(
+    weights: Path | str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    allow_untrained: bool = False,
+    compile: bool = False,
+    working_size: int | None = None,
+) -> TorchInpaintEngine:
+    """The torch engine, warmed up. Raises HiFillError(NO_WEIGHTS) when weights are missing or unusable.
+
+    Untrained (random) weights are refused unless allow_untrained is set (tests of the plumbing only);
+    compile asks for torch.compile of the generator (falls back to eager with a logged warning);
+    working_size is the generator's input side per context window (None: the weights' own setting).
+    Callers outside the torch side import this module inside a function, so the server stays light.
+    """
+    return TorchInpaintEngine.load(
+        weights,
+        device=device,
+        precision=precision,
+        allow_untrained=allow_untrained,
+        compile=compile,
+        working_size=working_size,
+    )

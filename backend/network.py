@@ -2,7 +2,7 @@
 
 Tensors are NCHW, colours in [-1, 1], masks in {0, 1} with 1 = hole. Padding follows TensorFlow's
 'SAME' rule and up-sampling TensorFlow 1's bilinear resize (no half-pixel offset), so that the
-official checkpoint imported by backend.official_import behaves as it did in TensorFlow.
+official checkpoint imported by lab.official.convert behaves as it did in TensorFlow.
 """
 
 from __future__ import annotations

@@ -822,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", error)
         return 2
     from backend.allocator import bound_library_caches, fix_mmap_threshold
-    from backend.engine import load_engine  # imported here: loading weights pulls in torch
+    from backend.inference import load_engine  # imported here: loading weights pulls in torch
 
     log.info("memory: %s", fix_mmap_threshold())  # before the engine allocates (see backend.allocator)
     log.info("memory: %s", bound_library_caches())  # before torch builds its first convolution

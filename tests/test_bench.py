@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from backend import bench
+from lab.bench import run as bench
 
 PEERS_PRESENT = bench.peer_available("telea") is None and bench.peer_available("patchmatch") is None
 

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from backend import cra
-from backend.engine import FillOptions, load_engine
+from backend.engine import FillOptions
+from backend.inference import load_engine
 from backend.weights import write_untrained_weights
 from shared_protocol import ErrorKind, HiFillError
 

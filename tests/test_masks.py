@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from backend.masks import KINDS, contact_sheet, mask_batch, random_mask, write_contact_sheet
+from lab.masks import KINDS, contact_sheet, mask_batch, random_mask, write_contact_sheet
 
 
 @pytest.mark.parametrize("kind", KINDS)

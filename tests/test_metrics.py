@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from backend.metrics import (
+from lab.metrics import (
     MS_SSIM_WEIGHTS,
     gaussian_window,
     hole_l1,
@@ -195,7 +195,7 @@ def test_invalid_inputs_raise_value_error(call, message: str) -> None:
 
 def test_scipy_and_opencv_filtering_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     """The optional OpenCV filter path is an accelerator only: scores match the scipy path."""
-    import backend.metrics as module
+    import lab.metrics as module
 
     if module._cv2 is None:
         pytest.skip("OpenCV is not installed, so only the scipy path exists")

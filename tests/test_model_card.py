@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from backend import model_card
 from backend.network import Generator, init_official
 from backend.weights import ModelConfig, save_generator
+from lab import model_card
 
 
 def _weights(path: Path) -> Path:

@@ -1,4 +1,4 @@
-"""backend.official_import: the tensor-bundle reader against the real official index, round trips through
+"""lab.official.convert: the tensor-bundle reader against the real official index, round trips through
 bundles written here, and the errors a user sees for damaged or foreign checkpoints."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from backend import layers as L
-from backend import official_import as oi
 from backend.network import Discriminator, Generator, init_official, official_parameter_map
 from backend.weights import METADATA_KEY, load_generator, read_config
+from lab.official import convert as oi
 from shared_protocol import ErrorKind, HiFillError
 
 DATA = Path(__file__).parent / "data"

@@ -12,8 +12,8 @@ from PIL import Image
 from safetensors import safe_open
 
 from backend.network import Discriminator, Generator
-from backend.train import TrainConfig, gradient_penalty, main, reconstruction_loss, restore_state
 from backend.weights import load_generator
+from lab.train import TrainConfig, gradient_penalty, main, reconstruction_loss, restore_state
 
 torch.set_num_threads(1)
 

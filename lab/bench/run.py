@@ -57,7 +57,7 @@ from tqdm import tqdm
 
 from shared_protocol import Client, ErrorKind, HiFillError, InpaintResult
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_IMAGE = REPO / "samples" / "otters.jpg"
 DEFAULT_OUT = REPO / "runs" / "bench"
 
@@ -79,7 +79,7 @@ MB = 1_000_000
 
 _SERVE_CODE = "import sys; from backend.server import main; sys.exit(main(sys.argv[1:]))"
 _PEER_CHILD_CODE = (
-    "import sys; from backend.bench import peer_child_main; sys.exit(peer_child_main(sys.argv[1:]))"
+    "import sys; from lab.bench.run import peer_child_main; sys.exit(peer_child_main(sys.argv[1:]))"
 )
 
 

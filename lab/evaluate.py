@@ -5,7 +5,7 @@
 
 For every validation photo and every requested size the harness builds one case — a 512x512 crop
 (or any NxN) or the whole photo scaled to a long side of 1920 ("hd", through CRA) — and one hole mask
-from a fixed seed (backend.masks), then runs every method on exactly that case. Methods receive the
+from a fixed seed (lab.masks), then runs every method on exactly that case. Methods receive the
 image with the hole blanked to 0, so none can peek at the ground truth; their output is pasted back
 into the original outside the hole (as in the paper) before scoring. It writes:
 
@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 from tqdm import tqdm
 
-from backend import masks, metrics
+from lab import masks, metrics
 
 Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -102,7 +102,7 @@ def engine_method(
     their learned correction layers are zeroed, so the fill is the prefill alone, through the same CRA.
     """
     try:
-        from backend.engine import load_engine
+        from backend.inference import load_engine
         from shared_protocol import HiFillError
     except ImportError as error:
         raise EvaluationError(

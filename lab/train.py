@@ -23,8 +23,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from backend.inference import check_working_size, choose_device, choose_precision
-from backend.masks import mask_batch
+from backend.device import choose_device, choose_precision
+from backend.inference import check_working_size
 from backend.network import (
     Discriminator,
     Generator,
@@ -35,6 +35,7 @@ from backend.network import (
 )
 from backend.prefill import PREFILL_KINDS
 from backend.weights import DEFAULT_WEIGHTS, ModelConfig, save_generator
+from lab.masks import mask_batch
 from shared_protocol import HiFillError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -479,13 +480,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default="runs/cpu", help="run folder: state, samples.png, losses.csv/png")
     p.add_argument(
         "--init",
-        default="backend/weights/training-state.safetensors",
+        default="lab/state/training-state.safetensors",
         help="state to start from when the run folder has none (the committed state)",
     )
     p.add_argument("--export", default=str(DEFAULT_WEIGHTS), help="where to write the shipped generator")
     p.add_argument(
         "--commit-state",
-        default="backend/weights/training-state.safetensors",
+        default="lab/state/training-state.safetensors",
         help="compact (fp16) copy of the state written at each checkpoint, for the repository ('' = none)",
     )
     p.add_argument(

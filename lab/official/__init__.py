@@ -1,0 +1,1 @@
+"""The official HiFill TensorFlow checkpoint, read without TensorFlow (import-official)."""
