@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from lab.bench import cases, measure, ours, peers, report
 from lab.bench import run as bench
 
-PEERS_PRESENT = bench.peer_available("telea") is None and bench.peer_available("patchmatch") is None
+PEERS_PRESENT = peers.peer_available("telea") is None and peers.peer_available("patchmatch") is None
 
 
 # ------------------------------------------------------------------------------------ one real run
@@ -54,7 +55,7 @@ def test_smoke_run_writes_table_json_and_plot(smoke: dict) -> None:
 def test_smoke_our_backend_numbers_are_real(smoke: dict) -> None:
     report = smoke["report"]
     assert report["backend"]["untrained"] is True
-    [ours] = [item for item in report["results"] if item["method"] == bench.OURS]
+    [ours] = [item for item in report["results"] if item["method"] == cases.OURS]
     assert ours["case"] == "256x256 10%" and ours["pixels"] == 256 * 256
     assert 9.0 <= ours["hole_percent"] <= 11.0
     assert ours["runs"] == 2 and all(t > 0 for t in ours["times_s"])
@@ -90,7 +91,7 @@ def test_smoke_transport_and_targets(smoke: dict) -> None:
 @pytest.mark.skipif(not PEERS_PRESENT, reason="opencv-python-headless or patchmatch-cython missing")
 def test_smoke_peers_measured_in_their_own_processes(smoke: dict) -> None:
     report = smoke["report"]
-    peers = {item["method"]: item for item in report["results"] if item["method"] != bench.OURS}
+    peers = {item["method"]: item for item in report["results"] if item["method"] != cases.OURS}
     assert set(peers) == {"telea", "ns", "patchmatch"}
     for item in peers.values():
         assert item["case"] == "256x256 10%" and not item["capped"] and item["error"] is None
@@ -109,7 +110,7 @@ def test_smoke_peers_measured_in_their_own_processes(smoke: dict) -> None:
 @pytest.mark.parametrize(("width", "height"), [(64, 48), (300, 200), (1000, 500)])
 @pytest.mark.parametrize("percent", [5.0, 25.0])
 def test_blob_mask_is_one_hole_of_the_asked_size(width: int, height: int, percent: float) -> None:
-    mask = bench.blob_mask(width, height, percent, seed=3)
+    mask = cases.blob_mask(width, height, percent, seed=3)
     assert mask.shape == (height, width) and mask.dtype == np.uint8
     assert set(np.unique(mask)) == {0, 255}
     share = 100.0 * np.count_nonzero(mask) / mask.size
@@ -119,24 +120,24 @@ def test_blob_mask_is_one_hole_of_the_asked_size(width: int, height: int, percen
 
 
 def test_cases_follow_the_issue() -> None:
-    plain = bench.build_cases(list(bench.DEFAULT_SIZES), None, compare=False)
+    plain = cases.build_cases(list(cases.DEFAULT_SIZES), None, compare=False)
     assert [case.key for case in plain] == ["512x512 10%", "2K 10%", "4K 10%", "8K 25%"]
     assert (plain[-1].width, plain[-1].height) == (7680, 4320)
-    compared = bench.build_cases(["8k", "512"], None, compare=True)
+    compared = cases.build_cases(["8k", "512"], None, compare=True)
     assert [case.key for case in compared] == [
         "512x512 5%", "512x512 10%", "512x512 25%", "8K 5%", "8K 10%", "8K 25%",
     ]  # fmt: skip
-    assert bench.parse_size("640x480") == ("640x480", 640, 480)
+    assert cases.parse_size("640x480") == ("640x480", 640, 480)
     # the cold start ends with a small fill, whatever the cases
     assert bench.cold_start_case(plain).key == "512x512 10%"
-    assert bench.cold_start_case(bench.build_cases(["8k"], None, compare=False)).key == "512x512 10%"
-    assert bench.cold_start_case(bench.build_cases(["256"], [25.0], compare=False)).key == "256x256 25%"
+    assert bench.cold_start_case(cases.build_cases(["8k"], None, compare=False)).key == "512x512 10%"
+    assert bench.cold_start_case(cases.build_cases(["256"], [25.0], compare=False)).key == "256x256 25%"
     with pytest.raises(Exception, match="not a size"):
-        bench.parse_size("huge")
+        cases.parse_size("huge")
 
 
 def test_natural_image_without_a_photo_is_a_texture(tmp_path: Path) -> None:
-    image = bench.natural_image(200, 120, tmp_path / "missing.jpg")
+    image = cases.natural_image(200, 120, tmp_path / "missing.jpg")
     assert image.shape == (120, 200, 3) and image.dtype == np.uint8
     assert image.std() > 10  # not flat
 
@@ -147,23 +148,23 @@ def test_check_fill_spots_a_changed_outside_pixel() -> None:
     mask[3:6, 3:6] = 255
     region = image[2:7, 2:7].copy()
     region[1:4, 1:4] = 9
-    good = bench.check_fill(image, mask, region, 2, 2)
+    good = measure.check_fill(image, mask, region, 2, 2)
     assert good["covers_hole"] and good["outside_bit_exact"] and good["hole_changed_fraction"] == 1.0
     region[0, 0] = 1
-    assert not bench.check_fill(image, mask, region, 2, 2)["outside_bit_exact"]
-    assert not bench.check_fill(image, mask, region[2:, 2:], 4, 4)["covers_hole"]
+    assert not measure.check_fill(image, mask, region, 2, 2)["outside_bit_exact"]
+    assert not measure.check_fill(image, mask, region[2:, 2:], 4, 4)["covers_hole"]
 
 
-@pytest.mark.skipif(bench.peer_available("patchmatch") is not None, reason="patchmatch-cython missing")
+@pytest.mark.skipif(peers.peer_available("patchmatch") is not None, reason="patchmatch-cython missing")
 def test_a_peer_past_the_cap_is_stopped_and_reported(tmp_path: Path) -> None:
-    case = bench.Case("256x256", 256, 256, 10.0)
+    case = cases.Case("256x256", 256, 256, 10.0)
     image_path, mask_path = tmp_path / "image.npy", tmp_path / "mask.npy"
-    np.save(image_path, bench.natural_image(256, 256))
-    np.save(mask_path, bench.blob_mask(256, 256, 10.0))
-    result = bench.run_peer("patchmatch", case, 10.0, image_path, mask_path, repeats=3, cap_s=0.02)
+    np.save(image_path, cases.natural_image(256, 256))
+    np.save(mask_path, cases.blob_mask(256, 256, 10.0))
+    result = peers.run_peer("patchmatch", case, 10.0, image_path, mask_path, repeats=3, cap_s=0.02)
     assert result.capped and result.times_s == [] and result.median_s is None
     assert result.peak_rss_bytes and result.peak_rss_bytes > 0
-    assert bench._time_cell(result.to_dict()) == "> 0.02 s (cap)"
+    assert report._time_cell(result.to_dict()) == "> 0.02 s (cap)"
 
 
 def test_targets_say_pass_or_miss_and_by_how_much() -> None:
@@ -173,14 +174,14 @@ def test_targets_say_pass_or_miss_and_by_how_much() -> None:
 
     report = {
         "results": [
-            ours("512x512 10%", 512, 512, 0.30, 500 * bench.MB),
-            ours("4K 10%", 3840, 2160, 2.0, 900 * bench.MB),
-            ours("8K 25%", 7680, 4320, 3.0, 2500 * bench.MB),
+            ours("512x512 10%", 512, 512, 0.30, 500 * cases.MB),
+            ours("4K 10%", 3840, 2160, 2.0, 900 * cases.MB),
+            ours("8K 25%", 7680, 4320, 3.0, 2500 * cases.MB),
         ],
         "transport": {"width": 7680, "height": 4320, "ratio_to_memcpy": 6.0},
         "cold_start": None,
     }
-    rows = {row["target"]: row for row in bench.target_table(report)}
+    rows = {row["target"]: row for row in report.target_table(report)}
     assert rows["512x512 fill, 10% hole"]["status"] == "pass"
     assert rows["512x512 fill, 10% hole"]["margin"] == "50 ms to spare"
     assert rows["4K fill, 10% hole"]["status"] == "miss"
@@ -197,21 +198,21 @@ def test_targets_say_pass_or_miss_and_by_how_much() -> None:
 def test_paused_stops_and_always_resumes_a_process() -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        with bench.paused(sleeper.pid) as stopped:
+        with measure.paused(sleeper.pid) as stopped:
             assert stopped == [sleeper.pid]
-            assert bench.process_state(sleeper.pid) == "T"
-        assert bench.process_state(sleeper.pid) != "T"
-        with pytest.raises(RuntimeError), bench.paused(sleeper.pid):
-            assert bench.process_state(sleeper.pid) == "T"
+            assert measure.process_state(sleeper.pid) == "T"
+        assert measure.process_state(sleeper.pid) != "T"
+        with pytest.raises(RuntimeError), measure.paused(sleeper.pid):
+            assert measure.process_state(sleeper.pid) == "T"
             raise RuntimeError("the bench failed")
-        assert bench.process_state(sleeper.pid) != "T"  # resumed although the body raised
+        assert measure.process_state(sleeper.pid) != "T"  # resumed although the body raised
     finally:
         sleeper.kill()
         sleeper.wait()
 
 
 def test_pause_refuses_the_bench_itself_and_missing_processes(capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(bench.BenchError, match="Refusing"), bench.paused(os.getpid()):
+    with pytest.raises(cases.BenchError, match="Refusing"), measure.paused(os.getpid()):
         pass
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()
@@ -228,7 +229,7 @@ def test_smoke_gpu_section_runs_or_says_why_it_was_skipped(smoke: dict) -> None:
         assert gpu["device_name"] and "## GPU (in-process engine, no ZeroMQ)" in markdown
         assert {row["precision"] for row in gpu["results"]} == {"fp16", "fp32"}
     else:
-        reason = bench.gpu_skip_reason()
+        reason = ours.gpu_skip_reason()
         assert reason and gpu == {"skipped": reason}
         assert f"GPU section skipped: {reason}." in markdown
         assert markdown.index("GPU section skipped") < markdown.index("## Targets (issue 6)")
