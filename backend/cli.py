@@ -76,6 +76,7 @@ def inpaint_main(argv: list[str]) -> int:
 
     from backend.engine import FillOptions
     from backend.inference import load_engine
+    from backend.options import add_engine_options
     from shared_protocol import HiFillError
 
     parser = argparse.ArgumentParser(prog="python -m backend inpaint", description=inpaint_main.__doc__)
@@ -86,16 +87,8 @@ def inpaint_main(argv: list[str]) -> int:
         "mask", type=Path, help="mask of the same size: white = fill, black = keep, grey = soft"
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the result")
-    parser.add_argument("--weights", type=Path, default=None, help="generator weights (default: shipped)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto")
     parser.add_argument("--context", type=int, default=None, help="context margin around holes in px (auto)")
-    parser.add_argument(
-        "--working-size",
-        type=int,
-        default=None,
-        help="generator input side per context window, a multiple of 16 (default: the weights' own)",
-    )
+    add_engine_options(parser)
     args = parser.parse_args(argv)
 
     try:

@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 from tqdm import tqdm
 
+from backend.options import add_engine_options
 from lab import masks, metrics
 
 Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -569,20 +570,13 @@ def _grid(rows: list[list[Image.Image]], titles: Sequence[str], tile: int) -> Im
     columns = len(titles)
     sheet = Image.new("RGB", (columns * (tile + gap) + gap, header + len(rows) * (tile + gap) + gap), "white")
     draw = ImageDraw.Draw(sheet)
-    font = _font()
+    font = masks.label_font(13)
     for column, title in enumerate(titles):
         draw.text((gap + column * (tile + gap) + 2, 4), title, fill=(0, 0, 0), font=font)
     for row_index, row in enumerate(rows):
         for column, image in enumerate(row):
             sheet.paste(image, (gap + column * (tile + gap), header + gap + row_index * (tile + gap)))
     return sheet
-
-
-def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=13)
-    except (TypeError, OSError):  # Pillow without FreeType support
-        return ImageFont.load_default()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -689,19 +683,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score our model and classical baselines on the same photos and generated holes.",
     )
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="folder of validation photos")
-    parser.add_argument("--weights", type=Path, default=None, help="generator weights (default: shipped)")
-    parser.add_argument("--device", default="auto", help="device for our engine: auto, cpu, cuda")
+    add_engine_options(parser, precision=False)
     parser.add_argument(
         "--allow-untrained", action="store_true", help="accept untrained weights (to test the plumbing only)"
     )
     parser.add_argument(
         "--count", type=int, default=None, help="evaluate N photos spread evenly over the folder"
-    )
-    parser.add_argument(
-        "--working-size",
-        type=int,
-        default=None,
-        help="generator input side per context window, a multiple of 16 (default: the weights' own)",
     )
     parser.add_argument("--sizes", default="512,hd", help="comma list: N (NxN crop), hd, 2k, 4k, 8k, longN")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")

@@ -115,7 +115,7 @@ def contact_sheet(
     """A labelled grid of sample masks (holes drawn dark on white), for docs/masks.png."""
     rng = np.random.default_rng(seed)
     label_h, gap = 18, 4
-    font = _small_font()
+    font = label_font()
     rows = rows_per_kind * len(kinds)
     sheet = Image.new("RGB", (columns * (tile + gap) + gap, rows * (tile + label_h + gap) + gap), "white")
     draw = ImageDraw.Draw(sheet)
@@ -611,8 +611,9 @@ def _lathe_object(rng: np.random.Generator) -> Image.Image:
     return image
 
 
-def _small_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def label_font(size: int = 12) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's default font at `size` px for contact-sheet labels (a fixed bitmap font without FreeType)."""
     try:
-        return ImageFont.load_default(size=12)
+        return ImageFont.load_default(size=size)
     except (TypeError, OSError):  # Pillow without FreeType support
         return ImageFont.load_default()

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from lab.bench import cases, measure, ours, peers, report
+from lab.bench import cases, measure, ours, peers
+from lab.bench import report as bench_report
 from lab.bench import run as bench
 
 PEERS_PRESENT = peers.peer_available("telea") is None and peers.peer_available("patchmatch") is None
@@ -164,7 +165,7 @@ def test_a_peer_past_the_cap_is_stopped_and_reported(tmp_path: Path) -> None:
     result = peers.run_peer("patchmatch", case, 10.0, image_path, mask_path, repeats=3, cap_s=0.02)
     assert result.capped and result.times_s == [] and result.median_s is None
     assert result.peak_rss_bytes and result.peak_rss_bytes > 0
-    assert report._time_cell(result.to_dict()) == "> 0.02 s (cap)"
+    assert bench_report._time_cell(result.to_dict()) == "> 0.02 s (cap)"
 
 
 def test_targets_say_pass_or_miss_and_by_how_much() -> None:
@@ -181,7 +182,7 @@ def test_targets_say_pass_or_miss_and_by_how_much() -> None:
         "transport": {"width": 7680, "height": 4320, "ratio_to_memcpy": 6.0},
         "cold_start": None,
     }
-    rows = {row["target"]: row for row in report.target_table(report)}
+    rows = {row["target"]: row for row in bench_report.target_table(report)}
     assert rows["512x512 fill, 10% hole"]["status"] == "pass"
     assert rows["512x512 fill, 10% hole"]["margin"] == "50 ms to spare"
     assert rows["4K fill, 10% hole"]["status"] == "miss"

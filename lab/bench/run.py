@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from backend.options import add_engine_options
 from lab.bench.cases import (
     DEFAULT_IMAGE,
     DEFAULT_OUT,
@@ -274,17 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--plot", type=Path, default=None, help="scaling plot (default OUT/bench-scaling.png)"
     )
-    parser.add_argument(
-        "--weights", type=Path, default=None, help="weights for the backend (default: shipped)"
-    )
-    parser.add_argument("--device", default="auto", help="backend device: auto, cpu, cuda")
-    parser.add_argument("--precision", default="auto", help="backend precision: auto, fp32, bf16, fp16")
-    parser.add_argument(
-        "--working-size",
-        type=int,
-        default=None,
-        help="generator input side per context window, a multiple of 16 (default: the weights' own)",
-    )
+    add_engine_options(parser)
     parser.add_argument(
         "--allow-untrained",
         action="store_true",
