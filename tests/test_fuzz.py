@@ -412,7 +412,7 @@ class Expected:
 
 
 def expected_reply(frames: list[bytes]) -> Expected:
-    """The server's validation (backend.server._Server._handle), replayed on the bytes that were sent."""
+    """The server's validation (backend.server.loop._Server._handle), replayed on the bytes that were sent."""
     try:
         header, buffers = decode(frames, LIMITS)
         if header.op is not Op.INPAINT and header.buffers:

@@ -1,5 +1,6 @@
-"""lab.official.convert: the tensor-bundle reader against the real official index, round trips through
-bundles written here, and the errors a user sees for damaged or foreign checkpoints."""
+"""lab.official (tf_bundle, convert): the tensor-bundle reader against the real official index, round
+trips through bundles written by tests/tf_bundle_writer.py, and the errors a user sees for damaged or
+foreign checkpoints."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from backend import layers as L
 from backend.network import Discriminator, Generator, init_official, official_parameter_map
 from backend.weights import METADATA_KEY, load_generator, read_config
 from lab.official import convert as oi
+from lab.official import tf_bundle as tb
 from shared_protocol import ErrorKind, HiFillError
+from tests import tf_bundle_writer as tw
 
 DATA = Path(__file__).parent / "data"
 REAL_INDEX = DATA / "official-checkpoint-0.index"
@@ -61,9 +64,9 @@ def random_generator(seed: int) -> Generator:
 
 def official_like_tensors(generator: Generator, discriminator: Discriminator | None = None) -> dict:
     """What the official checkpoint holds: generator, discriminator, Adam slots, beta powers, step."""
-    tensors = oi.network_tensors(generator, official_parameter_map(generator))
+    tensors = tw.network_tensors(generator, official_parameter_map(generator))
     if discriminator is not None:
-        tensors.update(oi.network_tensors(discriminator, oi.discriminator_parameter_map(discriminator)))
+        tensors.update(tw.network_tensors(discriminator, oi.discriminator_parameter_map(discriminator)))
     some = sorted(tensors)[:3]
     for name in some:
         tensors[f"{name}/Adam"] = np.full_like(tensors[name], 7.0)
@@ -81,7 +84,7 @@ def bundle_dir(tmp_path_factory) -> tuple[Path, Generator, Discriminator]:
     generator = random_generator(1)
     discriminator = Discriminator(128)
     init_official(discriminator, torch.Generator().manual_seed(2))
-    oi.write_bundle(folder / "0", official_like_tensors(generator, discriminator), block_size=1024)
+    tw.write_bundle(folder / "0", official_like_tensors(generator, discriminator), block_size=1024)
     (folder / "checkpoint").write_text('model_checkpoint_path: "0"\nall_model_checkpoint_paths: "0"\n')
     return folder, generator, discriminator
 
@@ -97,8 +100,8 @@ def copy_bundle(src: Path, dst: Path) -> Path:
 
 
 def test_real_index_lists_every_variable_of_the_reference_listing():
-    bundle = oi.TensorBundle(REAL_INDEX)
-    assert bundle.header == oi.BundleHeader(num_shards=1, endianness=0, producer=1, min_consumer=0)
+    bundle = tb.TensorBundle(REAL_INDEX)
+    assert bundle.header == tb.BundleHeader(num_shards=1, endianness=0, producer=1, min_consumer=0)
     listed = listed_variables()
     assert {name: (e.dtype, e.shape) for name, e in bundle.entries.items()} == listed
     kinds = [oi.variable_kind(name) for name in bundle.entries]
@@ -111,7 +114,7 @@ def test_real_index_lists_every_variable_of_the_reference_listing():
 
 
 def test_real_index_maps_one_to_one_onto_our_generator():
-    bundle = oi.TensorBundle(REAL_INDEX)
+    bundle = tb.TensorBundle(REAL_INDEX)
     generator = Generator()
     ours = generator.state_dict()
     mapping = official_parameter_map(generator)
@@ -127,7 +130,7 @@ def test_real_index_maps_one_to_one_onto_our_generator():
 
 
 def test_real_index_discriminator_fits_a_512_critic():
-    bundle = oi.TensorBundle(REAL_INDEX)
+    bundle = tb.TensorBundle(REAL_INDEX)
     critic = Discriminator(512)
     plan = oi.plan_import(bundle.entries, critic, oi.discriminator_parameter_map(critic), "discriminator")
     assert len(plan.mapping) == 14
@@ -136,11 +139,11 @@ def test_real_index_discriminator_fits_a_512_critic():
 
 def test_writer_reproduces_the_real_index_byte_for_byte(tmp_path):
     """Our table writer and entry encoder lay bytes out exactly as TensorFlow did."""
-    pairs = oi.read_table(REAL_INDEX)
+    pairs = tb.read_table(REAL_INDEX)
     for key, value in pairs[1:]:
-        assert oi.BundleEntry.parse(key.decode(), value).encode() == value
-    assert oi.BundleHeader.parse(pairs[0][1]).encode() == pairs[0][1]
-    oi.write_table(tmp_path / "copy.index", pairs)
+        assert tw.encode_entry(tb.BundleEntry.parse(key.decode(), value)) == value
+    assert tw.encode_header(tb.BundleHeader.parse(pairs[0][1])) == pairs[0][1]
+    tw.write_table(tmp_path / "copy.index", pairs)
     assert (tmp_path / "copy.index").read_bytes() == REAL_INDEX.read_bytes()
 
 
@@ -168,12 +171,12 @@ def test_real_index_without_its_data_shard_is_a_clear_error(tmp_path, capsys):
 
 
 def test_crc32c_matches_the_bitwise_definition_on_both_paths():
-    assert oi.crc32c(b"123456789") == 0xE3069283  # the standard check value
-    assert oi.crc32c(b"") == 0
+    assert tb.crc32c(b"123456789") == 0xE3069283  # the standard check value
+    assert tb.crc32c(b"") == 0
     data = os.urandom(70_001)
     for size in (1, 13, 65_535, 65_536, 65_537, 70_001):  # numpy path from 65,536 bytes
-        assert oi.crc32c(data[:size]) == reference_crc32c(data[:size]), size
-    assert oi.mask_crc(0) == 0xA282EAD8
+        assert tb.crc32c(data[:size]) == reference_crc32c(data[:size]), size
+    assert tb.mask_crc(0) == 0xA282EAD8
 
 
 def test_tf_layouts_transpose_to_torch():
@@ -183,14 +186,14 @@ def test_tf_layouts_transpose_to_torch():
     assert weight[4, 3, 1, 2] == kernel[1, 2, 3, 4]
     dense = np.arange(6, dtype=np.float32).reshape(3, 2)  # in, out
     assert oi.tf_to_torch(dense)[1, 2] == dense[2, 1]
-    assert np.array_equal(oi.torch_to_tf(torch.from_numpy(weight)), kernel)
+    assert np.array_equal(tw.torch_to_tf(torch.from_numpy(weight)), kernel)
 
 
 def test_resolve_prefix_accepts_prefix_index_shard_and_folder(bundle_dir):
     folder = bundle_dir[0]
     prefix = folder / "0"
     for path in (prefix, folder / "0.index", folder / "0.data-00000-of-00001", folder):
-        assert oi.resolve_prefix(path) == prefix
+        assert tb.resolve_prefix(path) == prefix
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,7 +204,7 @@ def test_resolve_prefix_accepts_prefix_index_shard_and_folder(bundle_dir):
 def test_round_trip_generator_tensors_and_outputs_are_identical(bundle_dir):
     folder, original, _ = bundle_dir
     imported, plan, bundle = oi.import_generator(folder)
-    assert len(oi.read_table(bundle.index_path)) > 1
+    assert len(tb.read_table(bundle.index_path)) > 1
     ours, theirs = original.state_dict(), imported.state_dict()
     assert ours.keys() == theirs.keys()
     for key in ours:
@@ -266,7 +269,7 @@ def test_command_writes_weights_the_backend_loads(bundle_dir, tmp_path, capsys):
 
 
 def _error(path: Path, **kwargs) -> HiFillError:
-    with pytest.raises(oi.CheckpointError) as info:
+    with pytest.raises(tb.CheckpointError) as info:
         oi.import_generator(path, **kwargs)
     assert info.value.kind == ErrorKind.NO_WEIGHTS
     return info.value
@@ -303,12 +306,12 @@ def test_damaged_block_fails_its_checksum(tmp_path):
 
 
 def test_snappy_block_is_refused_clearly(tmp_path):
-    oi.write_table(tmp_path / "0.index", oi.read_table(REAL_INDEX), compression=oi.SNAPPY_COMPRESSION)
+    tw.write_table(tmp_path / "0.index", tb.read_table(REAL_INDEX), compression=tb.SNAPPY_COMPRESSION)
     assert "Snappy-compressed" in _error(tmp_path / "0").message
 
 
 def test_table_without_bundle_header(tmp_path):
-    oi.write_table(tmp_path / "0.index", oi.read_table(REAL_INDEX)[1:])
+    tw.write_table(tmp_path / "0.index", tb.read_table(REAL_INDEX)[1:])
     assert "no bundle header" in _error(tmp_path / "0").message
 
 
@@ -328,7 +331,7 @@ def test_truncated_data_shard(bundle_dir, tmp_path):
 
 def test_corrupt_tensor_bytes_fail_the_crc_unless_unchecked(bundle_dir, tmp_path):
     prefix = copy_bundle(bundle_dir[0], tmp_path / "b")
-    bundle = oi.TensorBundle(prefix)
+    bundle = tb.TensorBundle(prefix)
     entry = bundle.entries["generator/re_dil_d16/w"]
     shard = bundle.data_path(entry)
     data = bytearray(shard.read_bytes())
@@ -344,7 +347,7 @@ def test_corrupt_tensor_bytes_fail_the_crc_unless_unchecked(bundle_dir, tmp_path
 
 @pytest.fixture(scope="module")
 def generator_tensors() -> dict[str, np.ndarray]:
-    return oi.network_tensors(random_generator(5), official_parameter_map(Generator()))
+    return tw.network_tensors(random_generator(5), official_parameter_map(Generator()))
 
 
 @pytest.fixture
@@ -354,7 +357,7 @@ def bundle_with(tmp_path, generator_tensors):
     def write(edit) -> Path:
         tensors = dict(generator_tensors)
         edit(tensors)
-        oi.write_bundle(tmp_path / "edited" / "0", tensors, checksums=False)
+        tw.write_bundle(tmp_path / "edited" / "0", tensors, checksums=False)
         return tmp_path / "edited" / "0"
 
     return write
@@ -408,34 +411,34 @@ def test_checkpoint_file_with_escaped_relative_path(tmp_path):
     (tmp_path / "café").mkdir()
     shutil.copy(REAL_INDEX, tmp_path / "café" / 'snap "1".index')
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "caf\\303\\251/snap \\"1\\""\n')
-    assert oi.resolve_prefix(tmp_path) == tmp_path / "café" / 'snap "1"'
+    assert tb.resolve_prefix(tmp_path) == tmp_path / "café" / 'snap "1"'
 
 
 def test_unresolvable_paths(tmp_path, capsys):
-    with pytest.raises(oi.CheckpointError, match="No TensorFlow checkpoint at"):
-        oi.resolve_prefix(tmp_path / "nothing")
-    with pytest.raises(oi.CheckpointError, match="not exactly one .index file"):
-        oi.resolve_prefix(tmp_path)
+    with pytest.raises(tb.CheckpointError, match="No TensorFlow checkpoint at"):
+        tb.resolve_prefix(tmp_path / "nothing")
+    with pytest.raises(tb.CheckpointError, match="not exactly one .index file"):
+        tb.resolve_prefix(tmp_path)
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "snap-9"\n')
-    with pytest.raises(oi.CheckpointError, match="names the checkpoint 'snap-9'"):
-        oi.resolve_prefix(tmp_path)
+    with pytest.raises(tb.CheckpointError, match="names the checkpoint 'snap-9'"):
+        tb.resolve_prefix(tmp_path)
     assert oi.main([str(tmp_path / "nothing.index")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error (no_weights): The checkpoint index") and "Traceback" not in err
 
 
 def test_entry_size_disagreeing_with_shape(tmp_path):
-    oi.write_bundle(tmp_path / "0", {"generator/x/w": np.zeros((2, 2), np.float32)})
-    pairs = oi.read_table(tmp_path / "0.index")
-    entry = oi.BundleEntry.parse("generator/x/w", pairs[1][1])
-    bad = oi.BundleEntry(entry.name, entry.dtype, (2, 3), size=entry.size, crc32c=entry.crc32c)
-    oi.write_table(tmp_path / "0.index", [pairs[0], (pairs[1][0], bad.encode())])
-    with pytest.raises(oi.CheckpointError, match="the index is damaged"):
-        oi.TensorBundle(tmp_path / "0").read("generator/x/w")
+    tw.write_bundle(tmp_path / "0", {"generator/x/w": np.zeros((2, 2), np.float32)})
+    pairs = tb.read_table(tmp_path / "0.index")
+    entry = tb.BundleEntry.parse("generator/x/w", pairs[1][1])
+    bad = tb.BundleEntry(entry.name, entry.dtype, (2, 3), size=entry.size, crc32c=entry.crc32c)
+    tw.write_table(tmp_path / "0.index", [pairs[0], (pairs[1][0], tw.encode_entry(bad))])
+    with pytest.raises(tb.CheckpointError, match="the index is damaged"):
+        tb.TensorBundle(tmp_path / "0").read("generator/x/w")
 
 
 def test_block_restart_array_is_checked():
-    block = bytearray(oi._BlockBuilder(4).finish())
+    block = bytearray(tw.BlockBuilder(4).finish())
     block[-4:] = struct.pack("<I", 1000)  # more restarts than the block can hold
-    with pytest.raises(oi._FormatError, match="impossible restart count"):
-        list(oi._block_entries(memoryview(bytes(block)), "data"))
+    with pytest.raises(tb._FormatError, match="impossible restart count"):
+        list(tb._block_entries(memoryview(bytes(block)), "data"))

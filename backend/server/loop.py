@@ -20,16 +20,10 @@ dropped from the queue, or its client vanished).
 
 from __future__ import annotations
 
-import argparse
-import ipaddress
 import logging
-import signal
-import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -38,7 +32,9 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from backend.engine import FillOptions, FillResult, InpaintEngine
-from backend.keys import AllowedKeys, CurveConfig, KeysError, default_keys_dir, load_curve_config
+from backend.keys import CurveConfig
+from backend.server.jobs import DEFAULT_MAX_QUEUE, Job, JobQueue
+from backend.server.policy import ServerConfigError, apply_security, check_endpoint, shared_memory_refusal
 from shared_protocol import (
     DEFAULT_ENDPOINT,
     DEFAULT_LIMITS,
@@ -58,11 +54,10 @@ from shared_protocol import (
     progress_header,
 )
 from shared_protocol.messages import SharedMemoryError, SharedMemoryRef
-from shared_protocol.shm import Attachment, attach, unavailable_reason
+from shared_protocol.shm import Attachment, attach
 
 log = logging.getLogger("hifill.server")
 
-DEFAULT_MAX_QUEUE = 4  # requests that may wait behind the running one before BUSY
 HEARTBEAT_S = 1.0  # longest silence towards a client with an accepted request
 SHUTDOWN_GRACE_S = 3.0  # time the worker gets to stop after a shutdown cancelled its fill
 _POLL_MS = 100  # socket-thread tick: stop_event and heartbeats are checked at least this often
@@ -71,189 +66,6 @@ _UNKNOWN_ID = "?"  # reply id when the request's own id could not be read
 # MAXMSGSIZE: frames somewhat over the limit still get a polite TOO_LARGE reply; far larger
 # frames make ZeroMQ drop the connection before it buffers them.
 _MAXMSGSIZE_SLACK = 1 << 20
-
-
-class ServerConfigError(ValueError):
-    """The server cannot start with this configuration (a sentence for the person starting it)."""
-
-
-def load_curve(folder: Path) -> CurveConfig:
-    """The keys of `serve --curve-keys FOLDER` (backend.keys), or ServerConfigError saying what is wrong."""
-    try:
-        return load_curve_config(folder)
-    except KeysError as error:
-        raise ServerConfigError(str(error)) from None
-
-
-def check_endpoint(endpoint: str, curve: CurveConfig | None = None) -> None:
-    """Refuse endpoints other machines could reach unless CURVE protects them.
-
-    Allowed without CURVE: tcp:// on 127.0.0.0/8, ::1 or localhost; ipc://; inproc://. With CURVE
-    (encryption, and only the allowed client keys are served) any address.
-    """
-    transport, separator, address = endpoint.partition("://")
-    if not separator or not address:
-        raise ServerConfigError(f"'{endpoint}' is not a ZeroMQ endpoint such as {DEFAULT_ENDPOINT}.")
-    if transport in ("ipc", "inproc"):
-        local = True
-    elif transport == "tcp":
-        host, colon, _port = address.rpartition(":")
-        if not colon or not host:
-            raise ServerConfigError(f"'{endpoint}' needs a host and a port, e.g. {DEFAULT_ENDPOINT}.")
-        local = _is_loopback_host(host.strip("[]"))
-    else:
-        raise ServerConfigError(f"Transport '{transport}' is not supported; use e.g. {DEFAULT_ENDPOINT}.")
-    if not local and curve is None:
-        raise ServerConfigError(
-            f"Refusing to listen on '{address}' without keys: other machines could use the backend. "
-            "Without --curve-keys it only listens on this machine (127.0.0.1, ::1 or localhost). To serve "
-            "other machines, create keys with 'python -m backend keys server' and "
-            "'python -m backend keys client NAME', then add --curve-keys (or use an SSH tunnel)."
-        )
-
-
-def shared_memory_refusal(endpoint: str, curve: CurveConfig | None) -> str | None:
-    """Why a server on endpoint does not read clients' shared memory, or None when it does.
-
-    Only servers that nobody on another machine can reach accept it: loopback tcp://, ipc://,
-    inproc://, and never with CURVE (whose clients may be remote: a remote client must not make the
-    backend read this machine's memory).
-    """
-    if curve is not None:
-        return "it uses CURVE keys, so its clients may be on other machines"
-    transport, _, address = endpoint.partition("://")
-    if transport == "tcp":
-        local = _is_loopback_host(address.rpartition(":")[0].strip("[]"))
-    else:
-        local = transport in ("ipc", "inproc")
-    if not local:
-        return "it listens on an address other machines can reach"
-    return unavailable_reason()
-
-
-def _is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name or an interface name ("*", "eth0"): not provably local
-        return False
-
-
-def _apply_security(
-    context: zmq.Context, socket: zmq.Socket, curve: CurveConfig | None
-) -> ThreadAuthenticator | None:
-    """With CURVE: start pyzmq's ZAP authenticator (allowing the keys in curve.allowed_dir) and make
-    the ROUTER a CURVE server; must run before bind. Returns the authenticator to stop at shutdown."""
-    if curve is None:
-        return None
-    authenticator = ThreadAuthenticator(context, log=logging.getLogger("hifill.server.auth"))
-    authenticator.start()
-    authenticator.configure_curve_callback("*", AllowedKeys(curve.allowed_dir, log))
-    socket.setsockopt(zmq.CURVE_SERVER, 1)
-    socket.setsockopt(zmq.CURVE_SECRETKEY, curve.server_secret_key)
-    socket.setsockopt(zmq.CURVE_PUBLICKEY, curve.server_public_key)
-    return authenticator
-
-
-# ---------------------------------------------------------------------------------------------- jobs
-
-
-@dataclass
-class _Job:
-    identity: bytes
-    request: InpaintRequest
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    attachment: Attachment | None = None  # the client's shared memory, mapped until release()
-
-    @property
-    def key(self) -> tuple[bytes, str]:
-        return (self.identity, self.request.request_id)
-
-    def release(self) -> None:
-        """Unmap the job's shared memory (if any); called once the job can no longer run."""
-        if self.attachment is not None:
-            self.attachment.close()
-            self.attachment = None
-
-
-class _JobQueue:
-    """Pending jobs (bounded) plus the one running job, shared by the socket and worker threads."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._condition = threading.Condition()
-        self._pending: deque[_Job] = deque()
-        self._running: _Job | None = None
-        self._closed = False
-
-    def put(self, job: _Job) -> bool:
-        """Queue a job; False if the queue is full or closed. An idle worker counts as one more slot,
-        so capacity 0 still accepts a request when nothing runs."""
-        with self._condition:
-            slots = self.capacity + (1 if self._running is None else 0)
-            if self._closed or len(self._pending) >= slots:
-                return False
-            self._pending.append(job)
-            self._condition.notify()
-            return True
-
-    def take(self, timeout_s: float) -> _Job | None:
-        """The next job, now marked running; None after timeout_s or once closed."""
-        with self._condition:
-            if not self._pending and not self._closed:
-                self._condition.wait(timeout_s)
-            if self._closed or not self._pending:
-                return None
-            self._running = self._pending.popleft()
-            return self._running
-
-    def finish(self, job: _Job) -> None:
-        with self._condition:
-            if self._running is job:
-                self._running = None
-
-    def cancel(self, key: tuple[bytes, str]) -> tuple[str, _Job | None]:
-        """("queued", job) if removed from the queue, ("running", job) if signalled, ("unknown", None)."""
-        with self._condition:
-            for job in self._pending:
-                if job.key == key:
-                    self._pending.remove(job)
-                    return "queued", job
-            if self._running is not None and self._running.key == key:
-                self._running.cancelled.set()
-                return "running", self._running
-            return "unknown", None
-
-    def cancel_peer(self, identity: bytes) -> list[_Job]:
-        """Drop every queued job of a vanished client and signal its running one; returns the dropped."""
-        with self._condition:
-            dropped = [job for job in self._pending if job.identity == identity]
-            for job in dropped:
-                self._pending.remove(job)
-            if self._running is not None and self._running.identity == identity:
-                self._running.cancelled.set()
-            return dropped
-
-    @property
-    def closed(self) -> bool:
-        with self._condition:
-            return self._closed
-
-    def snapshot(self) -> tuple[_Job | None, list[_Job]]:
-        with self._condition:
-            return self._running, list(self._pending)
-
-    def close(self) -> list[_Job]:
-        """Stop accepting and taking jobs, cancel the running one; returns the jobs that never ran."""
-        with self._condition:
-            self._closed = True
-            dropped = list(self._pending)
-            self._pending.clear()
-            if self._running is not None:
-                self._running.cancelled.set()
-            self._condition.notify_all()
-            return dropped
 
 
 @dataclass
@@ -308,7 +120,7 @@ class _Server:
         self.limits = limits
         self.heartbeat_s = heartbeat_s
         self.stop_event = stop_event
-        self.queue = _JobQueue(max_queue)
+        self.queue = JobQueue(max_queue)
         self.live: dict[tuple[bytes, str], _Live] = {}
         self.started = time.monotonic()
         self.description = _plain_values(engine.describe())
@@ -327,7 +139,7 @@ class _Server:
         router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame_bytes + _MAXMSGSIZE_SLACK)
         if "://[" in endpoint:  # a bracketed IPv6 address such as tcp://[::1]:47631
             router.setsockopt(zmq.IPV6, 1)
-        self.authenticator = _apply_security(self.context, router, curve)
+        self.authenticator = apply_security(self.context, router, curve)
         self.shared_memory_refusal = shared_memory_refusal(endpoint, curve)
         inbox = self.context.socket(zmq.PAIR)
         inbox.setsockopt(zmq.LINGER, 0)
@@ -495,7 +307,7 @@ class _Server:
         return attach(header.shm, header.buffers, header.id)
 
     def _accept(self, identity: bytes, request: InpaintRequest, attachment: Attachment | None = None) -> None:
-        job = _Job(identity, request, attachment=attachment)
+        job = Job(identity, request, attachment=attachment)
         if job.key in self.live:
             job.release()
             raise ProtocolError(
@@ -609,7 +421,7 @@ class _Server:
         finally:
             outbox.close()
 
-    def _run(self, job: _Job, outbox: zmq.Socket) -> None:
+    def _run(self, job: Job, outbox: zmq.Socket) -> None:
         request = job.request
         request_id = request.request_id
         lock = threading.Lock()  # the engine might report progress from a thread of its own
@@ -718,132 +530,3 @@ def _plain_values(description: dict) -> dict[str, Any]:
         is_plain = value is None or isinstance(value, (bool, int, float, str))
         plain[str(key)] = value if is_plain else str(value)
     return plain
-
-
-# ---------------------------------------------------------------------------------------------- process
-
-
-def configure_logging(level: str = "INFO") -> None:
-    """Log to stderr with timestamps."""
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
-def install_signal_handlers(stop_event: threading.Event) -> None:
-    """SIGTERM and SIGINT set stop_event (a second signal falls back to the default: exit at once)."""
-
-    def handle(signum: int, _frame: object) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        stop_event.set()
-        signal.signal(signum, signal.SIG_DFL)
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m backend serve",
-        description=(
-            "Run the HiFill backend for the GIMP and Krita plug-ins. It listens on this machine only, "
-            "unless --curve-keys encrypts the connections and admits only allowed client keys."
-        ),
-    )
-    parser.add_argument(
-        "--endpoint",
-        default=DEFAULT_ENDPOINT,
-        help=f"where to listen (default {DEFAULT_ENDPOINT}; another machine's address needs --curve-keys)",
-    )
-    parser.add_argument(
-        "--curve-keys",
-        type=Path,
-        nargs="?",
-        const=default_keys_dir(),
-        default=None,
-        metavar="DIR",
-        help=(
-            "encrypt with CURVE and serve only the client keys allowed in DIR (default "
-            f"{default_keys_dir()}); make them with 'python -m backend keys'"
-        ),
-    )
-    parser.add_argument(
-        "--weights", type=Path, default=None, help="model weights (.safetensors); default: bundled"
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument(
-        "--precision", default="auto", help="auto, fp32, bf16 or fp16 autocast (default: auto per device)"
-    )
-    parser.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the generator (mostly useful on CUDA; falls back to eager with a warning)",
-    )
-    parser.add_argument(
-        "--allow-untrained",
-        action="store_true",
-        help="accept weights labelled untrained (random); for tests of the plumbing only",
-    )
-    parser.add_argument(
-        "--max-queue",
-        type=int,
-        default=DEFAULT_MAX_QUEUE,
-        help=f"fills that may wait behind the running one before BUSY (default {DEFAULT_MAX_QUEUE})",
-    )
-    parser.add_argument(
-        "--working-size",
-        type=int,
-        default=None,
-        help="generator input side per context window, a multiple of 16 (default: the weights' own)",
-    )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m backend serve [--endpoint E] [--curve-keys [DIR]] [--weights W] [--device D] ...`.
-
-    argv may start with "serve". Returns the exit code: 0 after a clean stop (SIGTERM/SIGINT),
-    1 if the engine or the socket cannot start, 2 for a refused configuration.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["serve"]:
-        argv = argv[1:]
-    args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)
-    try:
-        curve = None if args.curve_keys is None else load_curve(args.curve_keys)
-        check_endpoint(args.endpoint, curve)
-        if args.max_queue < 0:
-            raise ServerConfigError("--max-queue must be 0 or more.")
-    except ServerConfigError as error:
-        log.error("%s", error)
-        return 2
-    from backend.allocator import bound_library_caches, fix_mmap_threshold
-    from backend.inference import load_engine  # imported here: loading weights pulls in torch
-
-    log.info("memory: %s", fix_mmap_threshold())  # before the engine allocates (see backend.allocator)
-    log.info("memory: %s", bound_library_caches())  # before torch builds its first convolution
-
-    try:
-        engine = load_engine(
-            args.weights,
-            args.device,
-            precision=args.precision,
-            allow_untrained=args.allow_untrained,
-            compile=args.compile,
-            working_size=args.working_size,
-        )
-    except HiFillError as error:
-        log.error("cannot start the engine: %s", error.message)
-        return 1
-    stop_event = threading.Event()
-    install_signal_handlers(stop_event)
-    try:
-        run_server(engine, args.endpoint, Limits(), stop_event, max_queue=args.max_queue, curve=curve)
-    except zmq.ZMQError as error:
-        log.error("cannot listen on %s: %s (is another backend running?)", args.endpoint, error)
-        return 1
-    return 0

@@ -1,8 +1,6 @@
-"""`python -m backend import-official`: the official HiFill Places2 TF checkpoint, read without TensorFlow.
+"""A TensorFlow tensor bundle (checkpoint), read with the standard library and numpy only.
 
-The checkpoint (github.com/duxingren14/Hifill-tensorflow, model_logs/places2) is a TensorFlow *tensor
-bundle*: ``PREFIX.index`` plus ``PREFIX.data-00000-of-00001``. This module reads both with the standard
-library and numpy only:
+A bundle is ``PREFIX.index`` plus ``PREFIX.data-00000-of-00001``:
 
 * The ``.index`` file is a LevelDB-style sorted table (SSTable): data blocks of prefix-compressed
   key/value entries with restart points, an index block of block handles (varint offset + size), a
@@ -13,33 +11,21 @@ library and numpy only:
   key holds the ``BundleHeaderProto`` (number of shards, endianness, version).
 * Tensor bytes sit in the data shard at the entry's offset, little-endian, in TensorFlow layout.
 
-Generator variables map onto ``backend.network.Generator`` through ``official_parameter_map``
-(convolutions transposed from TF ``[kh, kw, cin, cout]`` to torch ``[cout, cin, kh, kw]``);
-optimizer slots, the global step and the discriminator are reported and skipped.
-``write_bundle`` writes a bundle in the same format; it exists for the tests.
+Errors reach the user as CheckpointError sentences naming the file and what to do.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import re
-import struct
-import sys
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from backend.network import Discriminator, Generator, official_parameter_map
-from backend.weights import WEIGHTS_DIR, ModelConfig, save_generator
 from shared_protocol import ErrorKind, HiFillError
-
-DEFAULT_OUTPUT = WEIGHTS_DIR / "hifill-places2-official.safetensors"
-OFFICIAL_SOURCE = "github.com/duxingren14/Hifill-tensorflow, model_logs/places2"
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48  # two block handles padded to 40 bytes + 8-byte magic
@@ -55,9 +41,6 @@ TF_DTYPES: dict[int, tuple[str, np.dtype]] = {
     19: ("float16", np.dtype("<f2")),
 }
 DT_FLOAT = 1
-
-OPTIMIZER_SLOT = re.compile(r"/(Adam|RMSProp|Momentum|Adagrad|ExponentialMovingAverage)(_\d+)?$")
-OPTIMIZER_GLOBAL = re.compile(r"(^|/)(beta[12]_power|global_step)(_\d+)?$")
 
 
 class CheckpointError(HiFillError):
@@ -172,20 +155,6 @@ def _read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
             raise _FormatError("a varint is longer than 10 bytes")
 
 
-def _varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64  # protobuf int32/int64: two's complement in ten bytes
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
 def _signed64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
@@ -226,14 +195,6 @@ def _expect(wire: int, wanted: int, what: str) -> None:
         raise _FormatError(f"{what} has wire type {wire}, expected {wanted}")
 
 
-def _key(number: int, wire: int) -> bytes:
-    return _varint(number << 3 | wire)
-
-
-def _length_delimited(number: int, payload: bytes) -> bytes:
-    return _key(number, 2) + _varint(len(payload)) + payload
-
-
 # ---------------------------------------------------------------------------------------------
 # Tensor bundle messages
 # ---------------------------------------------------------------------------------------------
@@ -267,18 +228,9 @@ class BundleHeader:
                         values["min_consumer"] = _signed64(vvalue)
         return cls(**values)
 
-    def encode(self) -> bytes:
-        out = b""
-        if self.num_shards:
-            out += _key(1, 0) + _varint(self.num_shards)
-        if self.endianness:
-            out += _key(2, 0) + _varint(self.endianness)
-        version = b""
-        if self.producer:
-            version += _key(1, 0) + _varint(self.producer)
-        if self.min_consumer:
-            version += _key(2, 0) + _varint(self.min_consumer)
-        return out + _length_delimited(3, version)
+
+# BundleEntryProto fields that are plain int64 varints: field number -> name
+_ENTRY_INT64_FIELDS = {3: "shard_id", 4: "offset", 5: "size"}
 
 
 @dataclass(frozen=True)
@@ -305,33 +257,16 @@ class BundleEntry:
             elif number == 2:
                 _expect(wire, 2, "shape")
                 values["shape"] = _parse_shape(value)
-            elif number == 3:
-                _expect(wire, 0, "shard_id")
-                values["shard_id"] = _signed64(value)
-            elif number == 4:
-                _expect(wire, 0, "offset")
-                values["offset"] = _signed64(value)
-            elif number == 5:
-                _expect(wire, 0, "size")
-                values["size"] = _signed64(value)
+            elif number in _ENTRY_INT64_FIELDS:
+                field_name = _ENTRY_INT64_FIELDS[number]
+                _expect(wire, 0, field_name)
+                values[field_name] = _signed64(value)
             elif number == 6:
                 _expect(wire, 5, "crc32c")
                 values["crc32c"] = value
             elif number == 7:
                 sliced = True
         return cls(name=name, sliced=sliced, **values)
-
-    def encode(self) -> bytes:
-        """Wire bytes in field order, default values omitted (as TensorFlow's proto3 writer does)."""
-        dims = b"".join(_length_delimited(2, _key(1, 0) + _varint(d) if d else b"") for d in self.shape)
-        out = _key(1, 0) + _varint(self.dtype) if self.dtype else b""
-        out += _length_delimited(2, dims)
-        for number, value in ((3, self.shard_id), (4, self.offset), (5, self.size)):
-            if value:
-                out += _key(number, 0) + _varint(value)
-        if self.crc32c is not None:
-            out += _key(6, 5) + struct.pack("<I", self.crc32c)
-        return out
 
     @property
     def dtype_name(self) -> str:
@@ -480,10 +415,10 @@ def resolve_prefix(path: Path) -> Path:
             named = Path(_unescape_text_proto(match.group(1)))
             candidates = [named if named.is_absolute() else path / named, path / named.name]
             for prefix in candidates:
-                if _index_path(prefix).is_file():
+                if index_path(prefix).is_file():
                     return prefix
             raise CheckpointError(
-                f"{state} names the checkpoint '{named}', but {_index_path(candidates[-1])} does not exist."
+                f"{state} names the checkpoint '{named}', but {index_path(candidates[-1])} does not exist."
             )
         indexes = sorted(path.glob("*.index"))
         if len(indexes) == 1:
@@ -497,7 +432,7 @@ def resolve_prefix(path: Path) -> Path:
         if not path.is_file():
             raise CheckpointError(f"The checkpoint index {path} does not exist.")
         return path.with_suffix("")
-    if _index_path(path).is_file():
+    if index_path(path).is_file():
         return path
     if re.search(r"\.data-\d{5}-of-\d{5}$", path.name):
         return resolve_prefix(path.with_name(path.name.rsplit(".data-", 1)[0]))
@@ -523,7 +458,8 @@ def _unescape_text_proto(text: str) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def _index_path(prefix: Path) -> Path:
+def index_path(prefix: Path) -> Path:
+    """The index file of a bundle, PREFIX.index."""
     return prefix.with_name(prefix.name + ".index")
 
 
@@ -537,7 +473,7 @@ class TensorBundle:
 
     def __init__(self, path: Path) -> None:
         self.prefix = resolve_prefix(Path(path))
-        self.index_path = _index_path(self.prefix)
+        self.index_path = index_path(self.prefix)
         pairs = read_table(self.index_path)
         if not pairs or pairs[0][0] != b"":
             raise CheckpointError(
@@ -607,416 +543,3 @@ class TensorBundle:
                 f"{entry.offset + entry.size}, the file ends earlier. Download it again."
             )
         return raw
-
-
-# ---------------------------------------------------------------------------------------------
-# Mapping onto our networks
-# ---------------------------------------------------------------------------------------------
-
-
-def variable_kind(name: str) -> str:
-    """'generator', 'discriminator', 'optimizer' (slots, beta powers, global step) or 'other'."""
-    if OPTIMIZER_SLOT.search(name) or OPTIMIZER_GLOBAL.search(name):
-        return "optimizer"
-    if name.startswith("generator/"):
-        return "generator"
-    if name.startswith("discriminator/"):
-        return "discriminator"
-    return "other"
-
-
-def tf_to_torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """conv [kh, kw, cin, cout] -> [cout, cin, kh, kw]; dense [in, out] -> [out, in]; vectors unchanged."""
-    if len(shape) == 4:
-        return (shape[3], shape[2], shape[0], shape[1])
-    if len(shape) == 2:
-        return (shape[1], shape[0])
-    return tuple(shape)
-
-
-def tf_to_torch(array: np.ndarray) -> np.ndarray:
-    """The array in torch layout (see tf_to_torch_shape), contiguous."""
-    if array.ndim == 4:
-        return np.ascontiguousarray(array.transpose(3, 2, 0, 1))
-    if array.ndim == 2:
-        return np.ascontiguousarray(array.T)
-    return np.ascontiguousarray(array)
-
-
-def torch_to_tf(tensor: torch.Tensor) -> np.ndarray:
-    """Inverse of tf_to_torch: a torch parameter in TensorFlow layout (float32 numpy)."""
-    array = tensor.detach().cpu().float().numpy()
-    if array.ndim == 4:
-        return np.ascontiguousarray(array.transpose(2, 3, 1, 0))
-    if array.ndim == 2:
-        return np.ascontiguousarray(array.T)
-    return np.ascontiguousarray(array)
-
-
-def discriminator_parameter_map(discriminator: Discriminator) -> dict[str, str]:
-    """Official discriminator variable name -> our state_dict key."""
-    mapping = {}
-    for i in range(len(discriminator.convs)):
-        mapping[f"discriminator/conv{i + 1}/w"] = f"convs.{i}.weight"
-        mapping[f"discriminator/conv{i + 1}/biases"] = f"convs.{i}.bias"
-    mapping["discriminator/linear/kernel"] = "linear.weight"
-    mapping["discriminator/linear/bias"] = "linear.bias"
-    return mapping
-
-
-@dataclass
-class ImportPlan:
-    """How the checkpoint's variables line up with one of our networks."""
-
-    mapping: dict[str, str]  # official name -> our state_dict key, for every variable we load
-    skipped: dict[str, list[str]] = field(default_factory=dict)  # kind -> names not loaded
-    parameters: int = 0
-
-
-def plan_import(
-    entries: Mapping[str, BundleEntry], module: torch.nn.Module, mapping: Mapping[str, str], scope: str
-) -> ImportPlan:
-    """Check that every variable under ``scope`` has exactly one counterpart of the same shape, and back.
-
-    Raises CheckpointError naming missing, unexpected and mis-shaped variables.
-    """
-    ours = module.state_dict()
-    skipped: dict[str, list[str]] = {}
-    selected = {}
-    for name, entry in entries.items():
-        kind = variable_kind(name)
-        if kind == scope:
-            selected[name] = entry
-        else:
-            skipped.setdefault(kind, []).append(name)
-    targets = list(mapping.values())
-    if len(set(targets)) != len(targets) or set(targets) != set(ours):
-        raise CheckpointError(f"Internal error: the {scope} name map does not cover our network one to one.")
-    missing = sorted(set(mapping) - set(selected))
-    unexpected = sorted(set(selected) - set(mapping))
-    problems = []
-    if missing:
-        problems.append(
-            f"{len(missing)} {scope} variable(s) are missing from the checkpoint ({_few(missing)})"
-        )
-    if unexpected:
-        problems.append(
-            f"{len(unexpected)} {scope} variable(s) have no counterpart in our network ({_few(unexpected)})"
-        )
-    for name in sorted(set(mapping) & set(selected)):
-        entry, key = selected[name], mapping[name]
-        wanted = tuple(ours[key].shape)
-        if tf_to_torch_shape(entry.shape) != wanted:
-            problems.append(
-                f"{name} has shape {list(entry.shape)} but our {key} needs "
-                f"{list(_torch_to_tf_shape(wanted))} in TensorFlow layout"
-            )
-        elif entry.dtype != DT_FLOAT:
-            problems.append(f"{name} is {entry.dtype_name}, expected float32")
-    if problems:
-        raise CheckpointError(
-            "This checkpoint does not fit the HiFill generator of this backend: "
-            + "; ".join(problems[:6])
-            + ("" if len(problems) <= 6 else f"; and {len(problems) - 6} more problem(s)")
-            + ". Use the official Places2 checkpoint (model_logs/places2) of Hifill-tensorflow."
-        )
-    parameters = sum(selected[name].elements for name in mapping)
-    return ImportPlan(mapping=dict(mapping), skipped=skipped, parameters=parameters)
-
-
-def _torch_to_tf_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    if len(shape) == 4:
-        return (shape[2], shape[3], shape[1], shape[0])
-    if len(shape) == 2:
-        return (shape[1], shape[0])
-    return shape
-
-
-def _few(names: list[str], limit: int = 4) -> str:
-    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
-
-
-def _load(bundle: TensorBundle, module: torch.nn.Module, plan: ImportPlan, verify: bool) -> None:
-    state = {}
-    for name, key in plan.mapping.items():
-        state[key] = torch.from_numpy(tf_to_torch(bundle.read(name, verify=verify)).astype(np.float32))
-    module.load_state_dict(state, strict=True)
-    module.eval()
-
-
-def import_generator(path: Path, verify: bool = True) -> tuple[Generator, ImportPlan, TensorBundle]:
-    """Read the checkpoint at PATH (prefix, .index or folder) into a float32 Generator."""
-    bundle = TensorBundle(path)
-    generator = Generator()
-    plan = plan_import(bundle.entries, generator, official_parameter_map(generator), "generator")
-    _load(bundle, generator, plan, verify)
-    return generator, plan, bundle
-
-
-def import_discriminator(path: Path, image_size: int = 512, verify: bool = True) -> Discriminator:
-    """The official critic as our Discriminator (its linear layer fixes the image size: 512 for Places2)."""
-    bundle = TensorBundle(path)
-    discriminator = Discriminator(image_size)
-    plan = plan_import(
-        bundle.entries, discriminator, discriminator_parameter_map(discriminator), "discriminator"
-    )
-    _load(bundle, discriminator, plan, verify)
-    return discriminator
-
-
-def global_step(bundle: TensorBundle) -> int | None:
-    """The checkpoint's training step, if it stores a readable scalar global_step."""
-    entry = bundle.entries.get("global_step")
-    if entry is None or entry.shape != () or entry.dtype not in (3, 9):
-        return None
-    try:
-        return int(bundle.read("global_step"))
-    except CheckpointError:
-        return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Writer (for tests: bundles in the same format, written from our networks or any arrays)
-# ---------------------------------------------------------------------------------------------
-
-
-class _BlockBuilder:
-    """Entries with prefix-compressed keys and a restart point every ``restart_interval`` entries."""
-
-    def __init__(self, restart_interval: int) -> None:
-        self.restart_interval = restart_interval
-        self.buffer = bytearray()
-        self.restarts = [0]
-        self.count = 0
-        self.last_key = b""
-
-    def add(self, key: bytes, value: bytes) -> None:
-        shared = 0
-        if self.count and self.count % self.restart_interval == 0:
-            self.restarts.append(len(self.buffer))
-        elif self.count:
-            limit = min(len(self.last_key), len(key))
-            while shared < limit and self.last_key[shared] == key[shared]:
-                shared += 1
-        self.buffer += (
-            _varint(shared) + _varint(len(key) - shared) + _varint(len(value)) + key[shared:] + value
-        )
-        self.last_key = key
-        self.count += 1
-
-    def size_estimate(self) -> int:
-        return len(self.buffer) + 4 * len(self.restarts) + 4
-
-    def finish(self) -> bytes:
-        tail = b"".join(struct.pack("<I", r) for r in self.restarts) + struct.pack("<I", len(self.restarts))
-        return bytes(self.buffer) + tail
-
-
-def _shortest_separator(start: bytes, limit: bytes) -> bytes:
-    """A short key k with start <= k < limit (LevelDB's bytewise rule)."""
-    common = 0
-    while common < min(len(start), len(limit)) and start[common] == limit[common]:
-        common += 1
-    if common < min(len(start), len(limit)) and start[common] < 0xFF and start[common] + 1 < limit[common]:
-        return start[:common] + bytes([start[common] + 1])
-    return start
-
-
-def _short_successor(key: bytes) -> bytes:
-    """A short key k >= key (LevelDB's bytewise rule)."""
-    for i, byte in enumerate(key):
-        if byte != 0xFF:
-            return key[:i] + bytes([byte + 1])
-    return key
-
-
-def _block_with_trailer(contents: bytes, compression: int) -> bytes:
-    kind = bytes([compression])
-    return contents + kind + struct.pack("<I", mask_crc(crc32c(contents + kind)))
-
-
-def write_table(
-    path: Path,
-    pairs: list[tuple[bytes, bytes]],
-    block_size: int = 256 * 1024,
-    restart_interval: int = 16,
-    compression: int = NO_COMPRESSION,
-) -> None:
-    """A LevelDB-style table of sorted pairs, laid out as TensorFlow's table builder does.
-
-    ``compression`` only labels the data blocks (nothing is compressed): tests use it to fake Snappy.
-    """
-    out = bytearray()
-    index = _BlockBuilder(1)
-    block = _BlockBuilder(restart_interval)
-    pending_handle = b""  # handle of the last flushed block, indexed once the next key is known
-    block_last = b""
-
-    for key, value in pairs:
-        if pending_handle:
-            index.add(_shortest_separator(block_last, key), pending_handle)
-            pending_handle = b""
-        block.add(key, value)
-        if block.size_estimate() >= block_size:
-            contents = block.finish()
-            pending_handle = _varint(len(out)) + _varint(len(contents))
-            out += _block_with_trailer(contents, compression)
-            block_last = block.last_key
-            block = _BlockBuilder(restart_interval)
-    if block.count:
-        contents = block.finish()
-        pending_handle = _varint(len(out)) + _varint(len(contents))
-        out += _block_with_trailer(contents, compression)
-        block_last = block.last_key
-    if pending_handle:
-        index.add(_short_successor(block_last), pending_handle)
-    metaindex = _BlockBuilder(restart_interval).finish()
-    metaindex_handle = _varint(len(out)) + _varint(len(metaindex))
-    out += _block_with_trailer(metaindex, NO_COMPRESSION)
-    index_contents = index.finish()
-    index_handle = _varint(len(out)) + _varint(len(index_contents))
-    out += _block_with_trailer(index_contents, NO_COMPRESSION)
-    out += (metaindex_handle + index_handle).ljust(FOOTER_SIZE - 8, b"\0") + struct.pack("<Q", TABLE_MAGIC)
-    Path(path).write_bytes(bytes(out))
-
-
-def write_bundle(
-    prefix: Path, tensors: Mapping[str, np.ndarray], checksums: bool = True, **table_options
-) -> None:
-    """Write PREFIX.index and PREFIX.data-00000-of-00001 holding ``tensors`` (TensorFlow layout, as given).
-
-    ``checksums=False`` leaves the optional CRC-32C field out of the entries (faster; nothing verified).
-    """
-    prefix = Path(prefix)
-    dtype_enum = {np.dtype(np_dtype).newbyteorder("="): num for num, (_, np_dtype) in TF_DTYPES.items()}
-    data = bytearray()
-    pairs = [(b"", BundleHeader(num_shards=1, producer=1).encode())]
-    for name in sorted(tensors, key=lambda n: n.encode("utf-8")):
-        array = np.asarray(tensors[name])
-        raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-        entry = BundleEntry(
-            name=name,
-            dtype=dtype_enum[array.dtype.newbyteorder("=")],
-            shape=tuple(array.shape),
-            offset=len(data),
-            size=len(raw),
-            crc32c=mask_crc(crc32c(raw)) if checksums else None,
-        )
-        data += raw
-        pairs.append((name.encode("utf-8"), entry.encode()))
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    shard_path(prefix, 0, 1).write_bytes(bytes(data))
-    write_table(_index_path(prefix), pairs, **table_options)
-
-
-def network_tensors(module: torch.nn.Module, mapping: Mapping[str, str]) -> dict[str, np.ndarray]:
-    """Our parameters under their official names in TensorFlow layout (for write_bundle)."""
-    state = module.state_dict()
-    return {official: torch_to_tf(state[key]) for official, key in mapping.items()}
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m backend import-official",
-        description="Convert the official HiFill Places2 TensorFlow checkpoint (no TensorFlow needed) into "
-        "this backend's safetensors weights.",
-    )
-    parser.add_argument(
-        "path",
-        type=Path,
-        help="checkpoint prefix (e.g. model_logs/places2/0), its .index file, or its folder",
-    )
-    parser.add_argument(
-        "-o", "--output", type=Path, default=DEFAULT_OUTPUT, help=f"default: {DEFAULT_OUTPUT}"
-    )
-    parser.add_argument(
-        "--fp32", action="store_true", help="store float32 tensors (default: float16, half the size)"
-    )
-    parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    parser.add_argument("--no-verify", action="store_true", help="skip the CRC-32C check of the tensor bytes")
-    parser.add_argument(
-        "--list",
-        action="store_true",
-        help="only list the checkpoint's variables and their mapping (needs the .index only)",
-    )
-    return parser
-
-
-def list_variables(bundle: TensorBundle) -> list[str]:
-    """One line per variable: name, dtype, TF shape, and our parameter (or why it is skipped)."""
-    generator_map = official_parameter_map(Generator())
-    discriminator_map = discriminator_parameter_map(Discriminator(512))
-    lines = []
-    for name, entry in bundle.entries.items():
-        kind = variable_kind(name)
-        target = generator_map.get(name) or discriminator_map.get(name)
-        if kind == "generator":
-            where = f"-> {target}" if target else "(no counterpart in our generator)"
-        else:
-            where = f"({kind}, not imported)"
-        lines.append(f"{name}  {entry.dtype_name}  {list(entry.shape)}  {where}")
-    return lines
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m backend import-official`; returns the process exit code."""
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        if args.list:
-            bundle = TensorBundle(args.path)
-            print("\n".join(list_variables(bundle)))
-            plan = plan_import(bundle.entries, Generator(), official_parameter_map(Generator()), "generator")
-            print(
-                f"{len(plan.mapping)} generator tensors ({plan.parameters:,} parameters) "
-                "map onto our generator."
-            )
-            return 0
-        output = Path(args.output)
-        if output.exists() and not args.force:
-            raise CheckpointError(
-                f"{output} already exists; pass --force to overwrite it or -o to write elsewhere."
-            )
-        generator, plan, bundle = import_generator(args.path, verify=not args.no_verify)
-        step = global_step(bundle)
-        skipped = {kind: len(names) for kind, names in sorted(plan.skipped.items())}
-        config = ModelConfig(
-            source="official-import",
-            train_resolution=512,
-            working_size=512,  # the paper's inference size for its 512-trained generator
-            steps=step or 0,
-            notes=(
-                f"Official HiFill Places2 checkpoint ({OFFICIAL_SOURCE}), converted from "
-                f"{bundle.index_path.name} without TensorFlow: {len(plan.mapping)} generator tensors, "
-                f"{plan.parameters:,} parameters; stored as {'float32' if args.fp32 else 'float16'}."
-            ),
-            extra={
-                "checkpoint": bundle.prefix.name,
-                "tensors": len(plan.mapping),
-                "parameters": plan.parameters,
-                "skipped": skipped,
-                "crc32c_verified": not args.no_verify,
-                "tf_producer": bundle.header.producer,
-            },
-        )
-        save_generator(output, generator, config, half=not args.fp32)
-    except HiFillError as exc:
-        print(f"error ({exc.kind.value}): {exc.message}", file=sys.stderr)
-        return 1
-    print(f"read {bundle.index_path} (+ {shard_path(bundle.prefix, 0, bundle.header.num_shards).name})")
-    print(
-        f"mapped {len(plan.mapping)} generator tensors ({plan.parameters:,} parameters)"
-        + (", CRC-32C verified" if not args.no_verify else ", CRC-32C not checked")
-    )
-    for kind, names in sorted(plan.skipped.items()):
-        print(f"skipped {len(names)} {kind} variable(s): {_few(sorted(names), 3)}")
-    print(f"wrote {output} ({'float32' if args.fp32 else 'float16'})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
