@@ -12,6 +12,7 @@ from pathlib import Path
 import zmq
 
 from backend.keys import default_keys_dir
+from backend.options import add_engine_options
 from backend.server.jobs import DEFAULT_MAX_QUEUE
 from backend.server.loop import run_server
 from backend.server.policy import ServerConfigError, check_endpoint, load_curve
@@ -67,13 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
             f"{default_keys_dir()}); make them with 'python -m backend keys'"
         ),
     )
-    parser.add_argument(
-        "--weights", type=Path, default=None, help="model weights (.safetensors); default: bundled"
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument(
-        "--precision", default="auto", help="auto, fp32, bf16 or fp16 autocast (default: auto per device)"
-    )
+    add_engine_options(parser)
     parser.add_argument(
         "--compile",
         action="store_true",
@@ -89,12 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_MAX_QUEUE,
         help=f"fills that may wait behind the running one before BUSY (default {DEFAULT_MAX_QUEUE})",
-    )
-    parser.add_argument(
-        "--working-size",
-        type=int,
-        default=None,
-        help="generator input side per context window, a multiple of 16 (default: the weights' own)",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
