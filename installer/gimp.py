@@ -6,8 +6,7 @@ What lands in plug-ins/hifill/:
 
     hifill.py                 the GIMP glue (executable)
     hifill_gimp/              the plug-in's testable modules (region maths, formats, dialog-free logic)
-    shared_protocol/          the wire protocol and client
-    hifill_backend_launch.py  starts the backend when none answers (installer/backend_launch.py)
+    shared_protocol/          the wire protocol, the client and the backend launcher
     hifill-backend.json       how to start the backend (this checkout's .venv Python)
     vendor/                   pyzmq + msgpack wheels for GIMP's Python, only when it lacks them
     hifill-install-manifest.json
@@ -22,10 +21,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from installer import common
-from installer.common import InstallOptions, Runner, Transaction, run_for_output
+from installer import common, wheels
+from installer.common import InstallOptions, Runner, run_for_output
+from installer.manifest import MANIFEST_FILENAME, Transaction
+from installer.wheels import PythonInfo
 
 EDITOR = "gimp"
+PLUGIN_NAME = "hifill"  # GIMP wants plug-ins/<name>/<name>.py
 FLATPAK_ID = "org.gimp.GIMP"
 PLUGIN_SOURCE = common.REPO_ROOT / "plugin_gimp"
 # Binary names by preference; the version is read from `--version`.
@@ -78,6 +80,16 @@ def python_from_interp_files(folders: Sequence[Path]) -> str | None:
     return None
 
 
+def _installation(
+    kind: str, version: tuple[int, int], root: Path, python: str | None, where: Path
+) -> GimpInstallation:
+    """A GIMP found at `where` whose user folders are below `root` (…/GIMP), run with `python`."""
+    command = (python,) if python else None
+    return GimpInstallation(
+        kind, version, user_dir_for(root, version), command, f"GIMP {version[0]}.{version[1]} ({where})"
+    )
+
+
 def _interp_folders(prefix: Path) -> list[Path]:
     return [
         prefix / "lib" / "gimp" / "3.0" / "interpreters",
@@ -103,15 +115,7 @@ def _linux_installations(env: Mapping[str, str], home: Path, run: Runner) -> lis
                     if system_python.exists()
                     else shutil.which("python3", path=env.get("PATH"))
                 )
-            found.append(
-                GimpInstallation(
-                    "linux",
-                    version,
-                    user_dir_for(config_home / "GIMP", version),
-                    (python,) if python else None,
-                    f"GIMP {version[0]}.{version[1]} ({binary})",
-                )
-            )
+            found.append(_installation("linux", version, config_home / "GIMP", python, binary))
             break
     flatpak = shutil.which("flatpak", path=env.get("PATH"))
     if flatpak:
@@ -142,15 +146,8 @@ def _macos_installations(home: Path, applications: Sequence[Path] | None = None)
         if python is None:
             candidates = sorted((app / "Contents" / "MacOS").glob("python3*"))
             python = str(candidates[0]) if candidates else None
-        root = home / "Library" / "Application Support" / "GIMP"
         found.append(
-            GimpInstallation(
-                "macos",
-                version,
-                user_dir_for(root, version),
-                (python,) if python else None,
-                f"GIMP {version[0]}.{version[1]} ({app})",
-            )
+            _installation("macos", version, home / "Library" / "Application Support" / "GIMP", python, app)
         )
     return found
 
@@ -172,15 +169,7 @@ def _windows_installations(env: Mapping[str, str], home: Path) -> list[GimpInsta
             python = python_from_interp_files(_interp_folders(folder))
             if python is None and (folder / "bin" / "python.exe").exists():
                 python = str(folder / "bin" / "python.exe")
-            found.append(
-                GimpInstallation(
-                    "windows",
-                    version,
-                    user_dir_for(appdata / "GIMP", version),
-                    (python,) if python else None,
-                    f"GIMP {version[0]}.{version[1]} ({folder})",
-                )
-            )
+            found.append(_installation("windows", version, appdata / "GIMP", python, folder))
     return found
 
 
@@ -211,21 +200,21 @@ def find_installations(
 
 def plugin_dir(user_dir: Path) -> Path:
     """Where the plug-in goes inside a GIMP user folder."""
-    return Path(user_dir) / "plug-ins" / common.PLUGIN_NAME
+    return Path(user_dir) / "plug-ins" / PLUGIN_NAME
 
 
 def manifest_path(user_dir: Path) -> Path:
-    return plugin_dir(user_dir) / common.MANIFEST_FILENAME
+    return plugin_dir(user_dir) / MANIFEST_FILENAME
 
 
-def plan(tx: Transaction, user_dir: Path, python: common.PythonInfo | None, options: InstallOptions) -> None:
+def plan(tx: Transaction, user_dir: Path, python: PythonInfo | None, options: InstallOptions) -> None:
     """Plan every file of the GIMP plug-in into `tx` (python None: vendoring decided elsewhere)."""
     target = plugin_dir(user_dir)
     tx.add_file(PLUGIN_SOURCE / "hifill.py", target / "hifill.py", executable=True)
     tx.add_tree(PLUGIN_SOURCE / "hifill_gimp", target / "hifill_gimp")
     common.add_support_modules(tx, target, options.backend_python)
     if python is not None:
-        common.add_vendored_packages(tx, target / common.VENDOR_DIRNAME, python, options.vendor, options.log)
+        wheels.add_vendored_packages(tx, target / wheels.VENDOR_DIRNAME, python, options.vendor, options.log)
 
 
 def _targets(options: InstallOptions) -> list[tuple[Path, GimpInstallation | None]]:
@@ -240,9 +229,7 @@ def detect(options: InstallOptions) -> bool:
     return bool(_targets(options))
 
 
-def _editor_python(
-    options: InstallOptions, installation: GimpInstallation | None
-) -> common.PythonInfo | None:
+def _editor_python(options: InstallOptions, installation: GimpInstallation | None) -> PythonInfo | None:
     """GIMP's Python as vendoring needs it (None with --vendor never)."""
     if options.vendor == "never":
         return None

@@ -9,15 +9,18 @@ ones enabled in kritarc (`[python]`, `enable_<name>=true`). The data dir and kri
     macOS            ~/Library/Application Support/krita           ~/Library/Preferences/kritarc
     Windows          %APPDATA%\\krita                               %LOCALAPPDATA%\\kritarc
 
-What lands in pykrita/:
+What lands in pykrita/ (enabled by `enable_hifill_krita=true`):
 
-    hifill.desktop                      the plug-in's registration
-    hifill/                             the plug-in (plugin_krita/hifill: glue + testable modules,
-                                        hifill.action with the default shortcut)
-    hifill/support/shared_protocol/     the wire protocol and client
-    hifill/support/hifill_backend_launch.py, hifill-backend.json   how to start the backend
-    hifill/support/vendor/              pyzmq + msgpack for Krita's Python, only when it lacks them
-    hifill/hifill-install-manifest.json what install.py wrote (reinstall / --uninstall use it)
+    hifill_krita.desktop                      the plug-in's registration
+    hifill_krita/                             the plug-in (plugin_krita/hifill_krita: glue + testable
+                                              modules, hifill_krita.action with the default shortcut)
+    hifill_krita/support/shared_protocol/     the wire protocol, the client and the backend launcher
+    hifill_krita/support/hifill-backend.json  how to start the backend
+    hifill_krita/support/vendor/              pyzmq + msgpack for Krita's Python, only when it lacks them
+    hifill_krita/hifill-install-manifest.json what install.py wrote (reinstall / --uninstall use it)
+
+Earlier versions installed the package as pykrita/hifill/ (`enable_hifill`); installing removes what
+that install wrote (by its manifest, restoring the kritarc key) and --uninstall removes either.
 
 `--profile DIR` installs into DIR/pykrita (DIR is a Krita data dir such as ~/.local/share/krita) and
 enables the plug-in in the kritarc that belongs to it: DIR/../../../config/kritarc for a Flatpak data
@@ -36,10 +39,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from installer import common
-from installer.common import InstallOptions, PythonInfo, Runner, Transaction, run_for_output
+from installer import common, wheels
+from installer.common import InstallOptions, Runner, run_for_output
+from installer.manifest import MANIFEST_FILENAME, Transaction
+from installer.manifest import uninstall as uninstall_manifest
+from installer.wheels import PythonInfo
 
 EDITOR = "krita"
+PACKAGE = "hifill_krita"  # the Python package Krita imports (X-KDE-Library of the .desktop file)
+EARLIER_PACKAGE = "hifill"  # what install.py installed before; clashed with GIMP's hifill.py
 FLATPAK_ID = "org.kde.krita"
 PLUGIN_SOURCE = common.REPO_ROOT / "plugin_krita"
 PACKAGE_SUFFIXES = (".py", ".action")
@@ -240,12 +248,12 @@ def kritarc_for_profile(
     return _xdg_dirs(env, home)[1]
 
 
-def package_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "pykrita" / common.PLUGIN_NAME
+def package_dir(data_dir: Path, package: str = PACKAGE) -> Path:
+    return Path(data_dir) / "pykrita" / package
 
 
-def manifest_path(data_dir: Path) -> Path:
-    return package_dir(data_dir) / common.MANIFEST_FILENAME
+def manifest_path(data_dir: Path, package: str = PACKAGE) -> Path:
+    return package_dir(data_dir, package) / MANIFEST_FILENAME
 
 
 def plan(
@@ -254,13 +262,22 @@ def plan(
     """Plan every file of the Krita plug-in and the kritarc switch into `tx`."""
     pykrita = Path(data_dir) / "pykrita"
     target = package_dir(data_dir)
-    tx.add_file(PLUGIN_SOURCE / f"{common.PLUGIN_NAME}.desktop", pykrita / f"{common.PLUGIN_NAME}.desktop")
-    tx.add_tree(PLUGIN_SOURCE / common.PLUGIN_NAME, target, suffixes=PACKAGE_SUFFIXES)
+    tx.add_file(PLUGIN_SOURCE / f"{PACKAGE}.desktop", pykrita / f"{PACKAGE}.desktop")
+    tx.add_tree(PLUGIN_SOURCE / PACKAGE, target, suffixes=PACKAGE_SUFFIXES)
     support = target / SUPPORT_DIRNAME
     common.add_support_modules(tx, support, options.backend_python)
     if python is not None:
-        common.add_vendored_packages(tx, support / common.VENDOR_DIRNAME, python, options.vendor, options.log)
-    tx.set_ini_value(kritarc, "python", f"enable_{common.PLUGIN_NAME}", "true")
+        wheels.add_vendored_packages(tx, support / wheels.VENDOR_DIRNAME, python, options.vendor, options.log)
+    tx.set_ini_value(kritarc, "python", f"enable_{PACKAGE}", "true")
+
+
+def remove_earlier_install(data_dir: Path, options: InstallOptions) -> None:
+    """Remove what an earlier install.py wrote as pykrita/hifill/ (its manifest lists it; the kritarc
+    key enable_hifill is restored), so that Krita does not load the plug-in twice."""
+    earlier = manifest_path(data_dir, EARLIER_PACKAGE)
+    if earlier.is_file():
+        options.log(f"the plug-in is now pykrita/{PACKAGE}; removing the earlier pykrita/{EARLIER_PACKAGE}")
+        uninstall_manifest(earlier, options.dry_run, options.log)
 
 
 def _targets(options: InstallOptions) -> list[tuple[Path, Path, KritaInstallation | None]]:
@@ -311,7 +328,9 @@ def install(options: InstallOptions) -> list[Path]:
             kritarc: Path = kritarc,
             found: KritaInstallation | None = installation,
         ) -> None:
-            plan(tx, data_dir, kritarc, _editor_python(options, found), options)
+            python = _editor_python(options, found)  # first: it may fail, and nothing is removed then
+            remove_earlier_install(data_dir, options)
+            plan(tx, data_dir, kritarc, python, options)
 
         described = installation.description if installation else "Krita"
         targets.append(
@@ -349,4 +368,5 @@ def _all_data_dirs(home: Path | None = None, env: Mapping[str, str] | None = Non
 def uninstall(options: InstallOptions) -> list[Path]:
     """Remove the plug-in from --profile, or from every Krita data dir that has it (kritarc restored)."""
     data_dirs = [Path(options.profile)] if options.profile is not None else _all_data_dirs()
-    return common.uninstall_each([(manifest_path(d), package_dir(d)) for d in data_dirs], "Krita", options)
+    places = [(manifest_path(d, p), package_dir(d, p)) for d in data_dirs for p in (PACKAGE, EARLIER_PACKAGE)]
+    return common.uninstall_each(places, "Krita", options)

@@ -4,8 +4,8 @@
 GIMP glue only: collect the active layer and selection, let hifill_gimp.plan decide what to read,
 send it to the HiFill backend (hifill_gimp.worker, shared_protocol), and write the answer as a new
 layer above the source (or in place) inside one undo group. Installed by install.py as
-plug-ins/hifill/hifill.py next to hifill_gimp/, shared_protocol/, hifill_backend_launch.py and,
-when GIMP's Python lacks pyzmq/msgpack, vendor/.
+plug-ins/hifill/hifill.py next to hifill_gimp/, shared_protocol/, hifill-backend.json and, when
+GIMP's Python lacks pyzmq/msgpack, vendor/.
 """
 
 import sys
@@ -26,27 +26,23 @@ gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp, GimpUi, GLib, GObject  # noqa: E402
 from hifill_gimp.formats import SELECTION_FORMAT  # noqa: E402
 from hifill_gimp.procedure import (  # noqa: E402  (no pyzmq needed to register the procedure)
-    DEFAULT_ENDPOINT,
-    OUTPUT_IN_PLACE,
-    OUTPUT_NEW_LAYER,
     FillRefused,
-    Settings,
-    context_option,
+    settings_from_arguments,
     warnings_message,
 )
+
+from shared_protocol.endpoints import DEFAULT_ENDPOINT  # noqa: E402  (standard library only)
+from shared_protocol.errors import HiFillError  # noqa: E402
+from shared_protocol.settings import MAX_CONTEXT_PX, FillSettings, OutputMode  # noqa: E402
 
 PROCEDURE_NAME = "python-fu-hifill-inpaint-selection"
 BACKEND_START_TIMEOUT_S = 120.0
 FILL_TIMEOUT_S = 900.0
 
 
-def _settings(config) -> Settings:
-    return Settings(
-        output_mode=config.get_property("output-mode"),
-        context_px=context_option(config.get_property("context-size")),
-        endpoint=config.get_property("endpoint").strip() or DEFAULT_ENDPOINT,
-        keys_folder=config.get_property("keys-folder").strip(),
-    )
+def _settings(config) -> FillSettings:
+    names = ("output-mode", "context-size", "endpoint", "keys-folder")
+    return settings_from_arguments(*(config.get_property(name) for name in names))
 
 
 def _drawable_fields(drawable, image) -> dict:
@@ -82,32 +78,12 @@ def _write(drawable, rect, babl_name: str, pixels: bytes) -> None:
     drawable.update(rect.x, rect.y, rect.width, rect.height)
 
 
-def _backend_hello(settings: Settings, status) -> dict:
-    """The backend's hello, starting the installed backend when nothing answers."""
-    import hifill_backend_launch as launch  # noqa: PLC0415  (needs shared_protocol, i.e. pyzmq)
-
-    from shared_protocol import Client, CurveKeys  # noqa: PLC0415
-
-    curve = CurveKeys.from_folder(settings.keys_folder) if settings.keys_folder else None
-    client = Client(settings.endpoint, timeout_s=30.0, connect_timeout_s=3.0, curve=curve)
-    try:
-        return launch.ensure_backend(
-            client.hello,
-            launch.load_config(PLUGIN_DIR),
-            settings.endpoint,
-            timeout_s=BACKEND_START_TIMEOUT_S,
-            on_status=status,
-        )
-    finally:
-        client.close()
-
-
-def fill(image, drawables, settings: Settings) -> None:
+def fill(image, drawables, settings: FillSettings) -> None:
     """Fill the selection of the one selected layer. Raises FillRefused / HiFillError; on error the
     image is unchanged (nothing is written before the backend's answer is checked). Warnings the
     backend sent with its answer are shown with Gimp.message once the fill is on screen."""
-    # Imported here, not at the top: they need shared_protocol (pyzmq, msgpack), and a missing package
-    # must end as run()'s message, not as a procedure GIMP never registers.
+    # Imported when a fill runs: registering the procedure needs only the imports at the top, so a
+    # damaged install still lists HiFill and ends in run()'s message (pyzmq is the worker's alone).
     from hifill_gimp.plan import DrawableInfo, check_drawables, check_result, plan_fill  # noqa: PLC0415
     from hifill_gimp.region import harden_mask, layer_to_image  # noqa: PLC0415
     from hifill_gimp.worker import FillJob, run_fill  # noqa: PLC0415
@@ -130,24 +106,24 @@ def fill(image, drawables, settings: Settings) -> None:
     if mask_is_empty(mask):
         raise FillRefused(f"The selection does not cover any pixel of '{source.name}'.")
 
-    Gimp.progress_init("HiFill: connecting to the backend…")
-    _backend_hello(settings, Gimp.progress_set_text)
-
     def on_progress(fraction: float, message: str) -> None:
         Gimp.progress_set_text(f"HiFill: {message}" if message else "HiFill")
         Gimp.progress_update(max(0.0, min(1.0, fraction)))
 
-    Gimp.progress_set_text("HiFill: filling…")
-    options = {} if settings.context_px is None else {"context_px": settings.context_px}
+    # The worker finds the backend (starting the installed one when none answers) and fills, with one
+    # Client; its status while a backend starts arrives as progress messages.
+    Gimp.progress_init("HiFill: connecting to the backend…")
     job = FillJob(
         settings.endpoint,
         plan.request.width,
         plan.request.height,
         pixel_format.channels,
         pixel_format.dtype,
-        options,
+        settings.inpaint_options(),
         timeout_s=FILL_TIMEOUT_S,
         keys_folder=settings.keys_folder,
+        config_dir=str(PLUGIN_DIR),
+        start_timeout_s=BACKEND_START_TIMEOUT_S,
     )
     outcome = run_fill(job, image_bytes, mask, [str(PLUGIN_DIR), str(VENDOR_DIR)], on_progress)
     try:
@@ -171,7 +147,7 @@ def fill(image, drawables, settings: Settings) -> None:
 
     image.undo_group_start()
     try:
-        if settings.output_mode == OUTPUT_IN_PLACE:
+        if settings.output_mode is OutputMode.IN_PLACE:
             _write(source_object, target, pixel_format.babl_name, outcome.pixels)
         else:
             placed = layer_to_image(target, source.offsets)
@@ -214,13 +190,11 @@ def run(procedure, run_mode, image, drawables, config, data):
         fill(image, list(drawables), _settings(config))
     except FillRefused as refused:
         return _error(procedure, f"HiFill: {refused}")
+    except HiFillError as error:
+        return _error(procedure, f"HiFill ({error.kind.value}): {error.message}")
     except ImportError as error:
         return _error(procedure, f"HiFill cannot load its modules ({error}); run install.py again.")
     except Exception as error:  # every failure reaches the user as a sentence, details go to stderr
-        from shared_protocol import HiFillError  # noqa: PLC0415
-
-        if isinstance(error, HiFillError):
-            return _error(procedure, f"HiFill ({error.kind.value}): {error.message}")
         traceback.print_exc(file=sys.stderr)
         return _error(
             procedure,
@@ -255,14 +229,15 @@ class HiFill(Gimp.PlugIn):
         )
         procedure.set_attribution("HiFill for GIMP & Krita", "HiFill for GIMP & Krita", "2026")
         modes = Gimp.Choice.new()
-        modes.add(OUTPUT_NEW_LAYER, 0, "New layer above", "Put the fill on a new layer above the source")
-        modes.add(OUTPUT_IN_PLACE, 1, "In place", "Write the fill into the source layer")
+        new_layer, in_place = OutputMode.NEW_LAYER.value, OutputMode.IN_PLACE.value
+        modes.add(new_layer, 0, "New layer above", "Put the fill on a new layer above the source")
+        modes.add(in_place, 1, "In place", "Write the fill into the source layer")
         procedure.add_choice_argument(
             "output-mode",
             "_Output",
             "Where the fill goes",
             modes,
-            OUTPUT_NEW_LAYER,
+            new_layer,
             GObject.ParamFlags.READWRITE,
         )
         procedure.add_int_argument(
@@ -270,7 +245,7 @@ class HiFill(Gimp.PlugIn):
             "_Context (px, 0 = auto)",
             "Pixels of context around the selection the backend may use (0 = auto)",
             0,
-            8192,
+            MAX_CONTEXT_PX,
             0,
             GObject.ParamFlags.READWRITE,
         )

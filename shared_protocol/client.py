@@ -19,10 +19,10 @@ from zmq.utils.monitor import recv_monitor_message
 
 from . import shm
 from .curve import CurveKeys, require_curve
+from .endpoints import DEFAULT_ENDPOINT, EndpointError, is_local_endpoint, parse_endpoint
 from .errors import ErrorKind, HiFillError, ProtocolError
 from .limits import Limits
 from .messages import (
-    DEFAULT_ENDPOINT,
     DEFAULT_LIMITS,
     SHARED_MEMORY_REFUSED,
     BufferSpec,
@@ -53,7 +53,6 @@ _HANDSHAKE_PROTOCOL = getattr(zmq, "EVENT_HANDSHAKE_FAILED_PROTOCOL", 0)
 _HANDSHAKE_AUTH = getattr(zmq, "EVENT_HANDSHAKE_FAILED_AUTH", 0)
 _MONITORED_EVENTS = zmq.EVENT_DISCONNECTED | _HANDSHAKE_NO_DETAIL | _HANDSHAKE_PROTOCOL | _HANDSHAKE_AUTH
 _MECHANISM_MISMATCH = getattr(zmq, "PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH", -1)
-_LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 SHARED_MEMORY = "shared_memory"  # Client.last_transport values
 FRAMES = "frames"
 
@@ -252,7 +251,7 @@ class Client:
             reason = "it is turned off for this client"
         elif self.curve is not None:
             reason = "the backend is reached with keys (CURVE)"
-        elif not _is_same_host_endpoint(self.endpoint):
+        elif not is_local_endpoint(self.endpoint):
             reason = f"{self.endpoint} is not an address on this machine"
         elif self._shm_refused is not None:
             reason = f"the backend refused it earlier: {self._shm_refused}"
@@ -326,6 +325,10 @@ class Client:
 
     def _connected_socket(self) -> zmq.Socket:
         if self._socket is None:
+            try:
+                parse_endpoint(self.endpoint)
+            except EndpointError as error:
+                raise HiFillError(ErrorKind.BAD_REQUEST, str(error)) from None
             if self.curve is not None:
                 require_curve()
             socket = self._context.socket(zmq.DEALER)
@@ -419,7 +422,17 @@ class Client:
                 "the server key this client uses (server.key in its keys folder) is probably not that "
                 "backend's. Copy the keys folder made on the backend's machine again.",
             )
-        if self.curve is None and _is_local_endpoint(self.endpoint):
+        if self.curve is None and self._handshake_failure is not None:
+            # Something accepted every connection and closed it during the handshake without saying why:
+            # a backend that requires keys (its mechanism-mismatch report can be lost to a broken pipe).
+            return HiFillError(
+                ErrorKind.ACCESS_DENIED,
+                f"The HiFill backend at {self.endpoint} closed every connection during the handshake "
+                f"({waited}): it probably only serves clients with keys, and none are set here. Make a "
+                "keys folder on the backend's machine with 'python -m backend keys client NAME', copy it "
+                "to this computer and choose it as the keys folder.",
+            )
+        if self.curve is None and is_local_endpoint(self.endpoint):
             return HiFillError(
                 ErrorKind.BACKEND_UNAVAILABLE,
                 f"No HiFill backend answers at {self.endpoint} ({waited}). "
@@ -533,22 +546,6 @@ class Client:
         if self._monitor is not None:
             self._monitor.close(linger=0)
             self._monitor = None
-
-
-def _is_local_endpoint(endpoint: str) -> bool:
-    """True unless endpoint is tcp:// to a host other than loopback (ipc:// and inproc:// are local)."""
-    transport, _, address = endpoint.partition("://")
-    host = address.rpartition(":")[0]
-    return transport != "tcp" or host in _LOCAL_HOSTS or host.startswith("127.")
-
-
-def _is_same_host_endpoint(endpoint: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// to a loopback address (where shared memory may be used)."""
-    transport, _, address = endpoint.partition("://")
-    if transport in ("ipc", "inproc"):
-        return True
-    host = address.rpartition(":")[0]
-    return transport == "tcp" and (host in _LOCAL_HOSTS or host.startswith("127."))
 
 
 class _SharedMemoryRejected(HiFillError):

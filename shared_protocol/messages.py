@@ -25,11 +25,11 @@ from typing import Any
 
 import msgpack
 
+from .endpoints import DEFAULT_ENDPOINT as DEFAULT_ENDPOINT  # re-exported (the one definition: endpoints)
 from .errors import ErrorKind, ProtocolError
 from .limits import Limits
 
 PROTOCOL_VERSION = 1
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:47631"
 DEFAULT_LIMITS = Limits()
 
 # Shared-memory segment layout (see shared_protocol.shm): the first SHM_HEADER_BYTES hold the magic and

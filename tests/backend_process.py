@@ -1,26 +1,27 @@
 """The real backend (`python -m backend serve`) as a child process, for the process-level tests
-(test_backend_process, test_fuzz, test_soak): start it on a free loopback port, read its memory, stop it.
+(test_backend_process, test_fuzz, test_soak, test_shared_memory, test_editor_session): start it on a
+free loopback port with shared_protocol.launcher.BackendProcess, read its memory, stop it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import zmq
 
-from shared_protocol import Client, HiFillError
+from shared_protocol import HiFillError
 from shared_protocol.curve import CurveKeys
+from shared_protocol.launcher import BackendProcess
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120.0
+# The real server with a test engine of tests/fake_engines.py; `--engine NAME --endpoint E` follow.
+FAKE_SERVER = (sys.executable, "-m", "tests.fake_engines")
 
 
 def free_endpoint() -> str:
@@ -63,38 +64,45 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def start_backend(
-    weights: Path, log_path: Path, *options: str, threads: int = 1, curve: CurveKeys | None = None
-) -> tuple[subprocess.Popen, str]:
-    """`python -m backend serve --allow-untrained OPTIONS` on a free loopback port with `threads` OpenMP
-    threads, stdout and stderr to log_path; returns (process, endpoint) once it answers hello (through
-    ``curve`` keys when given)."""
-    endpoint = free_endpoint()
-    log = open(log_path, "w")  # noqa: SIM115 -- lives as long as the process
-    cmd = [sys.executable, "-m", "backend", "serve", "--endpoint", endpoint, "--weights", str(weights)]
+    weights: Path,
+    log_path: Path,
+    *options: str,
+    threads: int = 1,
+    curve: CurveKeys | None = None,
+    endpoint: str | None = None,
+) -> tuple[BackendProcess, str]:
+    """`python -m backend serve --allow-untrained OPTIONS` on `endpoint` (default: a free loopback port)
+    with `threads` OpenMP threads, its output in log_path (shared_protocol.launcher.BackendProcess);
+    returns (process, endpoint) once it answers hello (through ``curve`` keys when given)."""
+    endpoint = endpoint or free_endpoint()
+    command = [sys.executable, "-m", "backend", "serve", "--endpoint", endpoint, "--weights", str(weights)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    process = subprocess.Popen(
-        [*cmd, "--allow-untrained", *options], cwd=REPO, stdout=log, stderr=log, env=env
-    )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    with Client(endpoint, timeout_s=5, connect_timeout_s=2, curve=curve) as client:
-        while True:
-            try:
-                client.hello()
-                return process, endpoint
-            except HiFillError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    process.kill()
-                    process.wait()
-                    raise AssertionError(f"backend did not start: {log_path.read_text()[-2000:]}") from None
-                time.sleep(0.5)
+    process = BackendProcess([*command, "--allow-untrained", *options], endpoint, log_path, cwd=REPO, env=env)
+    process.start()
+    try:
+        process.wait_for_hello(START_TIMEOUT_S, curve=curve)
+    except HiFillError as error:
+        process.stop()
+        raise AssertionError(f"backend did not start: {error}\n{process.output()[-2000:]}") from None
+    return process, endpoint
 
 
-def stop_backend(process: subprocess.Popen) -> None:
+def start_fake_backend(
+    engine: str, log_path: Path, *arguments: str, endpoint: str | None = None, command: Sequence[str] = ()
+) -> BackendProcess:
+    """The real server with the tests.fake_engines engine `engine` (or `command` + [endpoint], e.g. a
+    script that serves its own engine) on `endpoint` (default: a free loopback port), answering hello."""
+    endpoint = endpoint or free_endpoint()
+    argv = [*command, endpoint] if command else [*FAKE_SERVER, "--engine", engine, "--endpoint", endpoint]
+    process = BackendProcess([*argv, *arguments], endpoint, log_path, cwd=REPO).start()
+    try:
+        process.wait_for_hello(60.0)
+    except HiFillError as error:
+        process.stop()
+        raise AssertionError(f"fake backend did not start: {error}") from None
+    return process
+
+
+def stop_backend(process: BackendProcess) -> None:
     """SIGTERM (the backend's clean stop), then SIGKILL if it has not exited within 20 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    process.stop(20.0)

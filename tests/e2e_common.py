@@ -20,7 +20,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from shared_protocol import Client, HiFillError  # noqa: E402
+from shared_protocol.launcher import BackendProcess  # noqa: E402
 
 ROOT = Path(os.environ.get("HIFILL_EDITORS_ROOT", "/work/editors-root"))
 ROOT_TOOL = REPO / "tools" / "editors_root.sh"
@@ -217,29 +217,16 @@ def serve_backend(log_path: Path) -> Iterator[Backend]:
     kind = backend_kind()
     command = backend_command(kind)
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    process = start_process(
-        [*command, "--endpoint", endpoint], log_path, dict(os.environ, **BACKEND_ENVIRONMENT)
-    )
+    argv = [*command, "--endpoint", endpoint]
+    process = BackendProcess(argv, endpoint, log_path, cwd=REPO, env=dict(os.environ, **BACKEND_ENVIRONMENT))
     try:
-        deadline = time.monotonic() + BACKEND_START_TIMEOUT_S
-        client = Client(endpoint, timeout_s=10.0, connect_timeout_s=2.0)
         try:
-            while True:
-                if process.poll() is not None:
-                    raise AssertionError(
-                        f"backend exited ({process.returncode}): {log_path.read_text()[-2000:]}"
-                    )
-                try:
-                    hello = client.hello()
-                    break
-                except HiFillError:
-                    if time.monotonic() > deadline:
-                        raise AssertionError(f"backend silent: {log_path.read_text()[-2000:]}") from None
-        finally:
-            client.close()
+            hello = process.start().wait_for_hello(BACKEND_START_TIMEOUT_S)
+        except HiFillError as error:
+            raise AssertionError(f"the backend did not start: {error}\n{process.output()[-2000:]}") from None
         yield Backend(endpoint, kind, hello, command)
     finally:
-        stop_process(process)
+        process.stop(15.0)
 
 
 def stand_in_backend_python(

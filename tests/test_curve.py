@@ -26,22 +26,23 @@ import test_plugin_krita_fakes  # noqa: F401  (first: puts plugin_krita/ and the
 import zmq
 
 # isort: split
-import hifill_backend_launch as launch
-from hifill.backend_life import BackendLauncher, BackendState, probe_status
-from hifill.fill_job import FillRequest, FillSettings, OutputMode
-from hifill.fill_job import run_fill as krita_run_fill
-from hifill.settings import load_settings, save_settings
+from hifill_krita.backend_life import BackendState, probe_status
+from hifill_krita.fill_job import FillRequest, SessionClient
+from hifill_krita.fill_job import run_fill as krita_run_fill
+from hifill_krita.settings import load_settings, save_settings
 
 from backend import keys
 from backend.server import ServerConfigError, check_endpoint, load_curve
 from backend.weights import write_untrained_weights
 from shared_protocol import Client, CurveKeys, ErrorKind, Header, HiFillError, Op, encode
 from shared_protocol.curve import CLIENT_SECRET_FILE, SERVER_PUBLIC_FILE
+from shared_protocol.launcher import BackendConfig, BackendLauncher
+from shared_protocol.settings import FillSettings, OutputMode
 from tests.backend_process import raw_dealer
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "plugin_gimp") not in sys.path:
-    sys.path.append(str(REPO / "plugin_gimp"))  # appended: Krita's hifill package must win over hifill.py
+    sys.path.append(str(REPO / "plugin_gimp"))
 from hifill_gimp.worker import FillJob  # noqa: E402
 from hifill_gimp.worker import run_fill as gimp_run_fill  # noqa: E402
 
@@ -358,7 +359,7 @@ class NeverStart:
 def test_the_krita_plugin_fills_through_the_keys_folder_and_starts_nothing(
     curve_backend: CurveBackend, tmp_path: Path
 ) -> None:
-    config = launch.BackendConfig((sys.executable, "-c", "pass"), str(REPO), curve_backend.endpoint)
+    config = BackendConfig((sys.executable, "-c", "pass"), str(REPO), curve_backend.endpoint)
     start = NeverStart()
     launcher = BackendLauncher(config, tmp_path / "backend.log", start=start)
     rgba = np.full((12, 12, 4), 200, np.uint8).tobytes()
@@ -367,15 +368,16 @@ def test_the_krita_plugin_fills_through_the_keys_folder_and_starts_nothing(
     request = FillRequest(rgba, mask.tobytes(), 12, 12, "u8")
     statuses: list[BackendState] = []
 
+    clients = SessionClient()
+
     def fill(keys_folder: str):
         return krita_run_fill(
             request,
-            curve_backend.endpoint,
+            clients.get(curve_backend.endpoint, keys_folder),
             launcher,
             threading.Event(),
             lambda status: statuses.append(status.state),
             lambda fraction, message: None,
-            keys_folder=keys_folder,
         )
 
     result = fill(str(curve_backend.client_dir))
@@ -386,6 +388,7 @@ def test_the_krita_plugin_fills_through_the_keys_folder_and_starts_nothing(
     assert caught.value.kind is ErrorKind.ACCESS_DENIED
     with pytest.raises(HiFillError, match="does not exist"):
         fill(str(tmp_path / "missing"))
+    clients.close()
     assert start.calls == 0
 
     no_keys = Client(curve_backend.endpoint, connect_timeout_s=REFUSAL_S)
@@ -454,6 +457,17 @@ def test_a_refusal_is_not_hidden_by_a_retry_broken_pipe(events: list[list[bytes]
         client._drain_monitor()
         refusal = client._refusal()
     assert refusal is not None and refusal.kind is ErrorKind.ACCESS_DENIED and "keys" in refusal.message
+
+
+def test_only_broken_pipes_from_a_keys_backend_still_say_keys() -> None:
+    """Sometimes (1 in 20 keyless attempts here) libzmq reports a refusing backend's handshakes only as
+    broken pipes, never the mechanism mismatch: a keyless client must still be told about keys, not
+    that nothing answers (which would make a plug-in try to start a backend)."""
+    with client_with_events([BROKEN_PIPE, BROKEN_PIPE]) as client, pytest.raises(HiFillError) as caught:
+        client._connected_socket()
+    assert caught.value.kind is ErrorKind.ACCESS_DENIED
+    assert "closed every connection during the handshake" in caught.value.message
+    assert "only serves clients with keys" in caught.value.message
 
 
 def test_a_refusal_that_came_before_the_first_look_is_reported_at_once() -> None:

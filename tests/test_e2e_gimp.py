@@ -36,7 +36,6 @@ E2E_DIR = REPO / "tests" / "e2e_gimp"
 WIDTH, HEIGHT = 160, 120
 PLUGIN_FILES = {
     "hifill.py",
-    "hifill_backend_launch.py",
     "hifill-backend.json",
     "hifill-install-manifest.json",
 }
@@ -203,6 +202,8 @@ def test_install_in_root_is_idempotent(profile):
     assert (plugin / "hifill.py").stat().st_mode & 0o111, "hifill.py must be executable"
     assert {p.name for p in plugin.iterdir()} >= PLUGIN_FILES
     assert (plugin / "shared_protocol" / "client.py").is_file()
+    assert (plugin / "shared_protocol" / "launcher.py").is_file()  # the launcher ships inside it
+    assert not (plugin / "hifill_backend_launch.py").exists()
     assert not (plugin / "vendor").exists(), "Debian's python3-zmq/msgpack are there: nothing to vendor"
     assert "nothing to vendor" in profile["first"]
     assert profile["tree"] == profile["tree_again"]

@@ -44,7 +44,7 @@ import numpy as np
 import pytest
 from e2e_common import REPO, run_in_root
 
-from installer.common import ini_set
+from installer.ini import ini_set
 
 pytestmark = pytest.mark.editor
 
@@ -116,16 +116,17 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
         str(p.relative_to(pykrita)): p.read_bytes() for p in sorted(pykrita.rglob("*")) if p.is_file()
     } == installed
     install_s = time.monotonic() - started
-    config = json.loads((pykrita / "hifill/support/hifill-backend.json").read_text())
+    config = json.loads((pykrita / "hifill_krita/support/hifill-backend.json").read_text())
     assert config["command"] == [backend_python, "-m", "backend", "serve"] and config["cwd"] == str(REPO)
 
     shutil.copy2(E2E_DIR / "driver" / "hifill_e2e_driver.desktop", pykrita)
     shutil.copytree(E2E_DIR / "driver" / "hifill_e2e_driver", pykrita / "hifill_e2e_driver")
     kritarc = host / "home/.config/kritarc"
     text = kritarc.read_text()
-    assert "enable_hifill=true" in text
+    assert "enable_hifill_krita=true" in text
     text = ini_set(text, "python", "enable_hifill_e2e_driver", "true")
     text = ini_set(text, "hifill", "endpoint", endpoint)
+    text = ini_set(text, "hifill", "output_mode", "in_place")  # the spelling stored before the shared names
     kritarc.write_text(text)
     shutil.copy2(E2E_DIR / "run_krita.sh", host / "run_krita.sh")
 
@@ -141,7 +142,7 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
             "name": "u8",
             "image": f"{inside}/u8.png",
             "selection": SELECTION,
-            "output_mode": "new_layer",
+            "output_mode": "new-layer",
             "trigger": "button",
             "output": f"{inside}/u8-filled.png",
             "screenshot": f"{inside}/screenshot.png",
@@ -152,7 +153,7 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
             "name": "u16",
             "image": f"{inside}/u16.png",
             "selection": SELECTION,
-            "output_mode": "in_place",
+            "output_mode": "in-place",
             "trigger": "action",
             "output": f"{inside}/u16-filled.png",
             "undo_steps": 2,
@@ -163,7 +164,7 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
             "image": f"{inside}/u8.png",
             "convert_to": ["RGBA", "F32", "sRGB-elle-V2-g10.icc"],
             "selection": SELECTION,
-            "output_mode": "new_layer",
+            "output_mode": "new-layer",
             "trigger": "button",
             "output": f"{inside}/f32-filled.png",
         },
@@ -171,7 +172,7 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
             "name": "no_selection",
             "image": f"{inside}/u8.png",
             "selection": None,
-            "output_mode": "new_layer",
+            "output_mode": "new-layer",
             "trigger": "action",
             "hide_docker": True,  # the message then goes to the canvas (floating message)
             "expect_error": "Select the area to fill",
@@ -182,7 +183,7 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
             "image": f"{inside}/u8.png",
             "selection": SELECTION,
             "endpoint": autostart_endpoint,
-            "output_mode": "new_layer",
+            "output_mode": "new-layer",
             "trigger": "button",
             "cancel_after_ms": 300,
             "expect_message": "Cancelled while the backend was starting",
@@ -192,7 +193,7 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
             "image": f"{inside}/u8.png",
             "selection": SELECTION,
             "endpoint": autostart_endpoint,
-            "output_mode": "new_layer",
+            "output_mode": "new-layer",
             "trigger": "button",
             "output": f"{inside}/autostart-filled.png",
         },
@@ -210,7 +211,7 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
                 "image": f"{inside}/photo.png",
                 "selection": [int(v) for v in selection.split(",")],
                 "endpoint": endpoint,
-                "output_mode": "new_layer",
+                "output_mode": "new-layer",
                 "trigger": "button",
                 "output": f"{inside}/photo-filled.png",
                 "screenshot": f"{inside}/photo-screenshot.png",
@@ -246,6 +247,7 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
     assert "SAFE ASSERT" not in krita_log, "Krita reported an internal assertion:\n" + krita_log[-3000:]
     assert "Traceback" not in krita_log, "a Python error inside Krita:\n" + krita_log[-3000:]
     by_name = {case["name"]: case for case in result["cases"]}
+    assert result["settings_at_start"]["output_mode"] == "in-place", "the old spelling was not read"
     print(
         f"\nbackend: {backend.kind} ({hello.get('device')}, {hello.get('model')});"
         f" install (x2) {install_s:.1f} s;"

@@ -12,13 +12,17 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from test_regions import run_without_pyzmq_and_msgpack
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import install  # noqa: E402
-from installer import common, gimp  # noqa: E402
-from installer.common import InstallError, Transaction  # noqa: E402
+from installer import common, gimp, ini, wheels  # noqa: E402
+from installer.errors import InstallError  # noqa: E402
+from installer.manifest import MANIFEST_FILENAME, Transaction, uninstall  # noqa: E402
+from shared_protocol import launcher  # noqa: E402
+from shared_protocol.endpoints import DEFAULT_ENDPOINT  # noqa: E402
 
 
 def _snapshot(folder: Path) -> dict[str, bytes | None]:
@@ -30,7 +34,7 @@ def _snapshot(folder: Path) -> dict[str, bytes | None]:
 
 
 def _transaction(target: Path, files: dict[str, bytes], dry_run: bool = False, log=None) -> Transaction:
-    tx = Transaction("gimp", target / common.MANIFEST_FILENAME, dry_run=dry_run, log=log or (lambda m: None))
+    tx = Transaction("gimp", target / MANIFEST_FILENAME, dry_run=dry_run, log=log or (lambda m: None))
     for name, data in files.items():
         tx.add_bytes(target / name, data, executable=name.endswith(".py"))
     return tx
@@ -41,19 +45,19 @@ def _transaction(target: Path, files: dict[str, bytes], dry_run: bool = False, l
 
 def test_ini_set_edits_only_its_line():
     text = "[General]\nx=1\n\n[python]\nenable_other=true\n\n[Zeta]\ny=2\n"
-    updated = common.ini_set(text, "python", "enable_hifill", "true")
+    updated = ini.ini_set(text, "python", "enable_hifill", "true")
     assert updated == "[General]\nx=1\n\n[python]\nenable_other=true\nenable_hifill=true\n\n[Zeta]\ny=2\n"
-    assert common.ini_get(updated, "python", "enable_hifill") == "true"
-    assert common.ini_set(updated, "python", "enable_hifill", "false").count("enable_hifill=false") == 1
-    assert common.ini_set(updated, "python", "enable_hifill", None) == text
-    assert common.ini_set("", "python", "k", "v") == "[python]\nk=v\n"
-    assert common.ini_set("a=1", "python", "k", "v") == "a=1\n\n[python]\nk=v\n"
-    assert common.ini_set("[python]\r\nz=1\r\n", "python", "k", "v") == "[python]\r\nz=1\r\nk=v\r\n"
+    assert ini.ini_get(updated, "python", "enable_hifill") == "true"
+    assert ini.ini_set(updated, "python", "enable_hifill", "false").count("enable_hifill=false") == 1
+    assert ini.ini_set(updated, "python", "enable_hifill", None) == text
+    assert ini.ini_set("", "python", "k", "v") == "[python]\nk=v\n"
+    assert ini.ini_set("a=1", "python", "k", "v") == "a=1\n\n[python]\nk=v\n"
+    assert ini.ini_set("[python]\r\nz=1\r\n", "python", "k", "v") == "[python]\r\nz=1\r\nk=v\r\n"
 
 
 def test_ini_remove_section_if_empty():
-    assert common.ini_remove_section_if_empty("[a]\nx=1\n\n[python]\n", "python") == "[a]\nx=1\n"
-    assert common.ini_remove_section_if_empty("[python]\nk=v\n", "python") == "[python]\nk=v\n"
+    assert ini.ini_remove_section_if_empty("[a]\nx=1\n\n[python]\n", "python") == "[a]\nx=1\n"
+    assert ini.ini_remove_section_if_empty("[python]\nk=v\n", "python") == "[python]\nk=v\n"
 
 
 # ---------------------------------------------------------------------------------------- transactions
@@ -85,9 +89,9 @@ def test_uninstall_removes_exactly_what_was_installed(tmp_path):
     _transaction(target, {"hifill.py": b"#!x\n", "pkg/mod.py": b"m"}).commit()
     (target / "pkg" / "__pycache__").mkdir()  # what the editor's Python leaves behind
     (target / "pkg" / "__pycache__" / "mod.cpython-313.pyc").write_bytes(b"\0")
-    assert common.uninstall(target / common.MANIFEST_FILENAME, log=lambda m: None)
+    assert uninstall(target / MANIFEST_FILENAME, log=lambda m: None)
     assert _snapshot(tmp_path) == before
-    assert not common.uninstall(target / common.MANIFEST_FILENAME, log=lambda m: None)
+    assert not uninstall(target / MANIFEST_FILENAME, log=lambda m: None)
 
 
 def test_foreign_files_are_never_overwritten(tmp_path):
@@ -97,7 +101,7 @@ def test_foreign_files_are_never_overwritten(tmp_path):
     with pytest.raises(InstallError, match="not created by install.py"):
         _transaction(target, {"hifill.py": b"ours"}).commit()
     assert (target / "hifill.py").read_text() == "a user's own plug-in"
-    assert not (target / common.MANIFEST_FILENAME).exists()
+    assert not (target / MANIFEST_FILENAME).exists()
 
 
 def test_changed_files_count_as_foreign_and_survive_uninstall(tmp_path):
@@ -108,7 +112,7 @@ def test_changed_files_count_as_foreign_and_survive_uninstall(tmp_path):
         _transaction(target, {"hifill.py": b"ours v2", "keep.py": b"k"}).commit()
     assert (target / "hifill.py").read_text() == "edited by the user"
     messages: list[str] = []
-    common.uninstall(target / common.MANIFEST_FILENAME, log=messages.append)
+    uninstall(target / MANIFEST_FILENAME, log=messages.append)
     assert (target / "hifill.py").read_text() == "edited by the user"
     assert not (target / "keep.py").exists()
     assert any("kept" in m and "hifill.py" in m for m in messages)
@@ -131,7 +135,7 @@ def test_dry_run_changes_nothing_and_says_what_it_would_do(tmp_path):
     assert any(m.startswith("would write") and "hifill.py" in m for m in messages)
     _transaction(target, {"hifill.py": b"x"}).commit()
     before = _snapshot(tmp_path)
-    common.uninstall(target / common.MANIFEST_FILENAME, dry_run=True, log=messages.append)
+    uninstall(target / MANIFEST_FILENAME, dry_run=True, log=messages.append)
     assert _snapshot(tmp_path) == before
 
 
@@ -143,14 +147,14 @@ def test_ini_values_are_restored_on_uninstall(tmp_path):
     tx = _transaction(target, {"__init__.py": b""})
     tx.set_ini_value(kritarc, "python", "enable_hifill", "true")
     tx.commit()
-    assert common.ini_get(kritarc.read_text(), "python", "enable_hifill") == "true"
-    common.uninstall(target / common.MANIFEST_FILENAME, log=lambda m: None)
+    assert ini.ini_get(kritarc.read_text(), "python", "enable_hifill") == "true"
+    uninstall(target / MANIFEST_FILENAME, log=lambda m: None)
     assert kritarc.read_text() == original
     fresh = tmp_path / "fresh-kritarc"
     tx = _transaction(target, {"__init__.py": b""})
     tx.set_ini_value(fresh, "python", "enable_hifill", "true")
     tx.commit()
-    common.uninstall(target / common.MANIFEST_FILENAME, log=lambda m: None)
+    uninstall(target / MANIFEST_FILENAME, log=lambda m: None)
     assert not fresh.exists(), "a kritarc created only for the plug-in goes away again"
 
 
@@ -158,11 +162,11 @@ def test_ini_values_are_restored_on_uninstall(tmp_path):
 
 
 def test_probe_python_reports_version_and_packages():
-    info = common.probe_python([sys.executable])
+    info = wheels.probe_python([sys.executable])
     assert info.version == sys.version_info[:2]
     assert info.has_zmq and info.has_msgpack and not info.needs_vendoring
     with pytest.raises(InstallError):
-        common.probe_python(["/nonexistent/python3"])
+        wheels.probe_python(["/nonexistent/python3"])
 
 
 @pytest.mark.parametrize(
@@ -180,14 +184,14 @@ def test_probe_python_reports_version_and_packages():
     ],
 )
 def test_wheel_platforms(platform_name, glibc, expected):
-    assert common.wheel_platforms(platform_name, glibc) == expected
+    assert wheels.wheel_platforms(platform_name, glibc) == expected
 
 
 def test_wheel_platforms_refuse_the_unknown():
     with pytest.raises(InstallError):
-        common.wheel_platforms("linux-x86_64", None)
+        wheels.wheel_platforms("linux-x86_64", None)
     with pytest.raises(InstallError):
-        common.wheel_platforms("sunos-5.11", None)
+        wheels.wheel_platforms("sunos-5.11", None)
 
 
 def test_unpacking_a_wheel(tmp_path):
@@ -198,7 +202,7 @@ def test_unpacking_a_wheel(tmp_path):
         archive.writestr("demo-1.0.data/purelib/extra.py", "y = 2\n")
         archive.writestr("demo-1.0.data/scripts/tool", "#!/bin/sh\n")
     out = tmp_path / "out"
-    common._unpack_wheel(wheel, out)
+    wheels._unpack_wheel(wheel, out)
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
         "demo-1.0.dist-info/METADATA",
         "demo/__init__.py",
@@ -208,19 +212,22 @@ def test_unpacking_a_wheel(tmp_path):
     with zipfile.ZipFile(evil, "w") as archive:
         archive.writestr("../escape.py", "")
     with pytest.raises(InstallError):
-        common._unpack_wheel(evil, tmp_path / "out2")
+        wheels._unpack_wheel(evil, tmp_path / "out2")
 
 
-def test_endpoint_and_config_match_the_protocol_and_the_launcher(tmp_path):
-    from installer import backend_launch
-    from shared_protocol import DEFAULT_ENDPOINT
-
-    assert common.DEFAULT_ENDPOINT == DEFAULT_ENDPOINT
-    assert common.CONFIG_FILENAME == backend_launch.CONFIG_FILENAME
+def test_the_config_written_is_the_one_the_launcher_reads(tmp_path):
     config = common.backend_config(Path("/venv/bin/python"), Path("/repo"))
-    (tmp_path / common.CONFIG_FILENAME).write_text(json.dumps(config))
-    loaded = backend_launch.load_config(tmp_path)
+    (tmp_path / launcher.CONFIG_FILENAME).write_text(json.dumps(config))
+    loaded = launcher.load_config(tmp_path)
     assert loaded.command == ("/venv/bin/python", "-m", "backend", "serve") and loaded.cwd == "/repo"
+    assert loaded.endpoint == DEFAULT_ENDPOINT
+
+
+def test_install_py_and_the_installer_need_no_pyzmq_or_msgpack():
+    """install.py runs with whatever Python the user has; it reads shared_protocol's endpoint and
+    launcher config name, which must not pull in pyzmq or msgpack."""
+    code = "import install, installer.gimp, installer.krita\nprint(install.EDITORS)\n"
+    assert run_without_pyzmq_and_msgpack(REPO, code) == "('gimp', 'krita')"
 
 
 # ----------------------------------------------------------------------------------------- GIMP finding
@@ -311,22 +318,20 @@ def _install(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _gimp_args(profile: Path) -> list[str]:
+    """install.py gimp into `profile`, for Python 3.13 without vendoring, with this Python as backend's."""
+    return ["gimp", "--profile", str(profile), "--python-version", "3.13", "--vendor", "never"] + [
+        "--backend-python",
+        sys.executable,
+    ]
+
+
 def test_install_py_gimp_into_a_profile_idempotent_dry_run_and_uninstall(tmp_path):
     profile = tmp_path / "GIMP" / "3.0"
     profile.mkdir(parents=True)
     (profile / "gimprc").write_text("(user settings)\n")
     before = _snapshot(tmp_path)
-    common_args = [
-        "gimp",
-        "--profile",
-        str(profile),
-        "--python-version",
-        "3.13",
-        "--vendor",
-        "never",
-        "--backend-python",
-        sys.executable,
-    ]
+    common_args = _gimp_args(profile)
 
     dry = _install(*common_args, "--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -340,13 +345,15 @@ def test_install_py_gimp_into_a_profile_idempotent_dry_run_and_uninstall(tmp_pat
     shipped = {str(p.relative_to(plugin)) for p in plugin.rglob("*.py")}
     assert {
         "hifill.py",
-        "hifill_backend_launch.py",
         "hifill_gimp/plan.py",
         "hifill_gimp/procedure.py",
         "hifill_gimp/worker.py",
         "shared_protocol/client.py",
+        "shared_protocol/launcher.py",
         "shared_protocol/regions.py",
+        "shared_protocol/settings.py",
     } <= shipped
+    assert "hifill_backend_launch.py" not in shipped  # the launcher ships inside shared_protocol
     config = json.loads((plugin / "hifill-backend.json").read_text())
     assert config["command"] == [sys.executable, "-m", "backend", "serve"] and config["cwd"] == str(REPO)
     installed = _snapshot(tmp_path)
@@ -364,17 +371,7 @@ def test_install_py_refuses_a_foreign_plugin_folder(tmp_path):
     plugin = tmp_path / "plug-ins" / "hifill"
     plugin.mkdir(parents=True)
     (plugin / "hifill.py").write_text("another HiFill")
-    result = _install(
-        "gimp",
-        "--profile",
-        str(tmp_path),
-        "--python-version",
-        "3.13",
-        "--vendor",
-        "never",
-        "--backend-python",
-        sys.executable,
-    )
+    result = _install(*_gimp_args(tmp_path))
     assert result.returncode == 1
     assert "not created by install.py" in result.stderr
     assert (plugin / "hifill.py").read_text() == "another HiFill"

@@ -1,10 +1,10 @@
-"""The GIMP plug-in's GIMP-free modules: GIMP's side of the region maths, formats, planning, the fill
-worker process and the backend launcher (installer/backend_launch.py, shipped as
-hifill_backend_launch.py). The request rectangle itself is shared_protocol.regions (tests/test_regions.py).
+"""The GIMP plug-in's GIMP-free modules: GIMP's side of the region maths, formats, planning, the
+procedure's arguments and the fill worker process (which finds or starts the backend with
+shared_protocol.launcher, tested in tests/test_launcher.py). The request rectangle itself is
+shared_protocol.regions (tests/test_regions.py).
 
-Worker and launcher tests run real processes: the real server (backend/server.py) with the test
-engines of tests/fake_engines.py. hifill.py's own glue runs against fakes of gi's Gimp and Gegl, with
-the real worker and server behind it.
+Worker tests run real processes: the real server with the test engines of tests/fake_engines.py.
+hifill.py's own glue runs against fakes of gi's Gimp and Gegl, with the real worker and server behind it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -33,17 +32,14 @@ from hifill_gimp import formats, plan, procedure, region  # noqa: E402
 from hifill_gimp.worker import FillJob, run_fill  # noqa: E402
 from test_regions import run_without_pyzmq_and_msgpack  # noqa: E402
 
-from installer import backend_launch  # noqa: E402
 from shared_protocol import DEFAULT_ENDPOINT, Client, ErrorKind, HiFillError  # noqa: E402
+from shared_protocol.launcher import CONFIG_FILENAME  # noqa: E402
 from shared_protocol.regions import Rect, request_rect  # noqa: E402
+from shared_protocol.settings import FillSettings, OutputMode  # noqa: E402
+from tests.backend_process import FAKE_SERVER, free_endpoint, start_fake_backend  # noqa: E402
+from tests.e2e_common import stop_processes_serving  # noqa: E402
 
 WORKER_PATHS = [str(REPO / "plugin_gimp"), str(REPO)]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------------------------- region
@@ -68,7 +64,11 @@ def test_new_layer_placement_and_context_option():
 
 def test_what_registers_the_procedure_needs_no_pyzmq_or_msgpack():
     """hifill.py imports only these at the top, so GIMP lists HiFill even without the packages."""
-    code = "from hifill_gimp import formats, procedure\nprint(procedure.Settings().endpoint)\n"
+    code = (
+        "from hifill_gimp import formats, procedure\n"
+        "import shared_protocol.endpoints, shared_protocol.errors, shared_protocol.settings\n"
+        "print(procedure.settings_from_arguments('in-place', 0, '', '').endpoint)\n"
+    )
     assert run_without_pyzmq_and_msgpack(REPO / "plugin_gimp", code) == DEFAULT_ENDPOINT
     tree = ast.parse((REPO / "plugin_gimp" / "hifill.py").read_text())
     top_level = {
@@ -85,6 +85,9 @@ def test_what_registers_the_procedure_needs_no_pyzmq_or_msgpack():
         "gi.repository",
         "hifill_gimp.formats",
         "hifill_gimp.procedure",
+        "shared_protocol.endpoints",
+        "shared_protocol.errors",
+        "shared_protocol.settings",
     }
 
 
@@ -134,16 +137,18 @@ def _drawable(**changes) -> plan.DrawableInfo:
     return plan.DrawableInfo(**values)
 
 
+NEW_LAYER, IN_PLACE = OutputMode.NEW_LAYER, OutputMode.IN_PLACE
+
+
 @pytest.mark.parametrize(
     ("drawables", "mode", "message"),
     [
-        ([], "new-layer", "exactly one layer"),
-        ([_drawable(), _drawable()], "new-layer", "exactly one layer"),
-        ([_drawable(is_group=True)], "new-layer", "layer group"),
-        ([_drawable(is_layer=False)], "new-layer", "channel or layer mask"),
-        ([_drawable(is_rgb=False)], "new-layer", "not RGB"),
-        ([_drawable(content_locked=True)], "in-place", "locked"),
-        ([_drawable()], "sideways", "Unknown output mode"),
+        ([], NEW_LAYER, "exactly one layer"),
+        ([_drawable(), _drawable()], NEW_LAYER, "exactly one layer"),
+        ([_drawable(is_group=True)], NEW_LAYER, "layer group"),
+        ([_drawable(is_layer=False)], NEW_LAYER, "channel or layer mask"),
+        ([_drawable(is_rgb=False)], NEW_LAYER, "not RGB"),
+        ([_drawable(content_locked=True)], IN_PLACE, "locked"),
     ],
 )
 def test_check_drawables_refuses_with_a_reason(drawables, mode, message):
@@ -152,12 +157,22 @@ def test_check_drawables_refuses_with_a_reason(drawables, mode, message):
 
 
 def test_locked_pixels_may_still_get_a_new_layer():
-    assert plan.check_drawables([_drawable(content_locked=True)], "new-layer").name == "Photo"
+    assert plan.check_drawables([_drawable(content_locked=True)], NEW_LAYER).name == "Photo"
+
+
+def test_the_procedures_arguments_become_the_shared_settings():
+    """GIMP's choice names are OutputMode's values, so remembered arguments keep their meaning."""
+    assert procedure.settings_from_arguments("in-place", 64, " tcp://127.0.0.1:5 ", " /keys ") == (
+        FillSettings(IN_PLACE, 64, "tcp://127.0.0.1:5", "/keys")
+    )
+    assert procedure.settings_from_arguments("new-layer", 0, "  ", "") == FillSettings()
+    with pytest.raises(procedure.FillRefused, match="Unknown output mode 'sideways'; use one of new-layer"):
+        procedure.settings_from_arguments("sideways", 0, "", "")
 
 
 def test_plan_fill_reads_the_layer_and_the_selection_over_the_same_pixels():
     drawable = _drawable(offsets=(100, 50), has_alpha=True, precision_nick="u16-linear")
-    planned = plan.plan_fill(drawable, (True, 300, 250, 340, 270), procedure.Settings(context_px=8))
+    planned = plan.plan_fill(drawable, (True, 300, 250, 340, 270), FillSettings(context_px=8))
     assert planned.selection == Rect(200, 200, 40, 20)
     assert planned.request == request_rect(Rect(200, 200, 40, 20), (640, 480), 8) == Rect(0, 0, 520, 480)
     assert planned.mask_rect == planned.request.translated(100, 50)
@@ -174,12 +189,12 @@ def test_plan_fill_reads_the_layer_and_the_selection_over_the_same_pixels():
 )
 def test_plan_fill_refusals(bounds, message):
     with pytest.raises(procedure.FillRefused, match=message):
-        plan.plan_fill(_drawable(), bounds, procedure.Settings())
+        plan.plan_fill(_drawable(), bounds, FillSettings())
 
 
 def test_check_result_rejects_answers_that_do_not_fit():
     planned = plan.plan_fill(
-        _drawable(offsets=(0, 0)), (True, 310, 210, 320, 220), procedure.Settings(context_px=0)
+        _drawable(offsets=(0, 0)), (True, 310, 210, 320, 220), FillSettings(context_px=0)
     )
     assert planned.request == Rect(40, 0, 544, 480)  # 310 - (2 * 128 + 8) = 46, aligned down to 40
     assert plan.check_result(planned, 270, 210, 10, 10, 3, "u8", 300) == Rect(310, 210, 10, 10)
@@ -189,10 +204,6 @@ def test_check_result_rejects_answers_that_do_not_fit():
         plan.check_result(planned, 0, 0, 10, 10, 3, "u8", 299)
     with pytest.raises(ValueError, match="outside"):
         plan.check_result(planned, 540, 0, 10, 10, 3, "u8", 300)
-
-
-def test_plugin_default_endpoint_is_the_protocol_default():
-    assert procedure.DEFAULT_ENDPOINT == DEFAULT_ENDPOINT
 
 
 # ----------------------------------------------------------------------------------- real backend processes
@@ -216,54 +227,16 @@ WARNING_BACKEND = textwrap.dedent("""
 """)
 
 
-def _start_fake_backend(engine: str, endpoint: str, *extra: str) -> subprocess.Popen:
-    return _start_backend(
-        [sys.executable, "-m", "tests.fake_engines", "--engine", engine, "--endpoint", endpoint, *extra],
-        endpoint,
-    )
-
-
-def _start_warning_backend(endpoint: str, *warnings: str) -> subprocess.Popen:
-    return _start_backend([sys.executable, "-c", WARNING_BACKEND, endpoint, *warnings], endpoint)
-
-
-def _start_backend(command: list[str], endpoint: str) -> subprocess.Popen:
-    process = subprocess.Popen(
-        command,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    client = Client(endpoint, timeout_s=5.0, connect_timeout_s=1.0)
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            try:
-                client.hello()
-                return process
-            except HiFillError:
-                assert process.poll() is None, process.stderr.read().decode()
-                assert time.monotonic() < deadline, "fake backend did not start"
-    finally:
-        client.close()
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def _warning_backend(log_path: Path, *warnings: str):
+    """The WARNING_BACKEND server (a BackendProcess) on a free port, answering hello."""
+    return start_fake_backend("", log_path, *warnings, command=[sys.executable, "-c", WARNING_BACKEND])
 
 
 @pytest.fixture
-def colour_backend():
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    process = _start_fake_backend("colour", endpoint)
-    yield endpoint
-    _stop(process)
+def colour_backend(tmp_path):
+    process = start_fake_backend("colour", tmp_path / "colour.log")
+    yield process.endpoint
+    process.stop()
 
 
 def _picture(width: int, height: int, channels: int) -> np.ndarray:
@@ -297,9 +270,9 @@ OOM_WARNINGS = (
 )
 
 
-def test_worker_carries_the_backends_warnings_with_unchanged_pixels():
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    process = _start_warning_backend(endpoint, *OOM_WARNINGS)
+def test_worker_carries_the_backends_warnings_with_unchanged_pixels(tmp_path):
+    process = _warning_backend(tmp_path / "log", *OOM_WARNINGS)
+    endpoint = process.endpoint
     try:
         image = _picture(40, 30, 3)
         mask = np.zeros((30, 40), np.uint8)
@@ -308,15 +281,15 @@ def test_worker_carries_the_backends_warnings_with_unchanged_pixels():
             FillJob(endpoint, 40, 30, 3, "u8", {}), image.tobytes(), mask.tobytes(), WORKER_PATHS
         )
     finally:
-        _stop(process)
+        process.stop()
     assert outcome.warnings == OOM_WARNINGS
     assert (outcome.x, outcome.y, outcome.width, outcome.height) == (5, 10, 20, 10)
     assert np.all(np.frombuffer(outcome.pixels, np.uint8) == 200)
 
 
-def test_worker_reports_backend_errors_with_their_kind():
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    process = _start_fake_backend("failing", endpoint)
+def test_worker_reports_backend_errors_with_their_kind(tmp_path):
+    process = start_fake_backend("failing", tmp_path / "log")
+    endpoint = process.endpoint
     try:
         image = _picture(6, 4, 3)  # width 6: the failing engine raises NO_WEIGHTS
         mask = np.full((4, 6), 255, np.uint8)
@@ -324,11 +297,11 @@ def test_worker_reports_backend_errors_with_their_kind():
             run_fill(FillJob(endpoint, 6, 4, 3, "u8", {}), image.tobytes(), mask.tobytes(), WORKER_PATHS)
         assert raised.value.kind is ErrorKind.NO_WEIGHTS
     finally:
-        _stop(process)
+        process.stop()
 
 
 def test_worker_without_backend_is_unavailable_quickly():
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = free_endpoint()
     started = time.monotonic()
     with pytest.raises(HiFillError) as raised:
         run_fill(
@@ -337,14 +310,44 @@ def test_worker_without_backend_is_unavailable_quickly():
             bytes([255]) * 16,
             WORKER_PATHS,
         )
-    assert raised.value.kind is ErrorKind.BACKEND_UNAVAILABLE
+    assert raised.value.kind is ErrorKind.BACKEND_UNAVAILABLE and "none is installed" in raised.value.message
     assert time.monotonic() - started < 15
+
+
+def test_the_worker_starts_the_installed_backend_and_fills_with_the_same_client(tmp_path):
+    """No backend answers: the worker child starts the one recorded in config_dir, reports the wait as
+    progress, and fills through the Client that waited for it."""
+    endpoint = free_endpoint()
+    config = {
+        "format": 1,
+        "command": [*FAKE_SERVER, "--engine", "colour"],
+        "cwd": str(REPO),
+        "endpoint": endpoint,
+    }
+    (tmp_path / CONFIG_FILENAME).write_text(json.dumps(config))
+    progress: list[tuple[float, str]] = []
+    mask = np.zeros((30, 40), np.uint8)
+    mask[10:20, 5:25] = 255
+    try:
+        outcome = run_fill(
+            FillJob(endpoint, 40, 30, 3, "u8", {}, connect_timeout_s=0.5, config_dir=str(tmp_path)),
+            _picture(40, 30, 3).tobytes(),
+            mask.tobytes(),
+            WORKER_PATHS,
+            on_progress=lambda f, m: progress.append((f, m)),
+        )
+        assert (outcome.x, outcome.y, outcome.width, outcome.height) == (5, 10, 20, 10)
+        assert progress[0] == (0.0, f"Starting the HiFill backend at {endpoint}…")
+        with Client(endpoint, connect_timeout_s=1.0) as client:  # left running for the next fill
+            assert client.hello()["model"] == "fake-colour"
+    finally:
+        stop_processes_serving(endpoint)
 
 
 def test_killing_the_plugin_cancels_the_fill_on_the_backend(tmp_path):
     """GIMP's Cancel kills the plug-in process; the worker must then cancel the backend's job."""
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    backend = _start_fake_backend("slow", endpoint, "--steps", "200", "--step-s", "0.05")  # 10 s fill
+    backend = start_fake_backend("slow", tmp_path / "slow.log", "--steps", "200", "--step-s", "0.05")  # 10 s
+    endpoint = backend.endpoint
     plugin = tmp_path / "plugin.py"
     plugin.write_text(
         textwrap.dedent(f"""
@@ -369,182 +372,7 @@ def test_killing_the_plugin_cancels_the_fill_on_the_backend(tmp_path):
     finally:
         client.close()
         plugin_process.kill()
-        _stop(backend)
-
-
-# -------------------------------------------------------------------------------------------- launcher
-
-
-def test_load_config(tmp_path):
-    assert backend_launch.load_config(tmp_path) is None
-    (tmp_path / backend_launch.CONFIG_FILENAME).write_text(
-        json.dumps(
-            {
-                "format": 1,
-                "command": ["/venv/python", "-m", "backend", "serve"],
-                "cwd": "/repo",
-                "endpoint": "E",
-            }
-        )
-    )
-    config = backend_launch.load_config(tmp_path)
-    assert backend_launch.launch_command(config, "tcp://127.0.0.1:5") == [
-        "/venv/python",
-        "-m",
-        "backend",
-        "serve",
-        "--endpoint",
-        "tcp://127.0.0.1:5",
-    ]
-    (tmp_path / backend_launch.CONFIG_FILENAME).write_text("{not json")
-    with pytest.raises(HiFillError, match="run install.py again"):
-        backend_launch.load_config(tmp_path)
-
-
-@pytest.mark.parametrize(
-    ("endpoint", "local"),
-    [
-        ("tcp://127.0.0.1:47631", True),
-        ("tcp://localhost:1", True),
-        ("tcp://[::1]:5", True),
-        ("ipc:///tmp/x", True),
-        ("tcp://192.168.1.5:47631", False),
-        ("tcp://example.org:1", False),
-    ],
-)
-def test_only_local_endpoints_get_a_started_backend(endpoint, local):
-    assert backend_launch.is_local_endpoint(endpoint) is local
-
-
-def _config(*command: str) -> backend_launch.BackendConfig:
-    return backend_launch.BackendConfig(command=command, cwd=str(REPO), endpoint=DEFAULT_ENDPOINT)
-
-
-def test_ensure_backend_does_not_start_anything_when_one_answers(colour_backend):
-    client = Client(colour_backend, connect_timeout_s=1.0)
-    try:
-        hello = backend_launch.ensure_backend(client.hello, _config("/nonexistent/python"), colour_backend)
-    finally:
-        client.close()
-    assert hello["model"] == "fake-colour"
-
-
-def test_ensure_backend_starts_the_installed_backend(tmp_path):
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    started: list[subprocess.Popen] = []
-    statuses: list[str] = []
-    client = Client(endpoint, connect_timeout_s=0.5)
-
-    def start(config, endpoint, log_path):
-        started.append(backend_launch.start_backend(config, endpoint, log_path))
-        return started[-1]
-
-    try:
-        hello = backend_launch.ensure_backend(
-            client.hello,
-            _config(sys.executable, "-m", "tests.fake_engines", "--engine", "colour"),
-            endpoint,
-            timeout_s=60,
-            on_status=statuses.append,
-            log_path=tmp_path / "log",
-            start=start,
-        )
-        assert hello["model"] == "fake-colour"
-        assert len(started) == 1 and statuses and endpoint in statuses[0]
-    finally:
-        client.close()
-        for process in started:
-            _stop(process)
-
-
-def test_ensure_backend_explains_a_backend_that_exits(tmp_path):
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    client = Client(endpoint, connect_timeout_s=0.5)
-    code = "import sys; print('No weights were found at W.'); sys.exit(4)"
-    try:
-        with pytest.raises(HiFillError) as raised:
-            backend_launch.ensure_backend(
-                client.hello,
-                _config(sys.executable, "-c", code),
-                endpoint,
-                timeout_s=30,
-                log_path=tmp_path / "log",
-            )
-    finally:
-        client.close()
-    assert raised.value.kind is ErrorKind.BACKEND_UNAVAILABLE
-    assert "exit code 4" in raised.value.message and "No weights were found at W." in raised.value.message
-
-
-def test_ensure_backend_wait_is_bounded(tmp_path):
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    started: list[subprocess.Popen] = []
-    client = Client(endpoint, connect_timeout_s=0.3)
-
-    def start(config, endpoint, log_path):
-        started.append(backend_launch.start_backend(config, endpoint, log_path))
-        return started[-1]
-
-    begin = time.monotonic()
-    try:
-        with pytest.raises(HiFillError, match="did not answer within 2 s"):
-            backend_launch.ensure_backend(
-                client.hello,
-                _config(sys.executable, "-c", "import time; time.sleep(60)"),
-                endpoint,
-                timeout_s=2,
-                log_path=tmp_path / "log",
-                start=start,
-            )
-        assert time.monotonic() - begin < 10
-    finally:
-        client.close()
-        for process in started:
-            process.kill()
-            process.wait()
-
-
-def test_ensure_backend_without_config_or_for_a_remote_endpoint(tmp_path):
-    for config, endpoint, message in [
-        (None, f"tcp://127.0.0.1:{_free_port()}", "none is installed"),
-        (_config(sys.executable), "tcp://192.0.2.1:47631", "on this computer"),
-    ]:
-        client = Client(endpoint, connect_timeout_s=0.3)
-        try:
-            with pytest.raises(HiFillError, match=message):
-                backend_launch.ensure_backend(
-                    client.hello, config, endpoint, timeout_s=5, log_path=tmp_path / "l"
-                )
-        finally:
-            client.close()
-
-
-def test_ensure_backend_honours_cancel(tmp_path):
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    started: list[subprocess.Popen] = []
-    client = Client(endpoint, connect_timeout_s=0.3)
-
-    def start(config, endpoint, log_path):
-        started.append(backend_launch.start_backend(config, endpoint, log_path))
-        return started[-1]
-
-    try:
-        with pytest.raises(HiFillError) as raised:
-            backend_launch.ensure_backend(
-                client.hello,
-                _config(sys.executable, "-c", "import time; time.sleep(60)"),
-                endpoint,
-                timeout_s=30,
-                is_cancelled=lambda: bool(started),
-                log_path=tmp_path / "log",
-                start=start,
-            )
-        assert raised.value.kind is ErrorKind.CANCELLED
-    finally:
-        client.close()
-        for process in started:
-            process.kill()
-            process.wait()
+        backend.stop()
 
 
 # ------------------------------------------------------------------- GIMP glue (hifill.py) against fakes
@@ -681,7 +509,6 @@ def _load_gimp_glue(monkeypatch, events: list):
     gi.repository = repository
     monkeypatch.setitem(sys.modules, "gi", gi)
     monkeypatch.setitem(sys.modules, "gi.repository", repository)
-    monkeypatch.setitem(sys.modules, "hifill_backend_launch", backend_launch)  # as install.py ships it
     monkeypatch.setattr(sys, "path", list(sys.path))  # hifill.py adds its folder
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # the worker child's shared_protocol (installed: beside it)
     spec = importlib.util.spec_from_file_location(
@@ -693,7 +520,7 @@ def _load_gimp_glue(monkeypatch, events: list):
 
 
 @pytest.mark.parametrize("warnings", [(), OOM_WARNINGS[:1], OOM_WARNINGS])
-def test_fill_shows_the_backends_warnings_after_the_fill_is_applied(monkeypatch, warnings):
+def test_fill_shows_the_backends_warnings_after_the_fill_is_applied(monkeypatch, warnings, tmp_path):
     events: list = []
     glue = _load_gimp_glue(monkeypatch, events)
     original = _picture(40, 30, 3)
@@ -701,12 +528,11 @@ def test_fill_shows_the_backends_warnings_after_the_fill_is_applied(monkeypatch,
     selection[8:13, 10:16] = 255
     layer = _FakeGimpLayer(original.copy(), events)
     image = _FakeGimpImage(selection, events)
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    process = _start_warning_backend(endpoint, *warnings)
+    process = _warning_backend(tmp_path / "log", *warnings)
     try:
-        glue.fill(image, [layer], procedure.Settings(procedure.OUTPUT_IN_PLACE, 4, endpoint))
+        glue.fill(image, [layer], FillSettings(IN_PLACE, 4, process.endpoint))
     finally:
-        _stop(process)
+        process.stop()
     expected = original.copy()
     expected[8:13, 10:16] = 200  # the colour engine's fill; warnings change no pixel
     assert np.array_equal(layer.pixels, expected)

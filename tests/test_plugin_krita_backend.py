@@ -1,10 +1,9 @@
-"""Krita plug-in, backend side: starting the installed backend (real processes), the whole fill path
-through a real server (tests.fake_engines, ColourEngine) and the panel's stored settings."""
+"""Krita plug-in, backend side: the panel's states while the installed backend starts (real processes),
+the session's one Client, the whole fill path through a real server (tests.fake_engines, ColourEngine)
+and the panel's stored settings. The launcher itself is tested in tests/test_launcher.py."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -14,156 +13,102 @@ import test_plugin_krita_fakes  # noqa: F401  (first: puts plugin_krita/ and the
 from test_plugin_krita_fakes import REPO, FakeDocument, FakeSelection
 
 # isort: split
-import hifill_backend_launch as launch
-from hifill.backend_life import BackendLauncher, BackendState, load_launch_config, probe_status
-from hifill.document_io import apply_result, read_fill_input
-from hifill.fill_job import FillSettings, OutputMode, run_fill
-from hifill.settings import load_settings, save_settings
+from hifill_krita.backend_life import BackendState, ensure_backend, probe_status
+from hifill_krita.document_io import apply_result, read_fill_input
+from hifill_krita.fill_job import SessionClient, make_client, run_fill
+from hifill_krita.settings import load_settings, save_settings
 
-from shared_protocol import DEFAULT_ENDPOINT, Client, ErrorKind, HiFillError
-
-FAKE_SERVER = (sys.executable, "-m", "tests.fake_engines", "--engine")
-
-
-def free_endpoint() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
-
-
-def hello_of(endpoint: str):
-    client = Client(endpoint, timeout_s=5.0, connect_timeout_s=0.5)
-
-    def hello() -> dict:
-        return client.hello()
-
-    hello.client = client  # type: ignore[attr-defined]
-    return hello
-
-
-class CountingStart:
-    """launch.start_backend, counting calls."""
-
-    def __init__(self) -> None:
-        self.argvs: list[list[str]] = []
-
-    def __call__(self, config, endpoint, log_path):
-        self.argvs.append(launch.launch_command(config, endpoint))
-        return launch.start_backend(config, endpoint, log_path)
+from shared_protocol import DEFAULT_ENDPOINT, ErrorKind, HiFillError
+from shared_protocol.launcher import BackendConfig, BackendLauncher
+from shared_protocol.settings import FillSettings, OutputMode
+from tests.backend_process import FAKE_SERVER, free_endpoint, start_fake_backend
 
 
 @pytest.fixture()
-def launcher_factory(tmp_path):
-    made: list[BackendLauncher] = []
-
-    def make(command: tuple[str, ...] | None, **kwargs) -> BackendLauncher:
-        config = launch.BackendConfig(command, str(REPO), DEFAULT_ENDPOINT) if command else None
-        launcher = BackendLauncher(config, tmp_path / "backend.log", start=CountingStart(), **kwargs)
-        made.append(launcher)
-        return launcher
-
-    yield make
-    for launcher in made:
-        launcher.stop_started_process()
+def session():
+    clients = SessionClient()
+    yield clients
+    clients.close()
 
 
-def test_starts_the_installed_backend_once_and_waits_for_hello(launcher_factory) -> None:
+def test_the_panel_says_starting_then_connected_and_the_backend_stops_with_krita(session, tmp_path) -> None:
     endpoint = free_endpoint()
-    launcher = launcher_factory((*FAKE_SERVER, "colour"))
-    hello = hello_of(endpoint)
+    config = BackendConfig((*FAKE_SERVER, "--engine", "colour"), str(REPO), DEFAULT_ENDPOINT)
+    launcher = BackendLauncher(config, tmp_path / "backend.log")
+    client = session.get(endpoint)
     states: list[BackendState] = []
     try:
-        info = launcher.ensure_running(
-            endpoint, hello, timeout_s=60, on_status=lambda s: states.append(s.state)
-        )
+        info = ensure_backend(launcher, client, lambda status: states.append(status.state), lambda: False)
         assert info["model"] == "fake-colour"
         assert states[0] is BackendState.STARTING and states[-1] is BackendState.CONNECTED
-        assert launcher._start.argvs == [[*FAKE_SERVER, "colour", "--endpoint", endpoint]]
-        again = launcher.ensure_running(endpoint, hello)  # answers now: nothing new is started
-        assert again["model"] == "fake-colour" and len(launcher._start.argvs) == 1
-        process = launcher.process
-        launcher.stop_started_process()
-        assert process.poll() is not None
-        assert probe_status(hello).state is BackendState.NOT_RUNNING
+        process = launcher.process_for(endpoint)
+        assert process is not None and process.alive
+        launcher.stop_started()  # what shutdown() does when Krita closes
+        assert not process.alive
+        assert probe_status(client.hello).state is BackendState.NOT_RUNNING
     finally:
-        hello.client.close()
+        launcher.stop_started()
 
 
-def test_a_backend_that_dies_while_starting_is_reported_with_its_output(launcher_factory, tmp_path) -> None:
-    (tmp_path / "backend.log").write_text("an old failure of another editor's backend\n" * 50)  # shared log
-    script = "import sys; print('cannot load weights: demo'); sys.exit(3)"
-    launcher = launcher_factory((sys.executable, "-c", script))
-    hello = hello_of(free_endpoint())
-    with pytest.raises(HiFillError) as caught:
-        launcher.ensure_running(free_endpoint(), hello, timeout_s=30)
-    hello.client.close()
-    assert caught.value.kind is ErrorKind.BACKEND_UNAVAILABLE
-    assert "exit code 3" in caught.value.message and "cannot load weights: demo" in caught.value.message
-    assert "old failure" not in caught.value.message
+def test_a_refused_client_starts_nothing_and_shows_refused(tmp_path) -> None:
+    def refusing() -> dict:
+        raise HiFillError(ErrorKind.ACCESS_DENIED, "The backend refused this client's key.")
 
-
-def test_a_silent_backend_times_out_and_is_not_started_twice(launcher_factory) -> None:
-    launcher = launcher_factory((sys.executable, "-c", "import time; time.sleep(60)"))
+    assert probe_status(refusing).state is BackendState.REFUSED
+    launcher = BackendLauncher(BackendConfig((sys.executable, "-c", "pass"), str(REPO), ""), tmp_path / "l")
     endpoint = free_endpoint()
-    hello = hello_of(endpoint)
-    started = time.monotonic()
-    with pytest.raises(HiFillError, match="did not answer .* within 2 s"):
-        launcher.ensure_running(endpoint, hello, timeout_s=2)
-    assert time.monotonic() - started < 10
-    process = launcher.process
-    assert process is not None and process.poll() is None  # still loading, left running
-    cancel = threading.Event()
-    threading.Timer(0.5, cancel.set).start()
     with pytest.raises(HiFillError) as caught:
-        launcher.ensure_running(endpoint, hello, timeout_s=30, is_cancelled=cancel.is_set)
-    hello.client.close()
-    assert caught.value.kind is ErrorKind.CANCELLED
-    assert len(launcher._start.argvs) == 1 and launcher.process is process
+        launcher.ensure_running(endpoint, refusing)
+    assert caught.value.kind is ErrorKind.ACCESS_DENIED and launcher.process_for(endpoint) is None
 
 
-def test_nothing_is_started_for_a_remote_endpoint_or_without_an_install(launcher_factory, tmp_path) -> None:
-    remote = launcher_factory((sys.executable, "-c", "pass"))
-    with pytest.raises(HiFillError, match="Start it on that machine"):
-        remote.ensure_running(
-            "tcp://192.0.2.1:47631",
-            lambda: (_ for _ in ()).throw(HiFillError(ErrorKind.BACKEND_UNAVAILABLE, "no")),
-        )
-    assert remote._start.argvs == []
-    config, problem = load_launch_config(tmp_path)
-    assert config is None and "install.py krita" in problem
-    (tmp_path / "hifill-backend.json").write_text("{not json")
-    config, problem = load_launch_config(tmp_path)
-    assert config is None and "damaged" in problem
-    missing = BackendLauncher(None, tmp_path / "log", config_problem=problem, start=CountingStart())
-    hello = hello_of(free_endpoint())
-    with pytest.raises(HiFillError, match="damaged"):
-        missing.ensure_running(free_endpoint(), hello)
-    hello.client.close()
+class _Recorder:
+    """A Client factory that records what it made and what was closed."""
+
+    def __init__(self) -> None:
+        self.made: list[tuple[str, str]] = []
+        self.closed: list[tuple[str, str]] = []
+
+    def __call__(self, endpoint: str, keys_folder: str):
+        if keys_folder == "bad":
+            raise HiFillError(ErrorKind.ACCESS_DENIED, "The keys folder bad does not exist.")
+        self.made.append((endpoint, keys_folder))
+        recorder = self
+
+        class _Made:
+            def close(self) -> None:
+                recorder.closed.append((endpoint, keys_folder))
+
+        return _Made()
+
+
+def test_the_session_keeps_one_client_until_endpoint_or_keys_change() -> None:
+    recorder = _Recorder()
+    clients = SessionClient(recorder)
+    first = clients.get("tcp://127.0.0.1:1")
+    assert clients.get("tcp://127.0.0.1:1") is first and recorder.made == [("tcp://127.0.0.1:1", "")]
+    second = clients.get("tcp://127.0.0.1:2")
+    assert second is not first and recorder.closed == [("tcp://127.0.0.1:1", "")]
+    third = clients.get("tcp://127.0.0.1:2", "/keys")
+    assert third is not second and recorder.closed[-1] == ("tcp://127.0.0.1:2", "")
+    with pytest.raises(HiFillError, match="does not exist"):
+        clients.get("tcp://127.0.0.1:2", "bad")
+    assert clients.get("tcp://127.0.0.1:2", "/keys") is third  # a failed replacement keeps the current one
+    clients.close()
+    assert recorder.closed[-1] == ("tcp://127.0.0.1:2", "/keys")
+    assert clients.get("tcp://127.0.0.1:2", "/keys") is not third  # a new one after close
+    assert len(recorder.made) == 4
 
 
 @pytest.fixture()
-def colour_server():
-    endpoint = free_endpoint()
-    process = subprocess.Popen(
-        [*FAKE_SERVER, "slow", "--steps", "10", "--step-s", "0.05", "--endpoint", endpoint], cwd=REPO
-    )
-    client = Client(endpoint, timeout_s=5.0, connect_timeout_s=0.5)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            client.hello()
-            break
-        except HiFillError:
-            assert process.poll() is None and time.monotonic() < deadline, "fake backend did not start"
-            time.sleep(0.2)
-    client.close()
-    yield endpoint
-    process.terminate()
-    process.wait(timeout=10)
+def colour_server(tmp_path):
+    process = start_fake_backend("slow", tmp_path / "slow.log", "--steps", "10", "--step-s", "0.05")
+    yield process.endpoint
+    process.stop()
 
 
 @pytest.mark.parametrize("depth", ["U8", "U16"])
-def test_fill_through_a_real_server_writes_the_new_layer(colour_server, depth, tmp_path) -> None:
+def test_fill_through_a_real_server_writes_the_new_layer(colour_server, session, depth, tmp_path) -> None:
     from test_plugin_krita_document_io import make_document
 
     document: FakeDocument = make_document(depth)
@@ -174,7 +119,7 @@ def test_fill_through_a_real_server_writes_the_new_layer(colour_server, depth, t
     launcher = BackendLauncher(None, tmp_path / "log")
     result = run_fill(
         fill.request,
-        colour_server,
+        session.get(colour_server),
         launcher,
         threading.Event(),
         lambda s: None,
@@ -192,7 +137,7 @@ def test_fill_through_a_real_server_writes_the_new_layer(colour_server, depth, t
             assert pixel == (value.to_bytes(width, sys.byteorder) * 4 if selected else bytes(4 * width))
 
 
-def test_cancel_stops_a_running_fill(colour_server, tmp_path) -> None:
+def test_cancel_stops_a_running_fill_and_the_session_client_fills_again(colour_server, tmp_path) -> None:
     from test_plugin_krita_document_io import make_document
 
     document = make_document()
@@ -204,20 +149,21 @@ def test_cancel_stops_a_running_fill(colour_server, tmp_path) -> None:
         if fraction >= 0.2:
             cancel.set()
 
-    started = time.monotonic()
-    with pytest.raises(HiFillError) as caught:
-        run_fill(
-            fill.request,
-            colour_server,
-            BackendLauncher(None, tmp_path / "log"),
-            cancel,
-            lambda s: None,
-            on_progress,
-        )
-    assert caught.value.kind is ErrorKind.CANCELLED and time.monotonic() - started < 5
+    client = make_client(colour_server)
+    launcher = BackendLauncher(None, tmp_path / "log")
+    try:
+        started = time.monotonic()
+        with pytest.raises(HiFillError) as caught:
+            run_fill(fill.request, client, launcher, cancel, lambda s: None, on_progress)
+        assert caught.value.kind is ErrorKind.CANCELLED and time.monotonic() - started < 5
+        again = threading.Event()
+        result = run_fill(fill.request, client, launcher, again, lambda s: None, lambda f, m: None)
+        assert (result.width, result.height) == (6, 5)
+    finally:
+        client.close()
 
 
-def test_settings_round_trip_and_bad_values_fall_back() -> None:
+def test_settings_round_trip_old_spelling_and_bad_values() -> None:
     store: dict[tuple[str, str], str] = {}
 
     def read(group: str, name: str, default: str) -> str:
@@ -229,7 +175,10 @@ def test_settings_round_trip_and_bad_values_fall_back() -> None:
     assert load_settings(read) == FillSettings(OutputMode.NEW_LAYER, None, DEFAULT_ENDPOINT)
     chosen = FillSettings(OutputMode.IN_PLACE, 256, "tcp://127.0.0.1:5000")
     save_settings(write, chosen)
-    assert store[("hifill", "context_px")] == "256" and load_settings(read) == chosen
+    assert store[("hifill", "context_px")] == "256" and store[("hifill", "output_mode")] == "in-place"
+    assert load_settings(read) == chosen
+    store[("hifill", "output_mode")] = "in_place"  # what the plug-in stored before the shared names
+    assert load_settings(read).output_mode is OutputMode.IN_PLACE
     store.update(
         {
             ("hifill", "output_mode"): "sideways",

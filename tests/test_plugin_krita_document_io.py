@@ -10,11 +10,11 @@ import test_plugin_krita_fakes  # noqa: F401  (first: puts plugin_krita/ and the
 from test_plugin_krita_fakes import FakeDocument, FakeSelection
 
 # isort: split
-from hifill.document_io import NEW_LAYER_SUFFIX, apply_result, read_fill_input
-from hifill.fill_job import FillSettings, OutputMode
+from hifill_krita.document_io import NEW_LAYER_SUFFIX, apply_result, read_fill_input
 
 from shared_protocol import DEFAULT_ENDPOINT, ErrorKind, HiFillError, InpaintResult
 from shared_protocol.regions import Rect
+from shared_protocol.settings import FillSettings, OutputMode
 
 W, H = 40, 30
 NEW = FillSettings(OutputMode.NEW_LAYER, context_px=None, endpoint=DEFAULT_ENDPOINT)

@@ -13,19 +13,14 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-for folder in (REPO, REPO / "plugin_krita"):  # plugin_krita/ first: GIMP's plug-in has a hifill.py
+for folder in (REPO, REPO / "plugin_krita"):
     while str(folder) in sys.path:
         sys.path.remove(str(folder))
     sys.path.insert(0, str(folder))
 
-# install.py ships installer/backend_launch.py next to the plug-in as hifill_backend_launch.py.
-import installer.backend_launch as _backend_launch  # noqa: E402
+import hifill_krita  # noqa: E402
 
-sys.modules.setdefault("hifill_backend_launch", _backend_launch)
-
-import hifill  # noqa: E402
-
-assert Path(hifill.__file__).parent == REPO / "plugin_krita" / "hifill", f"wrong hifill: {hifill.__file__}"
+assert Path(hifill_krita.__file__).parent == REPO / "plugin_krita" / "hifill_krita", hifill_krita.__file__
 
 BYTES_PER_CHANNEL = {"U8": 1, "U16": 2, "F16": 2, "F32": 4}
 

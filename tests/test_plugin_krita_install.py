@@ -18,7 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from installer import krita  # noqa: E402
-from installer.common import InstallOptions, ini_get  # noqa: E402
+from installer.common import InstallOptions  # noqa: E402
+from installer.ini import ini_get  # noqa: E402
+from installer.manifest import MANIFEST_FILENAME, Transaction  # noqa: E402
 
 KRITARC = "[General]\nShowSplash=false\n\n[python]\nenable_batch_exporter=true\n\n[theme]\nTheme=Krita dark\n"
 
@@ -64,20 +66,23 @@ def test_install_is_complete_idempotent_and_uninstall_leaves_no_trace(home: Path
     pykrita = home / "data" / "krita" / "pykrita"
     first = run_install(home)
     assert first.returncode == 0, first.stderr
-    package = pykrita / "hifill"
-    assert (pykrita / "hifill.desktop").read_text() == (REPO / "plugin_krita" / "hifill.desktop").read_text()
-    for name in ("__init__.py", "docker.py", "pixels.py", "hifill.action"):
+    package = pykrita / "hifill_krita"
+    desktop = (pykrita / "hifill_krita.desktop").read_text()
+    assert desktop == (REPO / "plugin_krita" / "hifill_krita.desktop").read_text()
+    assert "X-KDE-Library=hifill_krita\n" in desktop
+    for name in ("__init__.py", "docker.py", "pixels.py", "hifill_krita.action"):
         assert (package / name).is_file(), name
     support = package / "support"
-    shipped = ("shared_protocol/__init__.py", "shared_protocol/client.py", "shared_protocol/regions.py")
-    for name in (*shipped, "hifill_backend_launch.py"):
-        assert (support / name).is_file(), name
+    shipped = ("__init__.py", "client.py", "launcher.py", "regions.py", "settings.py")
+    for name in shipped:
+        assert (support / "shared_protocol" / name).is_file(), name
+    assert not (support / "hifill_backend_launch.py").exists()  # the launcher ships in shared_protocol
     assert not (support / "vendor").exists()  # this Python has pyzmq and msgpack
     config = json.loads((support / "hifill-backend.json").read_text())
     assert config["command"] == [sys.executable, "-m", "backend", "serve"] and config["cwd"] == str(REPO)
     kritarc = (home / "config" / "kritarc").read_text()
-    assert ini_get(kritarc, "python", "enable_hifill") == "true"
-    assert kritarc.replace("enable_hifill=true\n", "") == KRITARC  # everything else kept byte for byte
+    assert ini_get(kritarc, "python", "enable_hifill_krita") == "true"
+    assert kritarc.replace("enable_hifill_krita=true\n", "") == KRITARC  # everything else kept byte for byte
 
     installed = tree(home)
     second = run_install(home)
@@ -90,27 +95,67 @@ def test_install_is_complete_idempotent_and_uninstall_leaves_no_trace(home: Path
     assert not package.exists() and (pykrita / "other_plugin").is_dir()
 
 
+def _earlier_install(home: Path) -> None:
+    """What install.py wrote before the package was renamed: pykrita/hifill.desktop, pykrita/hifill/
+    (with hifill_backend_launch.py) and enable_hifill=true, listed in pykrita/hifill's manifest."""
+    pykrita = home / "data" / "krita" / "pykrita"
+    tx = Transaction("krita", pykrita / "hifill" / MANIFEST_FILENAME, log=lambda message: None)
+    tx.add_bytes(pykrita / "hifill.desktop", b"[Desktop Entry]\nX-KDE-Library=hifill\n")
+    tx.add_bytes(pykrita / "hifill" / "__init__.py", b"# the plug-in as it was\n")
+    tx.add_bytes(pykrita / "hifill" / "support" / "hifill_backend_launch.py", b"# the launcher as it was\n")
+    tx.set_ini_value(home / "config" / "kritarc", "python", "enable_hifill", "true")
+    tx.commit()
+
+
+def test_installing_replaces_an_install_of_the_earlier_package_name(home: Path) -> None:
+    before = tree(home)
+    _earlier_install(home)
+    pykrita = home / "data" / "krita" / "pykrita"
+    assert "enable_hifill=true" in (home / "config" / "kritarc").read_text()
+    dry = run_install(home, "--dry-run")
+    assert dry.returncode == 0 and "removing the earlier pykrita/hifill" in dry.stdout
+    assert (pykrita / "hifill" / "__init__.py").is_file()  # a dry run removes nothing
+    installed = run_install(home)
+    assert installed.returncode == 0, installed.stderr
+    assert not (pykrita / "hifill").exists() and not (pykrita / "hifill.desktop").exists()
+    kritarc = (home / "config" / "kritarc").read_text()
+    assert ini_get(kritarc, "python", "enable_hifill") is None  # restored: absent, as before
+    assert ini_get(kritarc, "python", "enable_hifill_krita") == "true"
+    assert (pykrita / "hifill_krita" / "__init__.py").is_file()
+    removed = run_install(home, "--uninstall")
+    assert removed.returncode == 0, removed.stderr
+    assert tree(home) == before
+
+
+def test_uninstall_also_removes_an_install_of_the_earlier_package_name(home: Path) -> None:
+    before = tree(home)
+    _earlier_install(home)
+    removed = run_install(home, "--uninstall")
+    assert removed.returncode == 0, removed.stderr
+    assert tree(home) == before
+
+
 def test_dry_run_changes_nothing(home: Path) -> None:
     before = tree(home)
     dry = run_install(home, "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "would write" in dry.stdout and "would set enable_hifill=true" in dry.stdout
+    assert "would write" in dry.stdout and "would set enable_hifill_krita=true" in dry.stdout
     assert tree(home) == before
 
 
 def test_foreign_files_are_never_overwritten(home: Path) -> None:
     pykrita = home / "data" / "krita" / "pykrita"
-    (pykrita / "hifill.desktop").write_text("[Desktop Entry]\nName=Someone else's hifill\n")
+    (pykrita / "hifill_krita.desktop").write_text("[Desktop Entry]\nName=Someone else's hifill\n")
     before = tree(home)
     refused = run_install(home)
     assert refused.returncode == 1
-    assert "Refusing to overwrite" in refused.stderr and "hifill.desktop" in refused.stderr
+    assert "Refusing to overwrite" in refused.stderr and "hifill_krita.desktop" in refused.stderr
     assert tree(home) == before
 
 
 def test_a_file_changed_after_install_is_kept(home: Path) -> None:
     assert run_install(home).returncode == 0
-    edited = home / "data" / "krita" / "pykrita" / "hifill" / "pixels.py"
+    edited = home / "data" / "krita" / "pykrita" / "hifill_krita" / "pixels.py"
     edited.write_text(edited.read_text() + "# local change\n")
     assert run_install(home).returncode == 1  # not ours any more: not replaced
     removed = run_install(home, "--uninstall")

@@ -1,7 +1,7 @@
 """Krita plug-in, what the user is told: the controller's messages reach the docker's message line and,
 when no HiFill docker is on screen, the canvas; the backend's warnings follow "Filled …".
 
-PyQt is not needed: the plug-in's one Qt module (hifill.qt_compat) is replaced by a fake whose signals
+PyQt is not needed: the plug-in's one Qt module (hifill_krita.qt_compat) is replaced by a fake whose signals
 call their slots directly, and `krita` by a fake of the few calls made. Documents are the fakes of
 test_plugin_krita_fakes; the client is a fake that fills like tests.fake_engines.ColourEngine.
 """
@@ -12,6 +12,7 @@ import importlib
 import sys
 import threading
 import types
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,7 +21,8 @@ from test_plugin_krita_document_io import make_document
 from test_plugin_krita_fakes import FakeDocument, FakeSelection
 
 # isort: split
-import hifill
+import hifill_krita
+from hifill_krita.fill_job import SessionClient
 
 from shared_protocol import InpaintResult
 
@@ -98,7 +100,7 @@ class _Widget:
 
 
 def _fake_qt_compat() -> types.ModuleType:
-    module = types.ModuleType("hifill.qt_compat")
+    module = types.ModuleType("hifill_krita.qt_compat")
     module.pyqtSignal = _Signal
     module.QObject = type("QObject", (), {"__init__": lambda self, *args: None})
     module.QtGui = _Widget()
@@ -166,7 +168,8 @@ class _Krita:
 class _Client:
     """A backend that fills every masked pixel with FILL_VALUE and sends `warnings` with the result."""
 
-    def __init__(self, warnings: tuple[str, ...]) -> None:
+    def __init__(self, endpoint: str, warnings: tuple[str, ...]) -> None:
+        self.endpoint = endpoint
         self.warnings = warnings
 
     def hello(self) -> dict:
@@ -190,20 +193,19 @@ class _Client:
 
 @pytest.fixture
 def plugin(monkeypatch):
-    """hifill with the fake Qt and Krita: (package, controller module, docker module, install(krita))."""
-    names = ("hifill.qt_compat", "hifill.controller", "hifill.docker")
+    """hifill_krita with the fake Qt and Krita: (controller module, docker module, install(krita))."""
+    names = ("hifill_krita.qt_compat", "hifill_krita.controller", "hifill_krita.docker")
     saved = {name: sys.modules.pop(name) for name in names if name in sys.modules}
-    saved_attributes = {
-        name: hifill.__dict__.pop(name) for name in ("controller", "docker") if name in hifill.__dict__
-    }
-    monkeypatch.setitem(sys.modules, "hifill.qt_compat", _fake_qt_compat())
+    package = hifill_krita.__dict__
+    saved_attributes = {name: package.pop(name) for name in ("controller", "docker") if name in package}
+    monkeypatch.setitem(sys.modules, "hifill_krita.qt_compat", _fake_qt_compat())
     krita = types.ModuleType("krita")
     krita.DockWidget = _Widget
     monkeypatch.setitem(sys.modules, "krita", krita)
-    monkeypatch.setattr(hifill, "_controller", None)
+    monkeypatch.setattr(hifill_krita, "_controller", None)
     _Widget.single_shots = []
-    controller_module = importlib.import_module("hifill.controller")
-    docker_module = importlib.import_module("hifill.docker")
+    controller_module = importlib.import_module("hifill_krita.controller")
+    docker_module = importlib.import_module("hifill_krita.docker")
 
     def install(app: _Krita) -> None:
         krita.Krita = types.SimpleNamespace(instance=lambda: app)
@@ -213,8 +215,8 @@ def plugin(monkeypatch):
         sys.modules.pop(name, None)
     sys.modules.update(saved)
     for name in ("controller", "docker"):
-        hifill.__dict__.pop(name, None)
-    hifill.__dict__.update(saved_attributes)
+        hifill_krita.__dict__.pop(name, None)
+    hifill_krita.__dict__.update(saved_attributes)
 
 
 def _fill(plugin, warnings: tuple[str, ...], docker_visible: bool):
@@ -223,8 +225,8 @@ def _fill(plugin, warnings: tuple[str, ...], docker_visible: bool):
     document.set_selection(FakeSelection(40, 30).select_rect(10, 8, 6, 5))
     window = _Window(docker_visible)
     plugin.install(_Krita(document, window))
-    controller = hifill.get_controller()
-    controller._client_factory = lambda endpoint, timeout_s, connect_s, keys: _Client(warnings)
+    controller = hifill_krita.get_controller()
+    controller._clients = SessionClient(lambda endpoint, keys_folder: _Client(endpoint, warnings))
     docker = plugin.docker.HiFillDocker()
     messages: list[tuple[str, bool]] = []
     controller.message_changed.connect(lambda text, is_error: messages.append((text, is_error)))
@@ -285,9 +287,49 @@ def test_errors_stay_red_and_long_on_the_canvas(plugin):
     document.add_layer("Photo")  # no selection: the fill is refused before anything is sent
     window = _Window(docker_visible=False)
     plugin.install(_Krita(document, window))
-    controller = hifill.get_controller()
+    controller = hifill_krita.get_controller()
     docker = plugin.docker.HiFillDocker()
     controller.fill()
     assert docker.message_label.text().startswith("Select the area to fill")
     assert docker.message_label.styleSheet() == "color: #d04040;"
     assert window.view.floating == [(f"HiFill: {docker.message_label.text()}", 6000)]
+
+
+def test_the_session_keeps_one_client_for_fills_and_probes_and_closes_it_at_quit(plugin):
+    """Fills and status probes share the session's Client (and so its shared-memory segment); a new
+    Backend setting replaces it; Krita closing closes it."""
+    document = make_document()
+    document.set_selection(FakeSelection(40, 30).select_rect(10, 8, 6, 5))
+    plugin.install(_Krita(document, _Window(docker_visible=True)))
+    controller = hifill_krita.get_controller()
+    made: list[_Client] = []
+    closed: list[_Client] = []
+
+    class _Counted(_Client):
+        def close(self) -> None:
+            closed.append(self)
+
+    def factory(endpoint: str, keys_folder: str) -> _Client:
+        made.append(_Counted(endpoint, ()))
+        return made[-1]
+
+    controller._clients = SessionClient(factory)
+    idle, probed = threading.Event(), threading.Event()
+    controller.busy_changed.connect(lambda busy: None if busy else idle.set())
+    controller.status_changed.connect(lambda status: probed.set())
+    for _ in range(2):
+        idle.clear()
+        controller.fill()
+        assert idle.wait(30), "the fill did not finish"
+    probed.clear()
+    controller.refresh_status()
+    assert probed.wait(30) and controller.status.state.value == "connected"
+    assert len(made) == 1 and closed == [] and len(document.layers()) == 3  # two fills, one Client
+
+    probed.clear()
+    controller.update_settings(replace(controller.settings, endpoint="tcp://127.0.0.1:9"))  # probes it
+    assert probed.wait(30)
+    assert [client.endpoint for client in made] == [made[0].endpoint, "tcp://127.0.0.1:9"]
+    assert closed == [made[0]]
+    controller.shutdown()
+    assert closed == made

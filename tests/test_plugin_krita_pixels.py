@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 # isort: split
-from hifill.pixels import (
+from hifill_krita.pixels import (
     clear_outside_mask,
     krita_to_rgba,
     layout_for,
@@ -70,7 +70,7 @@ def test_swap_is_its_own_inverse(data: bytes) -> None:
 
 
 def test_block_wise_conversions_match_whole_buffer_results(monkeypatch) -> None:
-    import hifill.pixels as pixels
+    import hifill_krita.pixels as pixels
 
     halves = struct.pack("=12e", *[i / 8 for i in range(12)])
     mask = bytes([0, 9, 0])

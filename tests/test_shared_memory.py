@@ -139,7 +139,7 @@ def raw_exchange(
 
 def start_backend(
     weights: Path, log: Path, *options: str, curve: CurveKeys | None = None
-) -> tuple[subprocess.Popen, str]:
+) -> tuple[backend_process.BackendProcess, str]:
     """The shared test backend with `--working-size 128 OPTIONS` (the smallest working size: these
     tests are about transport, not fills), one OpenMP thread."""
     return backend_process.start_backend(weights, log, "--working-size", "128", *options, curve=curve)

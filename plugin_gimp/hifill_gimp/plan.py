@@ -1,8 +1,8 @@
 """Decide what one fill reads, sends and writes, from plain values the GIMP glue collects.
 
 Everything here is independent of GIMP so it runs in unit tests; hifill.py only gathers the inputs
-(selection bounds, layer offsets and size, precision, alpha) and performs the reads and writes. Needs
-shared_protocol (so pyzmq): hifill.py imports it when a fill runs, not to register the procedure.
+(selection bounds, layer offsets and size, precision, alpha) and performs the reads and writes.
+Standard library and shared_protocol's standard-library modules only.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared_protocol.regions import Rect, place_result, request_rect
+from shared_protocol.settings import FillSettings, OutputMode
 
 from .formats import PixelFormat, UnsupportedPrecision, pixel_format_for
-from .procedure import OUTPUT_IN_PLACE, OUTPUT_MODES, FillRefused, Settings
+from .procedure import FillRefused
 from .region import selection_in_layer
 
 
@@ -42,10 +43,8 @@ class FillPlan:
     pixel_format: PixelFormat
 
 
-def check_drawables(drawables: list[DrawableInfo], output_mode: str) -> DrawableInfo:
+def check_drawables(drawables: list[DrawableInfo], output_mode: OutputMode) -> DrawableInfo:
     """The one drawable to fill, or FillRefused with the reason."""
-    if output_mode not in OUTPUT_MODES:
-        raise FillRefused(f"Unknown output mode '{output_mode}'; use one of {', '.join(OUTPUT_MODES)}.")
     if len(drawables) != 1:
         raise FillRefused(
             "Select exactly one layer in the Layers dock; HiFill fills one layer at a time "
@@ -61,7 +60,7 @@ def check_drawables(drawables: list[DrawableInfo], output_mode: str) -> Drawable
             f"'{drawable.name}' is not RGB. HiFill works on RGB and RGBA layers; convert the image with "
             "Image › Mode › RGB."
         )
-    if output_mode == OUTPUT_IN_PLACE and drawable.content_locked:
+    if output_mode is OutputMode.IN_PLACE and drawable.content_locked:
         raise FillRefused(
             f"The pixels of '{drawable.name}' are locked; unlock them or fill into a new layer."
         )
@@ -69,7 +68,7 @@ def check_drawables(drawables: list[DrawableInfo], output_mode: str) -> Drawable
 
 
 def plan_fill(
-    drawable: DrawableInfo, selection_bounds: tuple[bool, int, int, int, int] | None, settings: Settings
+    drawable: DrawableInfo, selection_bounds: tuple[bool, int, int, int, int] | None, settings: FillSettings
 ) -> FillPlan:
     """What to read and send. selection_bounds: (non_empty, x1, y1, x2, y2) from Gimp.Selection.bounds
     (image coordinates), or None when the image has no selection."""

@@ -8,27 +8,28 @@ the plug-in silently not existing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:47631"  # = shared_protocol.DEFAULT_ENDPOINT (checked by a test)
-OUTPUT_NEW_LAYER = "new-layer"
-OUTPUT_IN_PLACE = "in-place"
-OUTPUT_MODES = (OUTPUT_NEW_LAYER, OUTPUT_IN_PLACE)
+from shared_protocol.endpoints import DEFAULT_ENDPOINT  # standard library only, like the two below
+from shared_protocol.settings import FillSettings, OutputMode
 
 
 class FillRefused(Exception):
     """The fill cannot start; the message tells the user why and what to do. Nothing was changed."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The procedure's declared arguments. keys_folder: "" for a backend on this computer, else the
-    client keys folder made by `python -m backend keys client NAME` on the backend's machine."""
-
-    output_mode: str = OUTPUT_NEW_LAYER
-    context_px: int | None = None  # None = auto
-    endpoint: str = DEFAULT_ENDPOINT
-    keys_folder: str = ""
+def settings_from_arguments(
+    output_mode: str, context_size: int, endpoint: str, keys_folder: str
+) -> FillSettings:
+    """The procedure's arguments ("output-mode", "context-size", "endpoint", "keys-folder") as the fill's
+    settings: context 0 is automatic, an empty endpoint is the default one. FillRefused for an output
+    mode that is not one of OutputMode's (GIMP checks its choices; a script may pass anything)."""
+    try:
+        mode = OutputMode.parse(output_mode)
+    except ValueError as error:
+        raise FillRefused(str(error)) from None
+    return FillSettings(
+        mode, context_option(context_size), endpoint.strip() or DEFAULT_ENDPOINT, keys_folder.strip()
+    )
 
 
 def context_option(context_px: int) -> int | None:

@@ -4,11 +4,14 @@ GIMP answers the progress bar's Cancel button by killing the plug-in process (GP
 SIGKILL / TerminateProcess), so a plug-in cannot send `cancel` itself. The plug-in therefore hands
 the request to a child Python (`python -m hifill_gimp.worker`) through a pipe and keeps the pipe open
 while it waits: when the plug-in dies the child reads end-of-file, sets the Client's cancel event, and
-the Client tells the backend to stop. The child talks to the backend with shared_protocol.Client.
+the Client tells the backend to stop. The child talks to the backend with one shared_protocol.Client
+for the whole run: it asks for hello, starts the installed backend when none answers
+(shared_protocol.launcher, with the config in FillJob.config_dir) and fills through the same Client.
 
 Pipe framing (both directions): records of 1 type byte + 8-byte little-endian length + payload.
   plug-in -> child: b"J" JSON job, b"I" image bytes, b"M" mask bytes (then the pipe stays open).
-  child -> plug-in: b"P" JSON {"fraction", "message"} (any number), then either b"R" JSON
+  child -> plug-in: b"P" JSON {"fraction", "message"} (any number; while a started backend loads:
+                    fraction 0 and what is waited for), then either b"R" JSON
                     {"x", "y", "width", "height", "channels", "dtype", "warnings"} followed by b"D"
                     pixels, or b"E" JSON {"kind", "message"}. "warnings" is the backend's list of
                     sentences for the user (e.g. an out-of-memory fallback it took), often empty.
@@ -27,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from shared_protocol import ErrorKind, HiFillError
@@ -45,9 +49,11 @@ class FillJob:
     channels: int
     dtype: str
     options: dict
-    timeout_s: float = 600.0
+    timeout_s: float = 600.0  # of the fill itself
     connect_timeout_s: float = 3.0
     keys_folder: str = ""  # a client keys folder for a remote backend (shared_protocol.CurveKeys)
+    config_dir: str = ""  # holds hifill-backend.json (the installed backend's start command); "": none
+    start_timeout_s: float = 120.0  # how long a backend started for this fill may take to answer
 
 
 @dataclass(frozen=True)
@@ -164,7 +170,7 @@ def run_fill(
             child.stdin.flush()
         except OSError:
             pass  # the child died early; its stderr explains why (below)
-        deadline = time.monotonic() + job.timeout_s + grace_s
+        deadline = time.monotonic() + job.start_timeout_s + job.timeout_s + grace_s
         header = None
         while True:
             try:
@@ -218,14 +224,19 @@ def _outcome(header: dict, pixels: bytes) -> FillOutcome:
 
 
 def _serve(stdin: BinaryIO, stdout: BinaryIO) -> int:
-    from shared_protocol import Client, CurveKeys
-
     def send(kind: bytes, payload: bytes | memoryview) -> None:
         write_record(stdout, kind, payload)
         stdout.flush()
 
     def send_error(kind: ErrorKind, message: str) -> None:
         send(b"E", json.dumps({"kind": kind.value, "message": message}).encode("utf-8"))
+
+    try:  # pyzmq and msgpack: GIMP's own or vendored by install.py
+        from shared_protocol import Client, CurveKeys
+        from shared_protocol.launcher import BackendLauncher
+    except ImportError as error:
+        send_error(ErrorKind.INTERNAL, f"HiFill cannot load its modules ({error}); run install.py again.")
+        return 1
 
     first = read_record(stdin, MAX_JSON_RECORD)
     if first is None or first[0] != b"J":
@@ -251,10 +262,19 @@ def _serve(stdin: BinaryIO, stdout: BinaryIO) -> int:
     except HiFillError as error:
         send_error(error.kind, error.message)
         return 0
+    launcher = BackendLauncher.from_folder(Path(job.config_dir)) if job.config_dir else BackendLauncher(None)
+    # One Client for the run: the hello that finds (or waits for) the backend, then the fill.
     client = Client(
         job.endpoint, timeout_s=job.timeout_s, connect_timeout_s=job.connect_timeout_s, curve=curve
     )
     try:
+        launcher.ensure_running(
+            job.endpoint,
+            client.hello,
+            timeout_s=job.start_timeout_s,
+            on_status=lambda message: progress(0.0, message),
+            is_cancelled=cancel.is_set,
+        )
         result = client.inpaint(
             image[1],
             job.width,

@@ -108,6 +108,8 @@ class Driver:
         self.docker.show()
         self.docker.raise_()
         self.log("HiFill docker shown")
+        settings = self.controller().settings  # as read from kritarc, before any case changes them
+        self.result["settings_at_start"] = {"output_mode": settings.output_mode.value}
         self.cases = list(self.job["cases"])
         self.later(200, self.next_case)
 
@@ -119,9 +121,9 @@ class Driver:
         return found
 
     def controller(self):
-        import hifill
+        import hifill_krita
 
-        return hifill.get_controller()
+        return hifill_krita.get_controller()
 
     def next_case(self) -> None:
         if not self.cases:

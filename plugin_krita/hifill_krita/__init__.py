@@ -1,8 +1,10 @@
 """HiFill for Krita: a docker panel and an action that fill the selection from its surroundings.
 
-Installed by `python install.py krita` into Krita's pykrita folder as hifill.desktop + hifill/.
-install.py puts shared_protocol, the backend's start command (hifill-backend.json) and, when Krita's
-Python lacks them, pyzmq and msgpack into hifill/support/; this file makes them importable.
+Installed by `python install.py krita` into Krita's pykrita folder as hifill_krita.desktop +
+hifill_krita/ (named apart from GIMP's hifill.py, so both plug-ins' modules can be imported together).
+install.py puts shared_protocol (with the backend launcher), the backend's start command
+(hifill-backend.json) and, when Krita's Python lacks them, pyzmq and msgpack into
+hifill_krita/support/; this file makes them importable.
 Outside Krita (unit tests) importing this package registers nothing.
 """
 
@@ -33,16 +35,15 @@ def get_controller():
     """The session's FillController, created on first use (inside Krita only)."""
     global _controller
     if _controller is None:
-        import hifill_backend_launch as launch
         from krita import Krita
 
-        from shared_protocol import DEFAULT_ENDPOINT
+        from shared_protocol.endpoints import DEFAULT_ENDPOINT
+        from shared_protocol.launcher import BackendLauncher
 
-        from .backend_life import BackendLauncher, load_launch_config
         from .controller import FillController
 
-        config, problem = load_launch_config(SUPPORT_DIR)
-        launcher = BackendLauncher(config, launch.default_log_path(), config_problem=problem)
+        launcher = BackendLauncher.from_folder(SUPPORT_DIR)  # the config install.py wrote, if any
+        config = launcher.config
         default_endpoint = config.endpoint if config is not None and config.endpoint else DEFAULT_ENDPOINT
         _controller = FillController(Krita.instance(), launcher, default_endpoint)
         _controller.notice_changed.connect(_show_in_view_without_docker)
@@ -73,7 +74,7 @@ def _register() -> None:
     from .docker import DOCKER_ID, HiFillDocker
 
     class HiFillExtension(Extension):
-        """Owns the keyboard action (default shortcut in hifill.action) and the shutdown hook."""
+        """Owns the keyboard action (default shortcut in hifill_krita.action) and the shutdown hook."""
 
         def setup(self) -> None:
             notifier = Krita.instance().notifier()

@@ -1,7 +1,9 @@
 """One controller per Krita session: runs fills (one at a time) and watches the backend.
 
-Every docker (one per Krita window) and the keyboard action talk to the same controller. Krita is
-touched only on the UI thread; the worker thread sees bytes and the shared_protocol client only.
+Every docker (one per Krita window) and the keyboard action talk to the same controller, which holds
+the session's one Client (fill_job.SessionClient: fills and status probes, replaced when the endpoint
+or keys folder changes, closed by shutdown()). Krita is touched only on the UI thread; the worker
+thread sees bytes and the shared_protocol client only.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ import enum
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from shared_protocol import ErrorKind, HiFillError, Limits
+from shared_protocol.launcher import BackendLauncher
+from shared_protocol.settings import FillSettings, OutputMode
 
-from .backend_life import BackendLauncher, BackendState, BackendStatus, probe_status, status_of_error
+from .backend_life import BackendState, BackendStatus, probe_status, status_of_error
 from .document_io import FillInput, apply_result, read_fill_input
-from .fill_job import PROBE_CONNECT_TIMEOUT_S, FillSettings, OutputMode, default_client_factory, run_fill
+from .fill_job import SessionClient, run_fill
 from .qt_compat import QObject, QTimer, pyqtSignal
 from .settings import load_settings, save_settings
 
@@ -59,12 +63,12 @@ class FillController(QObject):
         krita: object,
         launcher: BackendLauncher,
         default_endpoint: str,
-        client_factory: Callable = default_client_factory,
+        clients: SessionClient | None = None,
     ) -> None:
         super().__init__()
         self._krita = krita
         self._launcher = launcher
-        self._client_factory = client_factory
+        self._clients = clients if clients is not None else SessionClient()
         self.settings = load_settings(krita.readSetting, default_endpoint)
         self.status = BackendStatus(BackendState.NOT_RUNNING, "not checked yet")
         self._limits: Limits | None = None
@@ -104,15 +108,11 @@ class FillController(QObject):
 
         def probe() -> None:
             try:
-                client = self._client_factory(endpoint, 5.0, PROBE_CONNECT_TIMEOUT_S, keys_folder)
+                client = self._clients.get(endpoint, keys_folder)
             except HiFillError as error:  # unusable keys folder
                 self._probe_finished.emit(status_of_error(error))
                 return
-            try:
-                status = probe_status(client.hello)
-            finally:
-                client.close()
-            self._probe_finished.emit(status)
+            self._probe_finished.emit(probe_status(client.hello))
 
         threading.Thread(target=probe, name="hifill-probe", daemon=True).start()
 
@@ -173,13 +173,11 @@ class FillController(QObject):
         try:
             result: object = run_fill(
                 fill_input.request,
-                endpoint,
+                self._clients.get(endpoint, keys_folder),
                 self._launcher,
                 cancel,
                 on_status=self._worker_status.emit,
                 on_progress=self._worker_progress.emit,
-                client_factory=self._client_factory,
-                keys_folder=keys_folder,
             )
         except HiFillError as error:
             result = error
@@ -243,7 +241,9 @@ class FillController(QObject):
         return any(document == fill_input.document for document in self._krita.documents())
 
     def shutdown(self) -> None:
-        """Krita is closing: cancel a running fill and stop a backend this session started."""
+        """Krita is closing: cancel a running fill, close the session's Client and stop a backend this
+        session started."""
         if self._cancel is not None:
             self._cancel.set()
-        self._launcher.stop_started_process()
+        self._clients.close()
+        self._launcher.stop_started()

@@ -12,8 +12,9 @@ from typing import Protocol
 
 from shared_protocol import ErrorKind, HiFillError, InpaintResult
 from shared_protocol.regions import Rect, RegionTooLarge, mask_is_empty, place_result, request_rect
+from shared_protocol.settings import FillSettings, OutputMode
 
-from .fill_job import FillRequest, FillSettings, OutputMode
+from .fill_job import FillRequest
 from .pixels import PixelLayout, clear_outside_mask, krita_to_rgba, layout_for, rgba_to_krita
 
 NEW_LAYER_SUFFIX = " (HiFill)"

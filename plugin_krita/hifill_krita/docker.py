@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from krita import DockWidget
 
+from shared_protocol.settings import MAX_CONTEXT_PX, FillSettings, OutputMode
+
 from .backend_life import BackendState, BackendStatus
 from .controller import MessageLevel
-from .fill_job import FillSettings, OutputMode
 from .qt_compat import (
     TEXT_SELECTABLE,
     QComboBox,
@@ -22,7 +23,6 @@ from .qt_compat import (
     QVBoxLayout,
     QWidget,
 )
-from .settings import MAX_CONTEXT_PX
 
 DOCKER_ID = "hifill_docker"
 STATUS_REFRESH_MS = 10_000
