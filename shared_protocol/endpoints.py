@@ -7,6 +7,7 @@ server (which endpoints it may listen on without CURVE keys), so all of them agr
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 
 DEFAULT_PORT = 47631
@@ -69,3 +70,15 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that was free a moment ago (for tests, the bench and other local backends)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def free_loopback_endpoint() -> str:
+    """tcp://127.0.0.1:PORT on a port that was free a moment ago."""
+    return f"tcp://127.0.0.1:{free_tcp_port()}"

@@ -76,6 +76,8 @@ def test_smoke_transport_and_targets(smoke: dict) -> None:
     transport = report["transport"]
     assert transport["bytes"] == 256 * 256 * 4 + 256 * 256
     assert len(transport["round_trip_s"]) == 2 and transport["round_trip_median_s"] > 0
+    assert transport["first_round_trip_s"] > 0  # the session's setup trip, apart from the median
+    assert transport["round_trip_median_s"] == pytest.approx(float(np.median(transport["round_trip_s"])))
     assert transport["memcpy_median_s"] > 0
     assert transport["ratio_to_memcpy"] == pytest.approx(
         transport["round_trip_median_s"] / transport["memcpy_median_s"]

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -23,16 +20,10 @@ from lab.bench.measure import (
     region_of,
     reset_peak_rss,
 )
-from shared_protocol import Client, ErrorKind, HiFillError
+from shared_protocol import Client, HiFillError
+from shared_protocol.launcher import BackendProcess as LaunchedBackend
 
 # ----------------------------------------------------------------------------------------- our backend
-
-
-def free_tcp_endpoint() -> str:
-    """A loopback endpoint on a port that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
 
 
 def serve_command(
@@ -58,70 +49,24 @@ def serve_command(
     return [sys.executable, "-c", SERVE_CODE, *options]
 
 
-class BackendProcess:
-    """A backend process started for the bench, with its log in a file and its memory from /proc."""
+class BackendProcess(LaunchedBackend):
+    """The launcher's backend process (shared_protocol.launcher), started from this checkout, with
+    what the bench reads off it."""
 
     def __init__(self, command: list[str], endpoint: str, log_path: Path) -> None:
-        self.command = command
-        self.endpoint = endpoint
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
-        self.spawned_at = 0.0
-
-    def start(self) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
-        with open(self.log_path, "w") as log:
-            self.spawned_at = time.perf_counter()
-            self.process = subprocess.Popen(
-                self.command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
-            )
+        super().__init__(command, endpoint, log_path, cwd=REPO, env=env)
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def wait_for_hello(self, client: Client, timeout_s: float) -> dict[str, Any]:
-        """Ask hello until the backend answers; BenchError if it exits or stays silent."""
-        assert self.process is not None
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                return client.hello()
-            except HiFillError as error:
-                if error.kind != ErrorKind.BACKEND_UNAVAILABLE:
-                    raise BenchError(f"The backend answered hello with an error: {error.message}") from None
-            if self.process.poll() is not None:
-                raise BenchError(
-                    f"The backend exited with code {self.process.returncode} before answering.\n"
-                    + self.log_tail()
-                )
-            if time.monotonic() > deadline:
-                raise BenchError(f"The backend did not answer within {timeout_s:g} s.\n{self.log_tail()}")
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+    def wait_until_ready(self, client: Client, timeout_s: float) -> dict[str, Any]:
+        """The hello reply, asked through the bench's own client; BenchError if it never comes."""
+        try:
+            return self.wait_for_hello(timeout_s, probe=client.hello)
+        except HiFillError as error:
+            raise BenchError(error.message) from None
 
     def memory(self) -> dict[str, int]:
         return process_memory(self.pid)
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "backend log (last lines):\n" + "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
 
 
 def run_ours(
@@ -144,7 +89,7 @@ def run_ours(
         try:
             filled = client.inpaint(image, case.width, case.height, 3, "u8", mask)
         except HiFillError as error:
-            if not backend.alive():
+            if not backend.alive:
                 raise BenchError(
                     f"The backend died during {case.key}: {error.message}\n{backend.log_tail()}"
                 ) from None
@@ -174,12 +119,13 @@ def measure_transport(
 ) -> dict[str, Any]:
     """Round trip of an RGBA u8 request with an empty mask versus a numpy copy of the same bytes.
 
-    Measured twice: with `client` as a plug-in gets it (shared memory when the backend is on this
-    machine; "transport_used" says what it used, and the top-level numbers and the target are its),
-    and with a second Client that sends frames ("frames"), so both paths stay visible. The first
-    shared-memory round trip of this size also creates (or grows) the Client's segment and allocates
-    its pages (what a plug-in that makes a Client per fill pays every time); it is reported on its
-    own ("first_round_trip_s") and is part of the median.
+    Measured as a plug-in's session sees it: one Client kept across fills (the plug-ins keep theirs
+    for the editor session), so the first round trip of this size creates (or grows) the Client's
+    shared-memory segment and allocates its pages; it is reported on its own ("first_round_trip_s")
+    and the median is over the `repeats` round trips after it. "transport_used" says what the client
+    used (shared memory when the backend is on this machine); the top-level numbers and the target are
+    its. A second Client that sends frames ("frames") is measured the same way, so both paths stay
+    visible.
     """
     rgba = np.empty((height, width, 4), dtype=np.uint8)
     rgba[..., :3] = data.image(width, height)
@@ -188,8 +134,9 @@ def measure_transport(
     reset_peak_rss(backend.pid)
 
     def round_trips(sender: Client) -> list[float]:
+        """First the session's setup trip, then `repeats` warm ones."""
         trips = []
-        for _ in range(repeats):
+        for _ in range(repeats + 1):
             start = time.perf_counter()
             answer = sender.inpaint(rgba, width, height, 4, "u8", mask)
             trips.append(time.perf_counter() - start)
@@ -223,19 +170,20 @@ def measure_transport(
         fresh_copies.append(time.perf_counter() - start)
         del fresh
     payload = rgba.nbytes + mask.nbytes
-    trip, copy = float(np.median(trips)), float(np.median(copies))
-    frame_trip = float(np.median(frame_trips))
+    trip, copy = float(np.median(trips[1:])), float(np.median(copies))
+    frame_trip = float(np.median(frame_trips[1:]))
     return {
         "width": width,
         "height": height,
         "format": "RGBA u8 + L u8 mask (empty)",
         "bytes": payload,
         "transport_used": used,
-        "round_trip_s": trips,
+        "round_trip_s": trips[1:],
         "round_trip_median_s": trip,
         "first_round_trip_s": trips[0],
         "frames": {
-            "round_trip_s": frame_trips,
+            "round_trip_s": frame_trips[1:],
+            "first_round_trip_s": frame_trips[0],
             "round_trip_median_s": frame_trip,
             "ratio_to_memcpy": frame_trip / copy,
             "round_trip_gb_per_s": payload / frame_trip / 1e9,

@@ -180,13 +180,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         frames = transport.get("frames")
         rows = [
             f"| round trip through the backend, {used.replace('_', ' ')} (empty mask, 0x0 reply; "
-            "what a plug-in gets) "
+            "what a plug-in's session gets after its first fill) "
             f"| {_fmt_s(transport['round_trip_median_s'])} "
             f"| {transport['round_trip_gb_per_s']:.2f} GB/s | {_fmt_ratio(transport['ratio_to_memcpy'])} |",
         ]
         if "first_round_trip_s" in transport:
             rows.append(
-                f"| the first of those round trips (a new segment: its pages are allocated) "
+                f"| the session's first round trip (its segment is made or grown: pages allocated) "
                 f"| {_fmt_s(transport['first_round_trip_s'])} | | |"
             )
         if frames:

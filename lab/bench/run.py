@@ -61,7 +61,6 @@ from lab.bench.cases import (
 from lab.bench.measure import Measurement, paused
 from lab.bench.ours import (
     BackendProcess,
-    free_tcp_endpoint,
     measure_transport,
     run_gpu_section,
     run_ours,
@@ -78,6 +77,7 @@ from lab.bench.report import (
     target_table,
 )
 from shared_protocol import Client
+from shared_protocol.endpoints import free_loopback_endpoint
 
 # ------------------------------------------------------------------------------------------------ run
 
@@ -129,7 +129,7 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
         def tick() -> None:
             bar.update()
 
-        endpoint = free_tcp_endpoint()
+        endpoint = free_loopback_endpoint()
         command = serve_command(
             endpoint,
             settings.weights,
@@ -146,7 +146,7 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
             data.image(first.width, first.height)  # image and mask are made before the clock starts
             data.mask(first)
             backend.start()
-            report["backend"] = backend.wait_for_hello(client, timeout_s=600.0)
+            report["backend"] = backend.wait_until_ready(client, timeout_s=600.0)
             hello_s = time.perf_counter() - backend.spawned_at
             client.inpaint(
                 data.image(first.width, first.height), first.width, first.height, 3, "u8", data.mask(first)
