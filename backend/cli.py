@@ -68,46 +68,83 @@ def find_lab() -> str | None:
 
 
 def inpaint_main(argv: list[str]) -> int:
-    """`python -m backend inpaint IMAGE MASK -o OUT`: the engine's fill, written as a full image."""
+    """`python -m backend inpaint IMAGE MASK -o OUT`: the engine's fill, written as a full image.
+
+    With a folder of images, `inpaint IMAGES_DIR MASKS_DIR -o OUT_DIR` fills each image where the mask
+    of the same name is white (or one MASK file for all), with one warm engine (backend/batch.py)."""
     import argparse
 
-    import numpy as np
-    from PIL import Image
-
-    from backend.engine import FillOptions
-    from backend.inference import load_engine
     from backend.options import add_engine_options
-    from shared_protocol import HiFillError
 
     parser = argparse.ArgumentParser(prog="python -m backend inpaint", description=inpaint_main.__doc__)
     parser.add_argument(
-        "image", type=Path, help="photo to fill (PNG, JPEG, TIFF, ...; RGB or RGBA, 8/16-bit)"
+        "image",
+        type=Path,
+        help="photo to fill (PNG, JPEG, TIFF, WebP, BMP; RGB or RGBA, 8/16-bit), or a folder of photos",
     )
     parser.add_argument(
-        "mask", type=Path, help="mask of the same size: white = fill, black = keep, grey = soft"
+        "mask",
+        type=Path,
+        help="mask of the same size: white = fill, black = keep, grey = soft; with a folder of photos: "
+        "a folder of masks named like the photos (any image type), or one mask for all",
     )
-    parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the result")
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True, help="where to write the result (a folder for folders)"
+    )
     parser.add_argument("--context", type=int, default=None, help="context margin around holes in px (auto)")
     add_engine_options(parser)
+    parser.add_argument(
+        "--allow-untrained",
+        action="store_true",
+        help="accept weights labelled untrained (random); for tests of the plumbing only",
+    )
+    parser.add_argument(
+        "--resize-masks",
+        action="store_true",
+        help="resize a mask of another size to its image (nearest neighbour) instead of refusing it",
+    )
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--skip-existing", action="store_true", help="folders: keep outputs already there (resume a batch)"
+    )
+    existing.add_argument("--overwrite", action="store_true", help="folders: replace outputs already there")
     args = parser.parse_args(argv)
 
+    if args.image.is_dir():
+        from backend.batch import batch_main
+
+        return batch_main(args)
+    if args.skip_existing or args.overwrite:
+        parser.error("--skip-existing and --overwrite apply to a folder of images, not to one image")
+
+    from backend.batch import read_mask, read_picture, resize_mask, write_image
+    from backend.engine import FillOptions
+    from backend.inference import load_engine
+    from shared_protocol import HiFillError
+
     try:
-        image = load_image(args.image)
-        with Image.open(args.mask) as m:
-            mask = np.asarray(m.convert("L"))
+        picture = read_picture(args.image)
+        image = picture.pixels
+        mask = read_mask(args.mask)
     except (OSError, ValueError) as exc:
         print(f"error: cannot read the input: {exc}", file=sys.stderr)
         return 2
+    if mask.shape != image.shape[:2] and args.resize_masks:
+        mask = resize_mask(mask, image.shape[1], image.shape[0])
     if mask.shape != image.shape[:2]:
         print(
             f"error: the mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
-            f"{image.shape[1]}x{image.shape[0]}; they must match.",
+            f"{image.shape[1]}x{image.shape[0]}; they must match (or pass --resize-masks).",
             file=sys.stderr,
         )
         return 2
     try:
         engine = load_engine(
-            args.weights, args.device, precision=args.precision, working_size=args.working_size
+            args.weights,
+            args.device,
+            precision=args.precision,
+            allow_untrained=args.allow_untrained,
+            working_size=args.working_size,
         )
         from tqdm import tqdm
 
@@ -124,7 +161,11 @@ def inpaint_main(argv: list[str]) -> int:
     out = image.copy()
     h, w = result.pixels.shape[:2]
     out[result.y : result.y + h, result.x : result.x + w] = result.pixels
-    save_image(out, args.output)
+    try:
+        write_image(out, args.output, icc_profile=picture.icc_profile, exif=picture.exif)
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot write {args.output}: {exc}", file=sys.stderr)
+        return 2
     print(
         f"wrote {args.output} ({image.shape[1]}x{image.shape[0]}, "
         f"filled region {w}x{h} at {result.x},{result.y})"
@@ -133,23 +174,14 @@ def inpaint_main(argv: list[str]) -> int:
 
 
 def load_image(path: Path):
-    """(H, W, 3|4) uint8 or uint16 array from an image file."""
-    import numpy as np
-    from PIL import Image
+    """(H, W, 3|4) uint8 or uint16 array from an image file (16-bit PNG/TIFF stay 16-bit)."""
+    from backend.batch import read_image
 
-    with Image.open(path) as im:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            return np.asarray(im, dtype=np.uint16)[..., None].repeat(3, axis=2)
-        if im.mode not in ("RGB", "RGBA"):
-            im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
-        return np.asarray(im).copy()
+    return read_image(path)
 
 
 def save_image(pixels, path: Path) -> None:
-    import numpy as np
-    from PIL import Image
+    """Write pixels in the format of path's suffix; 16-bit PNG/TIFF stay 16-bit (backend.batch)."""
+    from backend.batch import write_image
 
-    if pixels.dtype == np.uint16:  # PIL cannot write 16-bit RGB(A): the file gets 8 bits per channel
-        pixels = (pixels.astype(np.float32) / 257.0).round().astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
+    write_image(pixels, path)
