@@ -51,7 +51,8 @@ _CANCEL_SEND_LINGER_MS = 200  # time a closing socket gets to deliver a last "ca
 _HANDSHAKE_NO_DETAIL = getattr(zmq, "EVENT_HANDSHAKE_FAILED_NO_DETAIL", 0)
 _HANDSHAKE_PROTOCOL = getattr(zmq, "EVENT_HANDSHAKE_FAILED_PROTOCOL", 0)
 _HANDSHAKE_AUTH = getattr(zmq, "EVENT_HANDSHAKE_FAILED_AUTH", 0)
-_MONITORED_EVENTS = zmq.EVENT_DISCONNECTED | _HANDSHAKE_NO_DETAIL | _HANDSHAKE_PROTOCOL | _HANDSHAKE_AUTH
+_CONNECTION_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+_MONITORED_EVENTS = _CONNECTION_EVENTS | _HANDSHAKE_NO_DETAIL | _HANDSHAKE_PROTOCOL | _HANDSHAKE_AUTH
 _MECHANISM_MISMATCH = getattr(zmq, "PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH", -1)
 SHARED_MEMORY = "shared_memory"  # Client.last_transport values
 FRAMES = "frames"
@@ -137,6 +138,8 @@ class Client:
         self._lock = threading.Lock()
         self._close_linger_ms = 0  # raised briefly so a last "cancel" can leave before the socket closes
         self._handshake_failure: tuple[int, int] | None = None  # (event, value) seen while connecting
+        self._connected_in_attempt = False  # a TCP connection was made since this attempt began
+        self._closed_handshakes = 0  # connections of this attempt closed in their handshake, no reason given
         self.shared_memory = shared_memory
         self.last_transport: str | None = None
         self._shm_lock = threading.Lock()  # held over a whole shared-memory inpaint (taken before _lock)
@@ -346,6 +349,8 @@ class Client:
         # Events since the last look count (a refusal may already be in: loopback handshakes take
         # microseconds, and libzmq does not retry after one); older ones were judged then.
         self._handshake_failure = None
+        self._connected_in_attempt = False
+        self._closed_handshakes = 0
         self._drain_monitor()
         refusal = self._refusal()
         if refusal is not None:
@@ -370,17 +375,25 @@ class Client:
         """Read pending connection events; True if the backend disconnected since the last drain.
         A failed handshake is kept in _handshake_failure (for the error message); one with a reason
         (refused key, mechanism mismatch) is never replaced by one without: a refusing backend closes
-        the connection, so libzmq often reports a retry's broken pipe without the reason."""
+        the connection, so libzmq often reports a retry's broken pipe without the reason. A failure
+        without a reason counts only from the second connection of this attempt closed that way: a
+        backend killed under the client can accept one last connection and drop it while it dies,
+        which says nothing about keys."""
         disconnected = False
         assert self._monitor is not None
         while self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)
             kind = event["event"]
-            if kind == zmq.EVENT_DISCONNECTED:
+            if kind == zmq.EVENT_CONNECTED:
+                self._connected_in_attempt = True
+            elif kind == zmq.EVENT_DISCONNECTED:
                 disconnected = True
-            elif kind in (_HANDSHAKE_PROTOCOL, _HANDSHAKE_AUTH) or (
-                kind == _HANDSHAKE_NO_DETAIL and self._handshake_failure is None
-            ):
+            elif kind == _HANDSHAKE_NO_DETAIL and self._connected_in_attempt:
+                self._connected_in_attempt = False
+                self._closed_handshakes += 1
+                if self._closed_handshakes >= 2 and self._handshake_failure is None:
+                    self._handshake_failure = (int(kind), int(event["value"]))
+            elif kind in (_HANDSHAKE_PROTOCOL, _HANDSHAKE_AUTH):
                 self._handshake_failure = (int(kind), int(event["value"]))
         return disconnected
 

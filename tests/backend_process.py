@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ import zmq
 
 from shared_protocol import HiFillError
 from shared_protocol.curve import CurveKeys
+from shared_protocol.endpoints import free_loopback_endpoint as free_endpoint
 from shared_protocol.launcher import BackendProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,12 +23,6 @@ START_TIMEOUT_S = 120.0
 # The real server with a test engine of tests/fake_engines.py; `--engine NAME --endpoint E` follow.
 FAKE_SERVER = (sys.executable, "-m", "tests.fake_engines")
 
-
-def free_endpoint() -> str:
-    """A loopback TCP endpoint on a port that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
 
 
 @contextlib.contextmanager

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -32,6 +31,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from shared_protocol import Client, HiFillError  # noqa: E402
+from shared_protocol.endpoints import free_tcp_port  # noqa: E402
 from shared_protocol.launcher import BackendProcess  # noqa: E402
 
 ROOT = Path(os.environ.get("HIFILL_EDITORS_ROOT", "/work/editors-root"))
@@ -118,11 +118,6 @@ def run_folder(prefix: str) -> Iterator[tuple[Path, Path]]:
 
 # ------------------------------------------------------------------------------------------ processes
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start_process(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -216,7 +211,7 @@ def serve_backend(log_path: Path) -> Iterator[Backend]:
     """Run the backend chosen by HIFILL_E2E_BACKEND on the host until the generator is closed."""
     kind = backend_kind()
     command = backend_command(kind)
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     argv = [*command, "--endpoint", endpoint]
     process = BackendProcess(argv, endpoint, log_path, cwd=REPO, env=dict(os.environ, **BACKEND_ENVIRONMENT))
     try:

@@ -9,18 +9,12 @@ import numpy as np
 import pytest
 
 from shared_protocol import Client, ErrorKind, HiFillError
-from tests.backend_process import peak_rss_mb, start_backend, stop_backend
+from tests.backend_process import peak_rss_mb
 
 
-@pytest.fixture
-def backend(untrained_weights, tmp_path):
-    process, endpoint = start_backend(untrained_weights, tmp_path / "backend.log", threads=2)
-    yield process, endpoint
-    stop_backend(process)
-
-
-def test_small_hole_in_8k_is_filled_with_bounded_memory(backend):
-    process, endpoint = backend
+def test_small_hole_in_8k_is_filled_with_bounded_memory(backends):
+    started = backends.start(threads=2)
+    process, endpoint = started.process, started.endpoint
     h, w = 4320, 7680
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -37,8 +31,8 @@ def test_small_hole_in_8k_is_filled_with_bounded_memory(backend):
     assert peak < 1024, f"backend peak RSS {peak:.0f} MB"  # the image alone is 100 MB; window-bounded
 
 
-def test_bad_input_gets_an_error_and_the_backend_keeps_serving(backend):
-    _, endpoint = backend
+def test_bad_input_gets_an_error_and_the_backend_keeps_serving(backends):
+    endpoint = backends.start(threads=2).endpoint
     with Client(endpoint, timeout_s=120) as client:
         with pytest.raises(HiFillError) as err:
             client.inpaint(b"\0" * 10, 4, 4, 3, "u8", b"\0" * 16)  # wrong byte count
@@ -50,8 +44,9 @@ def test_bad_input_gets_an_error_and_the_backend_keeps_serving(backend):
         assert (result.width, result.height) == (20, 20)
 
 
-def test_killing_the_backend_mid_fill_gives_a_clear_error_within_the_timeout(backend):
-    process, endpoint = backend
+def test_killing_the_backend_mid_fill_gives_a_clear_error_within_the_timeout(backends):
+    started = backends.start(threads=2)
+    process, endpoint = started.process, started.endpoint
     h, w = 2160, 3840
     image = np.zeros((h, w, 3), np.uint8)
     mask = np.zeros((h, w), np.uint8)

@@ -8,7 +8,6 @@ import io
 import os
 import re
 import shutil
-import socket
 import struct
 import subprocess
 import zipfile
@@ -30,6 +29,7 @@ from lab.dataset.images import (
     fingerprint_distance,
     prepare_image,
 )
+from shared_protocol.endpoints import free_tcp_port
 
 TABLE = sources.load_sources()
 
@@ -618,12 +618,6 @@ def test_private_apt_options_never_point_at_the_host_sources(tmp_path: Path) -> 
     )
 
 
-def refused_port() -> int:
-    """A local TCP port with nothing listening (connections are refused at once)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 @pytest.mark.skipif(
     shutil.which("apt-get") is None or not packages.DEBIAN_KEYRING.is_file(),
@@ -631,7 +625,7 @@ def refused_port() -> int:
 )
 def test_unreachable_debian_mirror_is_a_network_error_with_a_sentence(tmp_path: Path) -> None:
     apt = packages.PrivateApt(
-        "trixie", tmp_path / "apt", mirror=f"http://127.0.0.1:{refused_port()}/debian", retries=0
+        "trixie", tmp_path / "apt", mirror=f"http://127.0.0.1:{free_tcp_port()}/debian", retries=0
     )
     with pytest.raises(packages.NetworkError) as caught:
         apt.download("budgie-backgrounds", tmp_path / "debs")
@@ -645,7 +639,7 @@ def test_unreachable_package_index_is_a_network_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{refused_port()}/simple")
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{free_tcp_port()}/simple")
     monkeypatch.setenv("PIP_RETRIES", "0")
     monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
     monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)

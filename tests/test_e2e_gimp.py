@@ -101,7 +101,7 @@ def profile(workdir, backend):
     """A fresh GIMP profile with the plug-in installed by install.py run inside the root (twice). The
     recorded backend Python runs the host's kind of backend, or fails to start on `fail_port`."""
     host, inside = workdir
-    fail_port = e2e.free_port()
+    fail_port = e2e.free_tcp_port()
     backend_python = e2e.stand_in_backend_python(host, inside, backend.command, fail_port)
     first = _install_in_root(inside / "profile", inside / "home", backend_python)
     tree = _tree(host / "profile")
@@ -247,7 +247,7 @@ CASES = [
 def batch(workdir, profile, backend):
     host, inside = workdir
     e2e.write_png(host / "picture.png", e2e.gradient_picture(WIDTH, HEIGHT))
-    autostart_endpoint = f"tcp://127.0.0.1:{e2e.free_port()}"
+    autostart_endpoint = f"tcp://127.0.0.1:{e2e.free_tcp_port()}"
     cases = []
     for case in CASES:
         case = json.loads(json.dumps(case))

@@ -136,7 +136,7 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
     }
     for name, rgb in images.items():
         e2e.write_png(host / f"{name}.png", rgb)
-    autostart_endpoint = f"tcp://127.0.0.1:{e2e.free_port()}"
+    autostart_endpoint = f"tcp://127.0.0.1:{e2e.free_tcp_port()}"
     cases = [
         {
             "name": "u8",

@@ -12,7 +12,6 @@ import pytest
 
 from shared_protocol import Client, ErrorKind, HiFillError
 from shared_protocol.client import SHARED_MEMORY
-from tests.backend_process import start_backend
 
 SIZE = 96
 OPTIONS = ("--working-size", "128")
@@ -22,28 +21,12 @@ def _fill(client: Client, image: np.ndarray, mask: np.ndarray):
     return client.inpaint(image, SIZE, SIZE, 3, "u8", mask)
 
 
-@pytest.fixture()
-def backends(untrained_weights, tmp_path):
-    """start(endpoint=None) -> (process, endpoint): real backends, all stopped after the test."""
-    started = []
-
-    def start(endpoint: str | None = None):
-        process, endpoint = start_backend(
-            untrained_weights, tmp_path / f"backend-{len(started)}.log", *OPTIONS, endpoint=endpoint
-        )
-        started.append(process)
-        return process, endpoint
-
-    yield start
-    for process in started:
-        process.stop()
-
-
 def test_the_same_client_fills_again_after_the_backend_restarts(backends) -> None:
     image = np.random.default_rng(5).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     mask = np.zeros((SIZE, SIZE), np.uint8)
     mask[30:60, 40:70] = 255
-    first, endpoint = backends()
+    started = backends.start(*OPTIONS)
+    first, endpoint = started.process, started.endpoint
     with Client(endpoint, timeout_s=300, connect_timeout_s=2.0) as client:
         before = _fill(client, image, mask)
         assert (before.x, before.y, before.width, before.height) == (40, 30, 30, 30)
@@ -58,7 +41,7 @@ def test_the_same_client_fills_again_after_the_backend_restarts(backends) -> Non
             _fill(client, image, mask)
         assert caught.value.kind is ErrorKind.BACKEND_UNAVAILABLE and time.monotonic() - started < 10
 
-        backends(endpoint)
+        backends.start(*OPTIONS, endpoint=endpoint)
         after = _fill(client, image, mask)  # the SAME Client object, through a new connection
         assert (after.x, after.y, after.width, after.height) == (before.x, before.y, 30, 30)
         assert after.pixels == before.pixels  # the same weights give the same fill
@@ -71,11 +54,12 @@ def test_a_restart_between_fills_is_not_noticed(backends) -> None:
     image = np.full((SIZE, SIZE, 3), 90, np.uint8)
     mask = np.zeros((SIZE, SIZE), np.uint8)
     mask[10:20, 10:20] = 255
-    first, endpoint = backends()
+    started = backends.start(*OPTIONS)
+    first, endpoint = started.process, started.endpoint
     with Client(endpoint, timeout_s=300, connect_timeout_s=5.0) as client:
         assert (_fill(client, image, mask).width, client.last_transport) == (10, SHARED_MEMORY)
         first.stop()  # a clean stop this time (SIGTERM)
-        backends(endpoint)
+        backends.start(*OPTIONS, endpoint=endpoint)
         result = _fill(client, image, mask)
         assert (result.x, result.y, result.width, result.height) == (10, 10, 10, 10)
         assert client.last_transport == SHARED_MEMORY

@@ -20,17 +20,14 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import msgpack
 import numpy as np
-import pytest
 import zmq
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
@@ -48,7 +45,7 @@ from shared_protocol import (
     error_header,
     parse_inpaint_request,
 )
-from tests.backend_process import rss_mb, start_backend, stop_backend
+from tests.backend_process import rss_mb
 
 FUZZ_MESSAGES = int(os.environ.get("HIFILL_FUZZ_MESSAGES", "10000"))
 FUZZ_SEED = int(os.environ.get("HIFILL_FUZZ_SEED", "1"))  # warm-up: seed 2n - 1, fuzz: seed 2n
@@ -61,14 +58,6 @@ UNKNOWN_ID = "?"  # the server's reply id when a request's own id cannot be read
 
 
 # ---------------------------------------------------------------------------------------- backend
-
-
-@pytest.fixture(scope="module")
-def backend(untrained_weights, tmp_path_factory) -> Iterator[tuple[subprocess.Popen, str, Path]]:
-    log_path = tmp_path_factory.mktemp("fuzz") / "backend.log"
-    process, endpoint = start_backend(untrained_weights, log_path)
-    yield process, endpoint, log_path
-    stop_backend(process)
 
 
 def real_fill(endpoint: str, size: int = 64) -> None:
@@ -622,7 +611,7 @@ def fuzz(fuzzer: Fuzzer, count: int, run_seed: int) -> None:
 
 
 def test_malformed_messages_get_errors_and_leave_the_backend_serving(backend) -> None:
-    process, endpoint, log_path = backend
+    process, endpoint, log_path = backend.process, backend.endpoint, backend.log_path
     fuzzer = Fuzzer(endpoint)
     started = time.monotonic()
     try:
@@ -670,7 +659,7 @@ def plain_message(request_id: str, op: str) -> Message:
 def test_replies_are_matched_to_their_messages_when_request_ids_repeat(backend) -> None:
     """Ids the sender cannot keep unique (fixed in the header, or unreadable: answered as "?") are
     reused while a fill with that id is still running; every reply still goes to its own message."""
-    _, endpoint, _ = backend
+    endpoint = backend.endpoint
     fuzzer = Fuzzer(endpoint)
     unreadable = Message(raw_header=b"", family="test:raw")
     try:

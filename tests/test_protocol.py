@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +43,7 @@ from shared_protocol import (
     parse_inpaint_request,
     progress_header,
 )
+from shared_protocol.endpoints import free_loopback_endpoint
 from shared_protocol.messages import _check_msgpack_nesting
 
 REPO = Path(__file__).resolve().parents[1]
@@ -474,11 +474,6 @@ def test_nesting_scan_handles_large_strings_and_containers() -> None:
 # ---------------------------------------------------------------------------------------- client, locally
 
 
-def free_tcp_endpoint() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
-
 
 @pytest.mark.parametrize(
     ("call", "kind", "words"),
@@ -497,7 +492,7 @@ def free_tcp_endpoint() -> str:
 def test_client_checks_requests_before_sending(call: dict, kind: ErrorKind, words: str) -> None:
     arguments = dict(image=bytes(4 * 3 * 3), width=4, height=3, channels=3, dtype="u8", mask=bytes(12))
     arguments.update(call)
-    client = Client(free_tcp_endpoint())
+    client = Client(free_loopback_endpoint())
     with pytest.raises(HiFillError) as caught:
         client.inpaint(**arguments)
     assert caught.value.kind == kind
@@ -506,7 +501,7 @@ def test_client_checks_requests_before_sending(call: dict, kind: ErrorKind, word
 
 
 def test_client_without_backend_reports_unavailable_quickly() -> None:
-    client = Client(free_tcp_endpoint(), timeout_s=30, connect_timeout_s=0.5)
+    client = Client(free_loopback_endpoint(), timeout_s=30, connect_timeout_s=0.5)
     for call in (client.hello, client.status):
         started = time.monotonic()
         with pytest.raises(HiFillError) as caught:
@@ -524,7 +519,7 @@ def test_client_without_backend_reports_unavailable_quickly() -> None:
 
 def test_client_accepts_any_contiguous_buffer() -> None:
     pixels = np.zeros((3, 4, 4), np.float32)
-    client = Client(free_tcp_endpoint(), connect_timeout_s=0.2)
+    client = Client(free_loopback_endpoint(), connect_timeout_s=0.2)
     with pytest.raises(HiFillError) as caught:  # passes every local check, then finds no backend
         client.inpaint(pixels, 4, 3, 4, "f32", np.zeros((3, 4), np.uint8))
     assert caught.value.kind == ErrorKind.BACKEND_UNAVAILABLE
@@ -536,7 +531,7 @@ class ScriptedPeer:
     """A bare ROUTER in a thread standing in for a backend: script(header) -> list of replies (frames)."""
 
     def __init__(self, script) -> None:
-        self.endpoint = free_tcp_endpoint()
+        self.endpoint = free_loopback_endpoint()
         self.script = script
         self.received: list[Header] = []
         self._stop = False

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from shared_protocol import (
     Op,
     decode,
 )
+from shared_protocol.endpoints import free_loopback_endpoint
 
 REPO = Path(__file__).resolve().parents[1]
 NUMPY_DTYPE = {DType.U8: np.uint8, DType.U16: np.uint16, DType.F32: np.float32}
@@ -45,11 +45,6 @@ NUMPY_DTYPE = {DType.U8: np.uint8, DType.U16: np.uint16, DType.F32: np.float32}
 
 # ---------------------------------------------------------------------------------------- backends
 
-
-def free_tcp_endpoint() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
 
 
 @dataclass
@@ -73,7 +68,7 @@ class Backend:
 
 def start_backend(log_dir: Path, engine: str, *arguments: str, endpoint: str | None = None) -> Backend:
     """Start a fake-engine backend process and wait until it listens."""
-    endpoint = endpoint or free_tcp_endpoint()
+    endpoint = endpoint or free_loopback_endpoint()
     log_path = log_dir / f"{engine}-{time.monotonic_ns()}.log"
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
@@ -690,7 +685,7 @@ def test_serve_refuses_a_public_address_before_loading_anything() -> None:
 
 def test_run_server_in_a_thread_with_ready_and_stop_events(pool: ThreadPoolExecutor) -> None:
     """In-process use; max_queue=0 accepts a fill while idle and answers BUSY while one runs."""
-    endpoint, stop, ready = free_tcp_endpoint(), threading.Event(), threading.Event()
+    endpoint, stop, ready = free_loopback_endpoint(), threading.Event(), threading.Event()
     engine = SlowEngine(steps=10, step_s=0.05)
     thread = threading.Thread(
         target=run_server, args=(engine, endpoint, Limits(), stop, ready), kwargs={"max_queue": 0}

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
@@ -46,6 +46,7 @@ from shared_protocol import (
 from shared_protocol.messages import SHARED_MEMORY_REFUSED, SHM_HEADER_BYTES
 from tests import backend_process
 from tests.backend_process import REPO, free_endpoint, raw_dealer, stop_backend
+from tests.conftest import RunningBackend
 
 pytestmark = pytest.mark.skipif(shm.unavailable_reason() is not None, reason=str(shm.unavailable_reason()))
 
@@ -145,13 +146,6 @@ def start_backend(
     return backend_process.start_backend(weights, log, "--working-size", "128", *options, curve=curve)
 
 
-@pytest.fixture(scope="module")
-def backend(untrained_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
-    process, endpoint = start_backend(untrained_weights, tmp_path_factory.mktemp("shm") / "backend.log")
-    yield process.pid, endpoint
-    stop_backend(process)
-
-
 def backend_is_clean(pid: int) -> bool:
     return mapped_segments(pid) == 0 and open_segments(pid) == 0
 
@@ -161,9 +155,9 @@ def backend_is_clean(pid: int) -> bool:
 
 @pytest.mark.parametrize(("dtype", "channels"), [("u8", 3), ("u16", 4), ("f32", 4)])
 def test_fills_through_shared_memory_equal_fills_through_frames(
-    backend: tuple[int, str], dtype: str, channels: int
+    backend: RunningBackend, dtype: str, channels: int
 ) -> None:
-    pid, endpoint = backend
+    pid, endpoint = backend.pid, backend.endpoint
     with Client(endpoint) as client:
         assert client.hello()["shared_memory"] is True
     cases = [  # (width, height, hole): the segment grows, is reused smaller, then holds a whole-image result
@@ -200,8 +194,8 @@ def test_fills_through_shared_memory_equal_fills_through_frames(
     assert mapped_segments(os.getpid()) == open_segments(os.getpid()) == 0  # close() freed the segment
 
 
-def test_the_same_numpy_views_and_bytes_work_as_input(backend: tuple[int, str]) -> None:
-    _, endpoint = backend
+def test_the_same_numpy_views_and_bytes_work_as_input(backend: RunningBackend) -> None:
+    endpoint = backend.endpoint
     image = make_image(120, 90, 3, "u8", 7)
     mask = make_mask(120, 90, (30, 20, 40, 30))
     with Client(endpoint, timeout_s=120) as client:
@@ -257,9 +251,9 @@ def plain_memfd(size: int, sealed: bool, token: str) -> int:
 
 
 def test_hostile_shared_memory_headers_get_errors_and_the_backend_keeps_serving(
-    backend: tuple[int, str], tmp_path: Path
+    backend: RunningBackend, tmp_path: Path
 ) -> None:
-    pid, endpoint = backend
+    pid, endpoint = backend.pid, backend.endpoint
     segment = honest_segment()
     small = shm.Segment(SHM_HEADER_BYTES)  # sealed, genuine, but smaller than the request says
     unsealed = plain_memfd(LAYOUT.size, sealed=False, token=segment.token)
@@ -345,9 +339,9 @@ def test_hostile_shared_memory_headers_get_errors_and_the_backend_keeps_serving(
 
 
 def test_a_rejected_segment_is_resent_as_frames_with_the_same_result(
-    backend: tuple[int, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    backend: RunningBackend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _, endpoint = backend
+    endpoint = backend.endpoint
     image, mask = make_image(100, 80, 4, "u16", 3), make_mask(100, 80, (20, 20, 30, 30))
     with Client(endpoint, timeout_s=120, shared_memory=False) as frames:
         expected = fill(frames, image, mask)
@@ -369,9 +363,9 @@ def test_a_rejected_segment_is_resent_as_frames_with_the_same_result(
 
 
 def test_without_memfd_the_client_sends_frames_and_says_so(
-    backend: tuple[int, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    backend: RunningBackend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _, endpoint = backend
+    endpoint = backend.endpoint
     image, mask = make_image(90, 70, 4, "f32", 4), make_mask(90, 70, (10, 10, 20, 20))
 
     def no_memfd(*args: object) -> int:
@@ -463,8 +457,8 @@ def test_an_error_after_the_request_was_accepted_is_not_resent() -> None:
 # ------------------------------------------------------------------------------------------ leftovers
 
 
-def test_nothing_is_left_after_fills_cancels_and_timeouts(backend: tuple[int, str]) -> None:
-    pid, endpoint = backend
+def test_nothing_is_left_after_fills_cancels_and_timeouts(backend: RunningBackend) -> None:
+    pid, endpoint = backend.pid, backend.endpoint
     before = dev_shm()
     big_image, big_mask = make_image(3840, 2160, 3, "u8"), make_mask(3840, 2160, (200, 200, 3400, 1760))
     with Client(endpoint, timeout_s=120) as client:
@@ -514,12 +508,12 @@ def wait_for_progress(process: subprocess.Popen) -> str:
     return line
 
 
-def test_killed_clients_leave_nothing_behind(backend: tuple[int, str]) -> None:
+def test_killed_clients_leave_nothing_behind(backend: RunningBackend) -> None:
     """Who frees what: the client's segment has no name, so the kernel frees it once the client is gone
     and the backend has unmapped it; the backend unmaps when the request ends, and a vanished
     client's requests end: a queued one is dropped at the next heartbeat, a running one is cancelled.
     Segments are told apart by inode, so the checks hold whatever the big fill does meanwhile."""
-    pid, endpoint = backend
+    pid, endpoint = backend.pid, backend.endpoint
     before = dev_shm()
     running = start_client(endpoint, 7680, 4320)  # 8K: still running while the other is handled
     queued = None
@@ -554,8 +548,8 @@ def test_killed_clients_leave_nothing_behind(backend: tuple[int, str]) -> None:
         assert client.last_transport == "shared_memory" and result.width == 18
 
 
-def test_a_client_that_exits_normally_frees_its_segment(backend: tuple[int, str]) -> None:
-    pid, endpoint = backend
+def test_a_client_that_exits_normally_frees_its_segment(backend: RunningBackend) -> None:
+    pid, endpoint = backend.pid, backend.endpoint
     before = dev_shm()
     client = start_client(endpoint, 320, 240)
     output, _ = client.communicate(timeout=120)

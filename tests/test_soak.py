@@ -13,13 +13,12 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from shared_protocol import Client
-from tests.backend_process import rss_mb, start_backend, stop_backend
+from tests.backend_process import rss_mb
 
 FILLS = int(os.environ.get("HIFILL_SOAK_FILLS", "1000"))
 WARMUP = int(os.environ.get("HIFILL_SOAK_WARMUP", "50"))
@@ -27,13 +26,6 @@ MAX_GROWTH = 0.05
 SIDES = (64, 128, 256, 512, 768, 1024)
 KINDS = tuple(itertools.product((3, 4), ("u8", "u16")))
 NUMPY_DTYPE = {"u8": np.uint8, "u16": np.uint16}
-
-
-@pytest.fixture(scope="module")
-def backend(untrained_weights, tmp_path_factory) -> Iterator[tuple[int, str]]:
-    process, endpoint = start_backend(untrained_weights, tmp_path_factory.mktemp("soak") / "backend.log")
-    yield process.pid, endpoint
-    stop_backend(process)
 
 
 def fill_case(index: int, rng: np.random.Generator) -> tuple[int, int, int, str]:
@@ -66,7 +58,7 @@ def one_fill(client: Client, width: int, height: int, channels: int, dtype: str,
 
 @pytest.mark.soak
 def test_many_fills_do_not_grow_backend_memory(backend) -> None:
-    pid, endpoint = backend
+    pid, endpoint = backend.pid, backend.endpoint
     rng = np.random.default_rng(7)
     warmup = min(WARMUP, max(len(KINDS) * 2, FILLS // 4))
     samples: list[float] = []  # VmRSS after each fill past warm-up
