@@ -29,7 +29,7 @@ case "${1:-}" in
     if [[ $(id -u) -eq 0 ]]; then
       # Real GIMP 3 and Krita in a Debian trixie root (built once, cached at $HIFILL_EDITORS_ROOT).
       tools/editors_root.sh build
-      .venv/bin/python -m pytest -q -m editor tests/test_e2e_gimp.py tests/test_e2e_krita.py
+      .venv/bin/python -m pytest -q -m editor tests/e2e
     else
       echo "editor end-to-end tests skipped: building the GIMP/Krita root needs root (chroot, mount)"
     fi

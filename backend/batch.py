@@ -279,19 +279,13 @@ def batch_main(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"error: cannot make the output folder {args.output} ({reason(error)}).", file=sys.stderr)
         return 2
-    from backend.inference import load_engine
+    from backend.options import engine_from_options
     from shared_protocol import HiFillError
 
     print(f"Loading the engine for {images(len(plan.jobs))}...", file=sys.stderr)
     start = time.perf_counter()
     try:
-        engine = load_engine(
-            args.weights,
-            args.device,
-            precision=args.precision,
-            allow_untrained=args.allow_untrained,
-            working_size=args.working_size,
-        )
+        engine = engine_from_options(args)
     except HiFillError as error:
         print(f"error ({error.kind.value}): {error.message}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("lab.evaluate", "in-hole L1 / PSNR / SSIM vs OpenCV baselines, contact sheets"),
     "import-official": ("lab.official.convert", "convert the official TF checkpoint to our weights"),
     "build-dataset": ("lab.dataset.build", "build the training/validation photo folders"),
+    "build-datapack": ("lab.datapack", "pack the training photos into one file of tiles for GPU machines"),
     "model-card": ("lab.model_card", "write the shipped weights' model card from their metadata"),
 }
 
@@ -74,7 +75,7 @@ def inpaint_main(argv: list[str]) -> int:
     of the same name is white (or one MASK file for all), with one warm engine (backend/batch.py)."""
     import argparse
 
-    from backend.options import add_engine_options
+    from backend.options import add_engine_options, engine_from_options
 
     parser = argparse.ArgumentParser(prog="python -m backend inpaint", description=inpaint_main.__doc__)
     parser.add_argument(
@@ -93,11 +94,6 @@ def inpaint_main(argv: list[str]) -> int:
     )
     parser.add_argument("--context", type=int, default=None, help="context margin around holes in px (auto)")
     add_engine_options(parser)
-    parser.add_argument(
-        "--allow-untrained",
-        action="store_true",
-        help="accept weights labelled untrained (random); for tests of the plumbing only",
-    )
     parser.add_argument(
         "--resize-masks",
         action="store_true",
@@ -119,7 +115,6 @@ def inpaint_main(argv: list[str]) -> int:
 
     from backend.batch import read_mask, read_picture, resize_mask, write_image
     from backend.engine import FillOptions
-    from backend.inference import load_engine
     from shared_protocol import HiFillError
 
     try:
@@ -139,13 +134,7 @@ def inpaint_main(argv: list[str]) -> int:
         )
         return 2
     try:
-        engine = load_engine(
-            args.weights,
-            args.device,
-            precision=args.precision,
-            allow_untrained=args.allow_untrained,
-            working_size=args.working_size,
-        )
+        engine = engine_from_options(args)
         from tqdm import tqdm
 
         with tqdm(total=100, unit="%", desc="Filling", leave=False) as bar:

@@ -22,6 +22,7 @@ import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from installer.errors import InstallError, Log
 from installer.manifest import Transaction, uninstall
@@ -127,6 +128,21 @@ class InstallTarget:
     plugin_folder: Path
     sandboxed: bool  # a Flatpak editor, which cannot start the backend itself
     plan: Callable[[Transaction], None]  # finds the editor's Python if needed, plans every write
+
+    @classmethod
+    def of(
+        cls,
+        editor_label: str,
+        installation: Any,  # the editor module's installation found, or None for --profile alone
+        where: str,
+        manifest: Path,
+        plugin_folder: Path,
+        plan: Callable[[Transaction], None],
+    ) -> InstallTarget:
+        """The target for `installation` (its description and whether it can start the backend)."""
+        described = installation.description if installation is not None else editor_label
+        sandboxed = installation is not None and not installation.can_start_backend
+        return cls(f"{editor_label}: {described} → {where}", manifest, plugin_folder, sandboxed, plan)
 
 
 def install_each(

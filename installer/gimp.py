@@ -247,16 +247,9 @@ def install(options: InstallOptions) -> list[Path]:
         ) -> None:
             plan(tx, user_dir, _editor_python(options, found), options)
 
-        described = installation.description if installation else "GIMP"
-        targets.append(
-            common.InstallTarget(
-                f"GIMP: {described} → {plugin_dir(user_dir)}",
-                manifest_path(user_dir),
-                plugin_dir(user_dir),
-                installation is not None and not installation.can_start_backend,
-                plan_target,
-            )
-        )
+        folder, manifest = plugin_dir(user_dir), manifest_path(user_dir)
+        target = common.InstallTarget.of("GIMP", installation, str(folder), manifest, folder, plan_target)
+        targets.append(target)
     return common.install_each(
         EDITOR,
         "GIMP",

@@ -332,16 +332,9 @@ def install(options: InstallOptions) -> list[Path]:
             remove_earlier_install(data_dir, options)
             plan(tx, data_dir, kritarc, python, options)
 
-        described = installation.description if installation else "Krita"
-        targets.append(
-            common.InstallTarget(
-                f"Krita: {described} → {package_dir(data_dir)} (enabled in {kritarc})",
-                manifest_path(data_dir),
-                package_dir(data_dir),
-                installation is not None and not installation.can_start_backend,
-                plan_target,
-            )
-        )
+        folder, manifest = package_dir(data_dir), manifest_path(data_dir)
+        where = f"{folder} (enabled in {kritarc})"
+        targets.append(common.InstallTarget.of("Krita", installation, where, manifest, folder, plan_target))
     return common.install_each(
         EDITOR,
         "Krita",

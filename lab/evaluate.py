@@ -96,11 +96,15 @@ def engine_method(
     allow_untrained: bool = False,
     working_size: int | None = None,
     corrections: bool = True,
+    refine: bool = True,
 ) -> Method:
     """Our HiFill engine (backend.engine, CRA path) as a Method; raises EvaluationError if unusable.
 
     corrections=False is the ablation of weights that start from a prefill (ModelConfig.prefill):
     their learned correction layers are zeroed, so the fill is the prefill alone, through the same CRA.
+    refine=False is the "coarse stage only" ablation: the same weights with the refine stage's
+    contribution removed (section 3.3: its input, the coarse result pasted into the hole, is the
+    fill), through the same CRA (which still uses the refine stage's attention scores).
     """
     try:
         from backend.inference import load_engine
@@ -118,6 +122,8 @@ def engine_method(
         raise EvaluationError(error.message) from error
     if not corrections:
         _switch_off_corrections(engine)
+    if not refine:
+        _switch_off_refine(engine)
 
     def fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         result = engine.fill(image, mask)
@@ -142,6 +148,26 @@ def _switch_off_corrections(engine) -> None:
     zero_residual_outputs(generator)
 
 
+def _switch_off_refine(engine) -> None:
+    """Give the engine a generator whose refined output is the coarse result pasted into the hole:
+    exactly the image its refine stage receives (backend.network.Generator.forward)."""
+    import torch
+
+    from backend.network import GeneratorOutput
+
+    class CoarseOnly(torch.nn.Module):
+        def __init__(self, generator: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner, self.prefill = generator, generator.prefill
+
+        def forward(self, image: torch.Tensor, mask: torch.Tensor) -> GeneratorOutput:
+            out = self.inner(image, mask)
+            composed = out.coarse * mask + image * (1.0 - mask) * (1.0 - mask)  # as Generator.forward
+            return GeneratorOutput(coarse=out.coarse, refined=composed, scores=out.scores)
+
+    engine.generator = engine.eager_generator = CoarseOnly(engine.eager_generator)
+
+
 def _cv2_flag(name: str) -> int:
     import cv2
 
@@ -155,6 +181,9 @@ METHOD_FACTORIES: dict[str, Callable[[MethodConfig], Method]] = {
     "prefill": lambda config: engine_method(
         config.weights, config.device, config.allow_untrained, config.working_size, corrections=False
     ),
+    "coarse": lambda config: engine_method(
+        config.weights, config.device, config.allow_untrained, config.working_size, refine=False
+    ),
     "telea": lambda config: opencv_method(_cv2_flag("telea"), config.opencv_radius),
     "ns": lambda config: opencv_method(_cv2_flag("ns"), config.opencv_radius),
     "mean": lambda config: mean_colour_method,
@@ -162,6 +191,7 @@ METHOD_FACTORIES: dict[str, Callable[[MethodConfig], Method]] = {
 METHOD_TITLES = {
     "hifill": "HiFill (ours, CRA)",
     "prefill": "prefill only (ablation)",
+    "coarse": "coarse stage only (ablation)",
     "telea": "OpenCV Telea",
     "ns": "OpenCV Navier-Stokes",
     "mean": "mean colour",
@@ -649,6 +679,11 @@ def _report_header(args: argparse.Namespace, methods: dict[str, Method], photos:
             f"- {METHOD_TITLES['prefill']}: the same weights with their learned correction layers zeroed, "
             "i.e. the harmonic prefill of the hole (backend/prefill.py) through the same CRA path"
         )
+    if "coarse" in methods:
+        lines.append(
+            f"- {METHOD_TITLES['coarse']}: the same weights with the refine stage's contribution removed, "
+            "i.e. the coarse stage's result pasted into the hole, through the same CRA path"
+        )
     if "telea" in methods or "ns" in methods:
         lines.append(f"- OpenCV inpaint radius {args.opencv_radius}")
     lines.append(
@@ -684,9 +719,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="folder of validation photos")
     add_engine_options(parser, precision=False)
-    parser.add_argument(
-        "--allow-untrained", action="store_true", help="accept untrained weights (to test the plumbing only)"
-    )
     parser.add_argument(
         "--count", type=int, default=None, help="evaluate N photos spread evenly over the folder"
     )

@@ -1,9 +1,12 @@
 """Training (Algorithm 1): WGAN-GP critic + reconstruction losses (Eq. 9-14), resumable, CPU or CUDA.
 
 python -m backend train --photos data/photos/train --run runs/cpu --minutes 60
+python -m backend train --datapack data/train-pack.safetensors --device cuda --run OUT ...  (a GPU)
 
 State lives in RUN/state.safetensors (generator fp32, critic fp16, step, history; no pickle) and is
 resumed automatically; the shipped generator (fp16) is exported to --export at every checkpoint.
+Every checkpoint (and every --health-every steps) checks the generator's health (lab.health) on a
+fixed batch: RUN/health.csv, RUN/health.json, and the run's record in the state's extra["health"].
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import argparse
 import csv
 import json
 import math
+import resource
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +28,11 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from backend.device import choose_device, choose_precision
-from backend.inference import check_working_size
+from backend.inference import check_working_size, to_device
 from backend.network import (
     Discriminator,
     Generator,
+    hold_output_gates_open,
     init_data_dependent,
     init_official,
     renormalise_layers,
@@ -35,6 +40,7 @@ from backend.network import (
 )
 from backend.prefill import PREFILL_KINDS
 from backend.weights import DEFAULT_WEIGHTS, ModelConfig, save_generator
+from lab.health import HealthLog, check
 from lab.masks import mask_batch
 from shared_protocol import HiFillError
 
@@ -59,6 +65,11 @@ class TrainConfig:
     hole_max: float = 0.35
     cache_short_side: int = 640  # photos are cached at this short side; crops come from rescales of it
     prefill: str = "none"  # the generator's prefill (backend.network.Generator); "harmonic" for ours
+    open_output_gates: bool = (
+        True  # prefill generators: residual output gates held open (see open_output_gates)
+    )
+    grad_clip: float = 0.0  # max L2 norm of each stage's gradient per step (0: off)
+    refine_lr_scale: float = 1.0  # the refine stage's Adam learning rate is lr_g * this
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,7 +184,12 @@ def load_state(path: Path, generator, critic) -> tuple[int, dict, dict]:
         meta = f.metadata()
     tensors = load_file(str(path))
     generator.load_state_dict({k[10:]: v.float() for k, v in tensors.items() if k.startswith("generator.")})
-    critic.load_state_dict({k[7:]: v.float() for k, v in tensors.items() if k.startswith("critic.")})
+    saved_critic = {k[7:]: v.float() for k, v in tensors.items() if k.startswith("critic.")}
+    if all(v.shape == saved_critic[k].shape for k, v in critic.state_dict().items()):
+        critic.load_state_dict(saved_critic)
+    else:  # the critic's linear layer depends on the crop size: another size starts a new critic
+        init_official(critic)
+        print("The stored critic was trained at another crop size: the critic starts afresh")
     return int(meta["step"]), json.loads(meta["train_config"]), json.loads(meta["extra"])
 
 
@@ -294,6 +310,15 @@ def revive_stage(generator, data, rng, config: TrainConfig, device, prefix: str,
     extra.setdefault("renormalised", []).append({"step": step, "prefix": prefix, "largest_std": largest})
 
 
+def open_output_gates(generator: Generator, extra: dict, step: int) -> list[str]:
+    """backend.network.hold_output_gates_open (the fix of the dead refine stage, measurements there);
+    a switch that changed the generator is recorded in extra["output_gates_opened"]."""
+    changed = hold_output_gates_open(generator)
+    if changed:
+        extra.setdefault("output_gates_opened", []).append({"step": step, "layers": changed})
+    return changed
+
+
 class StopFlag:
     def __init__(self) -> None:
         self.stop = False
@@ -304,38 +329,191 @@ class StopFlag:
         self.stop = True
 
 
+def training_precision(device: torch.device, precision: str) -> torch.dtype | None:
+    """Autocast dtype for training: 'auto' is bf16 on CUDA (fp16 would need a gradient scaler) and
+    backend.device.choose_precision's choice elsewhere."""
+    if precision == "auto" and device.type == "cuda":
+        return torch.bfloat16
+    return choose_precision(device, precision)
+
+
+def peek_config(state_path: Path, init_from: Path | None) -> dict:
+    """The train config stored in the state a run would start from ({} for a fresh run)."""
+    from safetensors import safe_open
+
+    for path in (state_path, init_from):
+        if path and path.exists():
+            with safe_open(str(path), framework="pt") as f:
+                return json.loads(f.metadata()["train_config"])
+    return {}
+
+
+def open_data(args: argparse.Namespace, config: TrainConfig, device: torch.device, rng, step: int):
+    """The training crops (photos, or a datapack's tiles on the device) and a fixed batch of 4 with its
+    holes (samples.png and the health checks)."""
+    fixed_rng = np.random.default_rng(1234)
+    if args.datapack:
+        from lab.datapack import TileCrops, load_tiles
+
+        tiles, meta = load_tiles(Path(args.datapack))
+        tiles = to_device(tiles, device)
+        print(f"Datapack: {meta['count']} tiles of {meta['tile']} px ({meta['photos']} photos)")
+        draw = torch.Generator().manual_seed(args.seed + step)
+        data = TileCrops(tiles, config.size, config.batch, draw)
+        fixed_real = TileCrops(tiles, config.size, 4, torch.Generator().manual_seed(1234)).batch()
+    else:
+        data = PhotoCrops(Path(args.photos), config, rng)
+        fixed = PhotoCrops(Path(args.photos), TrainConfig(**{**asdict(config), "batch": 4}), fixed_rng)
+        fixed_real = to_device(fixed.batch(), device)
+    fixed_hole = to_device(torch.from_numpy(mask_batch(fixed_rng, 4, config.size, config.size)), device)
+    return data, fixed_real, fixed_hole
+
+
+def prefill_on_device(choice: str, device: torch.device) -> bool:
+    """Whether the harmonic prefill is solved on the training device (lab.gpu_prefill) rather than by
+    backend.prefill's exact CPU solver: 'auto' does so on CUDA only."""
+    return choice == "device" or (choice == "auto" and device.type == "cuda")
+
+
+def open_masks(args: argparse.Namespace, config: TrainConfig, device: torch.device, rng, step: int):
+    """A pool of masks on the device (lab.datapack.MaskPool; default 4096 on CUDA), else None: masks are
+    then drawn on the CPU every step."""
+    count = args.mask_pool if args.mask_pool is not None else (4096 if device.type == "cuda" else 0)
+    if not count:
+        return None
+    from lab.datapack import MaskPool
+
+    begun = time.time()
+    hole_range = (config.hole_min, config.hole_max)
+    pool = MaskPool(
+        rng, count, config.size, hole_range, device, torch.Generator().manual_seed(args.seed + step)
+    )
+    print(f"Mask pool: {count} masks of {config.size} px drawn in {time.time() - begun:.1f} s")
+    return pool
+
+
+def stage_parameters(generator: Generator) -> dict[str, list[torch.nn.Parameter]]:
+    return {"coarse": list(generator.coarse.parameters()), "refine": list(generator.refine.parameters())}
+
+
+def generator_optimiser(generator: Generator, config: TrainConfig) -> torch.optim.Adam:
+    """Adam (betas 0.5, 0.9 as the official code) with one parameter group per stage; the refine
+    stage's learning rate is lr_g * refine_lr_scale."""
+    stages = stage_parameters(generator)
+    groups = [
+        {"params": stages["coarse"], "lr": config.lr_g, "name": "coarse"},
+        {"params": stages["refine"], "lr": config.lr_g * config.refine_lr_scale, "name": "refine"},
+    ]
+    return torch.optim.Adam(groups, betas=(0.5, 0.9))
+
+
+def train_step(
+    generator: Generator,
+    critic: Discriminator,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    real: torch.Tensor,
+    hole: torch.Tensor,
+    config: TrainConfig,
+    step: int,
+    autocast_kwargs: dict,
+) -> dict[str, float]:
+    """One generator update (Eq. 10-14) and, when the adversarial term is on, one critic update
+    (Eq. 9) every critic_every steps. Returns the step's losses and per-stage gradient norms."""
+    with torch.autocast(**autocast_kwargs):
+        out = generator(real, hole)
+    pasted = out.refined.float() * hole + real * (1 - hole)
+
+    adversarial_on = step >= config.adversarial_start
+    critic_loss = torch.zeros(())
+    if adversarial_on and step % config.critic_every == 0:  # Eq. 9
+        opt_d.zero_grad(set_to_none=True)
+        fake = pasted.detach()
+        critic_loss = critic(fake).mean() - critic(real).mean()
+        critic_loss = critic_loss + config.gradient_penalty * gradient_penalty(critic, real, fake)
+        critic_loss.backward()
+        opt_d.step()
+
+    opt_g.zero_grad(set_to_none=True)  # Eq. 10-14
+    rec_coarse, hole_l1_coarse = reconstruction_loss(out.coarse.float(), real, hole, config)
+    rec_refined, hole_l1_refined = reconstruction_loss(out.refined.float(), real, hole, config)
+    adversarial = torch.zeros(())
+    if adversarial_on:  # Eq. 10: the critic's score of the pasted fill; the critic itself is frozen
+        for p in critic.parameters():
+            p.requires_grad_(False)
+        adversarial = -critic(pasted).mean()
+        for p in critic.parameters():
+            p.requires_grad_(True)
+    (rec_coarse + rec_refined + config.adversarial_weight * adversarial).backward()
+    norms = {}
+    for name, params in stage_parameters(generator).items():
+        clip = config.grad_clip if config.grad_clip > 0 else math.inf
+        norms[f"grad_{name}"] = torch.nn.utils.clip_grad_norm_(params, clip).item()
+    opt_g.step()
+    return {
+        "in_hole_l1_coarse": hole_l1_coarse.item(),
+        "in_hole_l1_refined": hole_l1_refined.item(),
+        "critic": critic_loss.item(),
+        "adversarial": adversarial.item(),
+        **norms,
+    }
+
+
+def peak_memory(device: torch.device) -> str:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB on {name}"
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process peak RSS)"
+
+
 def train(args: argparse.Namespace) -> int:
+    started = time.time()  # --minutes counts from here: start-up, training and the last checkpoint
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
     state_path = run / "state.safetensors"
     torch.manual_seed(args.seed)
     device = choose_device(args.device)
-    autocast = choose_precision(device, args.precision)
+    autocast = training_precision(device, args.precision)
     if device.type == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
-    generator, critic = Generator().to(device), None
-    # Batch and critic cadence follow the command line; lr and the adversarial start only when given
-    # (otherwise a resumed run keeps its own).
+    generator = Generator().to(device)
+    # Batch and critic cadence follow the command line; the other options only when given
+    # (otherwise a resumed run keeps its own, and options it never stored take their defaults).
     overrides: dict = {"batch": args.batch, "critic_every": args.critic_every}
-    if args.adversarial_start is not None:
-        overrides["adversarial_start"] = args.adversarial_start
+    given = {
+        "size": args.size,
+        "adversarial_start": args.adversarial_start,
+        "adversarial_weight": args.adversarial_weight,
+        "prefill": args.prefill,
+        "grad_clip": args.grad_clip,
+        "refine_lr_scale": args.refine_lr_scale,
+        "open_output_gates": args.open_output_gates,
+    }
+    overrides.update({k: v for k, v in given.items() if v is not None})
     if args.lr:
         overrides.update(lr_g=args.lr, lr_d=args.lr)
-    if args.prefill:
-        overrides["prefill"] = args.prefill
     if args.export_working_size:  # refused now, not when the exported weights are loaded
         try:
             check_working_size(args.export_working_size)
         except HiFillError as error:
             raise SystemExit(f"--export-working-size: {error.message}") from None
-    config = TrainConfig(**{"size": args.size, **overrides})
-    critic = Discriminator(config.size).to(device)
     init_from = Path(args.init) if args.init else None
+    config = TrainConfig(**{**peek_config(state_path, init_from), **overrides})
+    if config.size < 64 or config.size % 16:
+        raise SystemExit(f"--size {config.size}: training crops are a multiple of 16 from 64 up.")
+    critic = Discriminator(config.size).to(device)
     step, config, extra = restore_state(generator, critic, state_path, init_from, config, overrides)
     extra.setdefault("seed", args.seed)
     rng = np.random.default_rng(args.seed + step)
-    data = PhotoCrops(Path(args.photos), config, rng)
+    data, fixed_real, fixed_hole = open_data(args, config, device, rng, step)
+    masks = open_masks(args, config, device, rng, step)
+    if config.prefill != "none" and prefill_on_device(args.prefill_solver, device):
+        from lab.gpu_prefill import harmonic_fill_cg
+
+        generator.prefill_solver = harmonic_fill_cg
     if args.renormalise and step:
         revive_stage(generator, data, rng, config, device, args.renormalise, extra, step)
     elif args.renormalise:
@@ -350,13 +528,13 @@ def train(args: argparse.Namespace) -> int:
             zero_residual_outputs(generator)
             extra["init"] += "; residual outputs zeroed (prefill)"
             extra.pop("prefill_switches", None)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=(0.5, 0.9))
+    if config.open_output_gates and config.prefill != "none" and open_output_gates(generator, extra, step):
+        print("Residual output gates held open (their corrections restart at zero): --open-output-gates")
+    if args.channels_last:
+        generator.to(memory_format=torch.channels_last)
+        critic.to(memory_format=torch.channels_last)
+    opt_g = generator_optimiser(generator, config)
     opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr_d, betas=(0.5, 0.9))
-
-    fixed_rng = np.random.default_rng(1234)
-    fixed = PhotoCrops(Path(args.photos), TrainConfig(**{**asdict(config), "batch": 4}), fixed_rng)
-    fixed_real = fixed.batch().to(device)
-    fixed_hole = torch.from_numpy(mask_batch(fixed_rng, 4, config.size, config.size)).to(device)
 
     losses_csv = run / "losses.csv"
     new_csv = not losses_csv.exists()
@@ -366,23 +544,32 @@ def train(args: argparse.Namespace) -> int:
         writer.writerow(
             ["step", "in_hole_l1_coarse", "in_hole_l1_refined", "critic", "adversarial", "seconds"]
         )
+    health_log = HealthLog(run, extra)
 
     stop = StopFlag()
-    deadline = time.time() + args.minutes * 60 if args.minutes else math.inf
+    budget = args.minutes * 60 if args.minutes else math.inf
+    deadline = started + budget - min(30.0, 0.05 * budget)  # the rest is for the last checkpoint
     end_step = step + args.steps if args.steps else math.inf
     bar = tqdm(
         initial=step, total=None if end_step == math.inf else end_step, unit="step", dynamic_ncols=True
     )
-    last_save, started = time.time(), time.time()
-    wall_before = float(extra.get("wall_seconds", 0.0))
+    first_step, loop_started = step, time.time()
+    last_save, wall_before = time.time(), float(extra.get("wall_seconds", 0.0))
     autocast_kwargs = {
         "device_type": device.type,
         "dtype": autocast or torch.float32,
         "enabled": autocast is not None,
     }
-    running = {}
+    running: dict[str, float] = {}
+    kind = "GPU" if device.type == "cuda" else "CPU"
+    source = f"{len(data.paths)} {'datapack tiles' if args.datapack else 'photos'}"
+
+    def check_health() -> None:
+        if extra.get("health", {}).get("last_step") != step:  # once per step
+            health_log.record(step, check(generator, fixed_real, fixed_hole), running, bar.write)
 
     def checkpoint() -> None:
+        check_health()
         extra["wall_seconds"] = wall_before + time.time() - started
         extra["photos"] = len(data.paths)
         save_state(state_path, generator, critic, step, config, extra)
@@ -394,7 +581,7 @@ def train(args: argparse.Namespace) -> int:
             working_size=args.export_working_size or default_working_size(config),
             prefill=config.prefill,
             steps=step,
-            notes=f"CPU-trained on {len(data.paths)} photos; {extra['wall_seconds'] / 3600:.2f} h wall time",
+            notes=f"{kind}-trained on {source}; {extra['wall_seconds'] / 3600:.2f} h wall time",
             extra={
                 "train_config": asdict(config),
                 "device": str(device),
@@ -402,6 +589,7 @@ def train(args: argparse.Namespace) -> int:
                 "init": extra.get("init", ""),
                 "prefill_switches": extra.get("prefill_switches", []),
                 "renormalised": extra.get("renormalised", []),
+                "health": extra.get("health", {}),
             },
         )
         save_generator(Path(args.export), generator, card)
@@ -413,47 +601,40 @@ def train(args: argparse.Namespace) -> int:
         log.flush()
         plot_losses(losses_csv, run / "losses.png")
 
+    check_health()  # where this session starts from
     while step < end_step and time.time() < deadline and not stop.stop:
-        real = data.batch().to(device)
-        hole = torch.from_numpy(
-            mask_batch(
-                rng, config.batch, config.size, config.size, "mixed", (config.hole_min, config.hole_max)
+        real = data.batch().to(device, non_blocking=True)  # a datapack's crops are on the device already
+        if masks is not None:
+            hole = masks.batch(config.batch)
+        else:
+            hole_range = (config.hole_min, config.hole_max)
+            hole = torch.from_numpy(
+                mask_batch(rng, config.batch, config.size, config.size, "mixed", hole_range)
             )
-        ).to(device)
-        with torch.autocast(**autocast_kwargs):
-            out = generator(real, hole)
-        pasted = out.refined.float() * hole + real * (1 - hole)
-
-        adversarial_on = step >= config.adversarial_start
-        critic_loss = torch.zeros(())
-        if adversarial_on and step % config.critic_every == 0:  # Eq. 9
+            hole = to_device(hole, device)
+        if args.channels_last:
+            real, hole = (
+                real.contiguous(memory_format=torch.channels_last),
+                hole.contiguous(memory_format=torch.channels_last),
+            )
+        try:
+            values = train_step(generator, critic, opt_g, opt_d, real, hole, config, step, autocast_kwargs)
+        except torch.cuda.OutOfMemoryError:
+            values = None  # handled below, once the traceback no longer holds the step's tensors
+        if values is None:
+            del real, hole
+            if config.batch == 1:
+                raise SystemExit("Out of device memory at batch 1: use a smaller --size.") from None
+            opt_g.zero_grad(set_to_none=True)
             opt_d.zero_grad(set_to_none=True)
-            fake = pasted.detach()
-            critic_loss = critic(fake).mean() - critic(real).mean()
-            critic_loss = critic_loss + config.gradient_penalty * gradient_penalty(critic, real, fake)
-            critic_loss.backward()
-            opt_d.step()
-
-        opt_g.zero_grad(set_to_none=True)  # Eq. 10-14
-        rec_coarse, hole_l1_coarse = reconstruction_loss(out.coarse.float(), real, hole, config)
-        rec_refined, hole_l1_refined = reconstruction_loss(out.refined.float(), real, hole, config)
-        adversarial = torch.zeros(())
-        if adversarial_on:  # Eq. 10: the critic's score of the pasted fill; the critic itself is frozen
-            for p in critic.parameters():
-                p.requires_grad_(False)
-            adversarial = -critic(pasted).mean()
-            for p in critic.parameters():
-                p.requires_grad_(True)
-        (rec_coarse + rec_refined + config.adversarial_weight * adversarial).backward()
-        opt_g.step()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            config = replace(config, batch=config.batch // 2)
+            data.config, data.batch_size = config, config.batch  # PhotoCrops reads one, TileCrops the other
+            extra.setdefault("batch_halved", []).append({"step": step, "batch": config.batch})
+            bar.write(f"Out of device memory: batch halved to {config.batch} at step {step}")
+            continue
         step += 1
-
-        values = {
-            "in_hole_l1_coarse": hole_l1_coarse.item(),
-            "in_hole_l1_refined": hole_l1_refined.item(),
-            "critic": critic_loss.item(),
-            "adversarial": adversarial.item(),
-        }
         for k, v in values.items():
             running[k] = 0.98 * running.get(k, v) + 0.02 * v
         bar.update(1)
@@ -461,22 +642,37 @@ def train(args: argparse.Namespace) -> int:
             hole_l1=f"{running['in_hole_l1_refined'] * 127.5:.1f}", critic=f"{running['critic']:.2f}"
         )
         if step % 10 == 0:
-            writer.writerow([step, *(f"{running[k]:.5f}" for k in values), f"{time.time() - started:.0f}"])
+            row = [running[k] for k in ("in_hole_l1_coarse", "in_hole_l1_refined", "critic", "adversarial")]
+            writer.writerow([step, *(f"{v:.5f}" for v in row), f"{time.time() - loop_started:.0f}"])
         if step % 500 == 0:
             data.refresh()
+        if args.health_every and step % args.health_every == 0:
+            check_health()
         if time.time() - last_save > args.save_minutes * 60:
             checkpoint()
             last_save = time.time()
+    seconds = time.time() - loop_started
     checkpoint()
     bar.close()
     log.close()
-    print(f"Stopped at step {step}; state in {state_path}, generator exported to {args.export}")
+    done = step - first_step
+    print(
+        f"Stopped at step {step}; state in {state_path}, generator exported to {args.export}\n"
+        f"{done} steps in {seconds:.0f} s ({done / max(seconds, 1e-9):.2f} steps/s) at batch {config.batch}, "
+        f"size {config.size}, {kind} {autocast or 'float32'}; peak memory {peak_memory(device)}; "
+        f"{time.time() - started:.0f} s since start; {health_log.summary()}"
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m backend train", description=__doc__.splitlines()[0])
     p.add_argument("--photos", default="data/photos/train", help="folder of training photos (recursive)")
+    p.add_argument(
+        "--datapack",
+        default="",
+        help="train from this datapack (python -m backend build-datapack) instead of --photos",
+    )
     p.add_argument("--run", default="runs/cpu", help="run folder: state, samples.png, losses.csv/png")
     p.add_argument(
         "--init",
@@ -496,9 +692,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="generator input side stored with the exported weights (0: 512 with a prefill, else the crop)",
     )
     p.add_argument("--steps", type=int, default=0, help="stop after this many more steps (0: no limit)")
-    p.add_argument("--minutes", type=float, default=0, help="stop after this many minutes (0: no limit)")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=0,
+        help="stop so that the whole command, start-up and last checkpoint included, takes about this "
+        "long (0: no limit)",
+    )
     p.add_argument("--save-minutes", type=float, default=10)
-    p.add_argument("--size", type=int, default=256)
+    p.add_argument(
+        "--health-every",
+        type=int,
+        default=250,
+        help="check the generator's health every N steps as well as at checkpoints (0: checkpoints only)",
+    )
+    p.add_argument(
+        "--size", type=int, default=None, help="training crop side (default: the resumed run's, else 256)"
+    )
     p.add_argument("--batch", type=int, default=4)
     p.add_argument(
         "--lr", type=float, default=None, help="Adam learning rate (default: the resumed run's, else 2e-4)"
@@ -510,6 +720,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="train with the reconstruction loss alone until this step, then add the critic "
         "(default: the resumed run's, else 0 = from the start as in Algorithm 1)",
+    )
+    p.add_argument(
+        "--adversarial-weight",
+        type=float,
+        default=None,
+        help=f"beta of Eq. 14 (default: the resumed run's, else {TrainConfig.adversarial_weight})",
+    )
+    p.add_argument(
+        "--open-output-gates",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with a prefill, hold the residual output layers' gates open (constant 0.5) so that a stage "
+        "cannot shut itself off (default: the resumed run's, else on)",
+    )
+    p.add_argument(
+        "--grad-clip",
+        type=float,
+        default=None,
+        help="clip each stage's gradient to this L2 norm per step, 0 = off (default: the resumed run's, "
+        f"else {TrainConfig.grad_clip})",
+    )
+    p.add_argument(
+        "--refine-lr-scale",
+        type=float,
+        default=None,
+        help="the refine stage's learning rate as a multiple of --lr (default: the resumed run's, "
+        f"else {TrainConfig.refine_lr_scale})",
     )
     p.add_argument(
         "--prefill",
@@ -524,9 +761,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="on resuming, rescale the layers named PREFIX* (e.g. 'refine') to output std 0.5 on a batch: "
         "revives a stage whose activations blew up and whose gates saturated",
     )
+    p.add_argument(
+        "--mask-pool",
+        type=int,
+        default=None,
+        help="draw this many masks at the start and reuse them flipped/transposed (default: 4096 on CUDA, "
+        "else 0 = new masks every step on the CPU)",
+    )
+    p.add_argument(
+        "--prefill-solver",
+        choices=("auto", "exact", "device"),
+        default="auto",
+        help="harmonic prefill during training: exact (SuperLU on the CPU), device (conjugate gradients on "
+        "the training device, lab.gpu_prefill), auto (device on CUDA, else exact)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 autocast")
+    p.add_argument("--precision", default="auto", help="auto (bf16 on CUDA), fp32, bf16 or fp16 autocast")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (CUDA)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     return p
 

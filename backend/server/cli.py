@@ -12,7 +12,7 @@ from pathlib import Path
 import zmq
 
 from backend.keys import default_keys_dir
-from backend.options import add_engine_options
+from backend.options import add_engine_options, engine_from_options
 from backend.server.jobs import DEFAULT_MAX_QUEUE
 from backend.server.loop import run_server
 from backend.server.policy import ServerConfigError, check_endpoint, load_curve
@@ -75,11 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch.compile the generator (mostly useful on CUDA; falls back to eager with a warning)",
     )
     parser.add_argument(
-        "--allow-untrained",
-        action="store_true",
-        help="accept weights labelled untrained (random); for tests of the plumbing only",
-    )
-    parser.add_argument(
         "--max-queue",
         type=int,
         default=DEFAULT_MAX_QUEUE,
@@ -109,20 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", error)
         return 2
     from backend.allocator import bound_library_caches, fix_mmap_threshold
-    from backend.inference import load_engine  # imported here: loading weights pulls in torch
 
     log.info("memory: %s", fix_mmap_threshold())  # before the engine allocates (see backend.allocator)
     log.info("memory: %s", bound_library_caches())  # before torch builds its first convolution
 
     try:
-        engine = load_engine(
-            args.weights,
-            args.device,
-            precision=args.precision,
-            allow_untrained=args.allow_untrained,
-            compile=args.compile,
-            working_size=args.working_size,
-        )
+        engine = engine_from_options(args, compile=args.compile)
     except HiFillError as error:
         log.error("cannot start the engine: %s", error.message)
         return 1

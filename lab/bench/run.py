@@ -277,11 +277,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_engine_options(parser)
     parser.add_argument(
-        "--allow-untrained",
-        action="store_true",
-        help="let the backend use untrained weights (plumbing tests)",
-    )
-    parser.add_argument(
         "--transport",
         default="8k",
         help="size of the RGBA u8 transport measure (default 8k; 'none' skips it)",
