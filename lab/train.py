@@ -768,13 +768,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw this many masks at the start and reuse them flipped/transposed (default: 4096 on CUDA, "
         "else 0 = new masks every step on the CPU)",
     )
-    p.add_argument(
-        "--prefill-solver",
-        choices=("auto", "exact", "device"),
-        default="auto",
-        help="harmonic prefill during training: exact (SuperLU on the CPU), device (conjugate gradients on "
-        "the training device, lab.gpu_prefill), auto (device on CUDA, else exact)",
-    )
+    solvers = "exact (SuperLU, CPU), device (conjugate gradients, lab.gpu_prefill), auto (device on CUDA)"
+    p.add_argument("--prefill-solver", choices=("auto", "exact", "device"), default="auto", help=solvers)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", help="auto (bf16 on CUDA), fp32, bf16 or fp16 autocast")

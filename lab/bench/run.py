@@ -323,22 +323,17 @@ def main(argv: list[str] | None = None) -> int:
             transport = parse_size(args.transport)
         except argparse.ArgumentTypeError as error:
             parser.error(str(error))
+    same_names = ("repeats", "compare", "weights", "device", "precision", "allow_untrained", "working_size")
     settings = BenchSettings(
         cases=build_cases(args.sizes, args.holes, args.compare),
-        repeats=args.repeats,
-        compare=args.compare,
         peers=peers,
         cap_s=args.cap,
         transport=transport,
-        weights=args.weights,
-        device=args.device,
-        precision=args.precision,
-        allow_untrained=args.allow_untrained,
-        working_size=args.working_size,
         image=args.image,
         out=args.out,
         progress=not args.no_progress,
         command="python -m backend bench " + " ".join(argv),
+        **{name: getattr(args, name) for name in same_names},
     )
     try:
         with paused(args.pause_pid) as stopped:

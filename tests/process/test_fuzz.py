@@ -32,14 +32,12 @@ import zmq
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from shared_protocol import (
+from shared_protocol import Client, ErrorKind, ProtocolError
+from shared_protocol.messages import (
     DEFAULT_LIMITS,
     BufferSpec,
-    Client,
-    ErrorKind,
     Header,
     Op,
-    ProtocolError,
     decode,
     encode,
     error_header,

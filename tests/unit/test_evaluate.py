@@ -314,12 +314,7 @@ def test_the_prefill_ablation_is_the_harmonic_fill_through_the_engine(tmp_path: 
     weights = _harmonic_untrained_weights(tmp_path / "harmonic.safetensors")
     config = ev.MethodConfig(weights=weights, device="cpu", allow_untrained=True)
     methods = ev.build_methods(["hifill", "prefill"], config)
-    rng = np.random.default_rng(3)
-    y, x = np.mgrid[0:112, 0:128]
-    smooth = np.stack([120 + 60 * np.sin(x / 9), 90 + y, 60 + x], -1)
-    image = np.clip(smooth + rng.normal(0, 4, (112, 128, 3)), 0, 255).astype(np.uint8)
-    mask = np.zeros((112, 128), np.uint8)
-    mask[30:70, 40:96] = 255
+    image, mask = _test_image()
     hole = mask > 0
     ablated, full = methods["prefill"](image, mask), methods["hifill"](image, mask)
     known = torch.from_numpy(~hole).float()[None, None]
