@@ -26,6 +26,7 @@ import numpy as np
 from backend.engine import FillOptions, InpaintEngine
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
+PNG_COMPRESS_LEVEL = 3  # zlib level of 8-bit PNG outputs (see _write_with_pillow)
 JPEG_QUALITY = 95  # with 4:4:4 chroma: re-encoding changes pixels by a level or two, not more
 Existing = Literal["refuse", "skip", "overwrite"]  # what to do with an output that is already there
 
@@ -169,30 +170,55 @@ def run_batch(
     show_progress: bool = True,
 ) -> BatchSummary:
     """Fill plan.jobs one after the other with `engine`; a job that fails is reported through `say`
-    (default: a line on stderr above the progress bar) and skipped, never ending the batch. Ctrl+C
-    ends it after the current image's output is whole (or absent): summary.interrupted."""
+    (default: a line on stderr above the progress bar) and skipped, never ending the batch. Each
+    output is encoded and written by a writer thread while the next image is filled (PNG/JPEG encoders
+    release the GIL). Ctrl+C ends it after the outputs under way are whole (or absent):
+    summary.interrupted."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from tqdm import tqdm
 
     summary = BatchSummary(skipped=list(plan.skipped), kept=list(plan.kept))
     masks: dict[Path, np.ndarray] = {}  # decoded once each (one mask file may serve every image)
     start = time.perf_counter()
-    with tqdm(plan.jobs, desc="Filling", unit="image", disable=not show_progress, file=sys.stderr) as bar:
+    writing: list[tuple[Job, Future[None]]] = []  # at most one: the previous image's output
+
+    with (
+        tqdm(plan.jobs, desc="Filling", unit="image", disable=not show_progress, file=sys.stderr) as bar,
+        ThreadPoolExecutor(1, thread_name_prefix="hifill-writer") as writer,
+    ):
         report = say or (lambda text: bar.write(text, file=sys.stderr))
+
+        def settle() -> None:
+            """Wait for the output under way; count it as written or skipped."""
+            while writing:
+                job, future = writing.pop()
+                try:
+                    future.result()
+                except SkipImage as skip:
+                    summary.skipped.append(Skipped(job.image.name, str(skip)))
+                    report(f"skipped {job.image.name}: {skip}")
+                else:
+                    summary.written.append(job.image.name)
+
         try:
             for job in bar:
                 bar.set_postfix_str(job.image.name, refresh=False)
                 summary.attempted += 1
                 try:
-                    warnings = fill_job(job, engine, options, resize_masks, masks)
+                    filled, picture, warnings = fill_job(job, engine, options, resize_masks, masks)
                 except SkipImage as skip:
                     summary.skipped.append(Skipped(job.image.name, str(skip)))
                     report(f"skipped {job.image.name}: {skip}")
                     continue
-                summary.written.append(job.image.name)
+                settle()
+                writing.append((job, writer.submit(write_job, job, filled, picture)))
                 for warning in warnings:
                     report(f"{job.image.name}: {warning}")
+            settle()
         except KeyboardInterrupt:
             summary.interrupted = True
+            settle()
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -203,8 +229,9 @@ def fill_job(
     options: FillOptions,
     resize_masks: bool,
     masks: dict[Path, np.ndarray],
-) -> tuple[str, ...]:
-    """Read, fill and write one image; the engine's warnings come back. Raises SkipImage."""
+) -> tuple[np.ndarray, Picture, tuple[str, ...]]:
+    """Read and fill one image: (the whole filled image, what was read, the engine's warnings).
+    Raises SkipImage."""
     from shared_protocol import HiFillError
 
     try:
@@ -234,11 +261,15 @@ def fill_job(
     out = picture.pixels.copy()
     h, w = result.pixels.shape[:2]
     out[result.y : result.y + h, result.x : result.x + w] = result.pixels
+    return out, picture, result.warnings
+
+
+def write_job(job: Job, pixels: np.ndarray, picture: Picture) -> None:
+    """Write one filled image to job.output with the input's colour profile and EXIF. Raises SkipImage."""
     try:
-        write_image(out, job.output, icc_profile=picture.icc_profile, exif=picture.exif)
-    except Exception as error:  # noqa: BLE001
+        write_image(pixels, job.output, icc_profile=picture.icc_profile, exif=picture.exif)
+    except Exception as error:  # noqa: BLE001 -- any encoder or disk failure is this file's problem
         raise SkipImage(f"cannot write {job.output} ({reason(error)})") from None
-    return result.warnings
 
 
 def images(count: int) -> str:
@@ -396,6 +427,10 @@ def _write_with_pillow(
         extra.update(quality=JPEG_QUALITY, subsampling=0)
     elif image_format == "WEBP":
         extra.update(lossless=True, exact=True)
+    elif image_format == "PNG":
+        # zlib level 3 (as OpenCV writes PNG): a 1024x768 photo in 0.08 s instead of 0.23 s at Pillow's
+        # default 6, for a file 1.6 % larger (measured on the bench photo).
+        extra.update(compress_level=PNG_COMPRESS_LEVEL)
     elif image_format == "TIFF":
         extra.update(compression="tiff_lzw")
     Image.fromarray(np.ascontiguousarray(pixels)).save(path, format=image_format, **extra)

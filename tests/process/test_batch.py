@@ -201,6 +201,25 @@ def test_ctrl_c_ends_the_batch_with_whole_outputs_only(tmp_path: Path, engine: I
     assert "with --skip-existing fills the rest" in summary.text(out)
 
 
+def test_an_unwritable_output_is_named_and_the_batch_goes_on(tmp_path: Path, engine: InpaintEngine):
+    """Outputs are written by a writer thread while the next image fills: a write that fails there is
+    still reported by name, counted as skipped, and the other images are written."""
+    good = {name: GOOD[name] for name in ("a.png", "c.png")}
+    images, masks = make_folders(tmp_path, good=good, bad=False)
+    out = tmp_path / "out"
+    plan = plan_batch(images, masks, out)
+    (out / "a.png").mkdir(parents=True)  # appears after planning: the write of a.png fails
+    said: list[str] = []
+
+    summary = run_batch(plan, engine, show_progress=False, say=said.append)
+
+    assert summary.written == ["c.png"] and [s.name for s in summary.skipped] == ["a.png"]
+    assert summary.exit_status == 1
+    assert any(line.startswith("skipped a.png: cannot write") for line in said)
+    assert_filled(out / "c.png", photo(3, 4), hole())
+    assert sorted(os.listdir(out)) == ["a.png", "c.png"]  # no temporary file left behind
+
+
 def test_a_mask_of_another_size_is_skipped_or_resized_on_request(tmp_path: Path, engine: InpaintEngine):
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()
