@@ -54,6 +54,7 @@ _HANDSHAKE_AUTH = getattr(zmq, "EVENT_HANDSHAKE_FAILED_AUTH", 0)
 _CONNECTION_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
 _MONITORED_EVENTS = _CONNECTION_EVENTS | _HANDSHAKE_NO_DETAIL | _HANDSHAKE_PROTOCOL | _HANDSHAKE_AUTH
 _MECHANISM_MISMATCH = getattr(zmq, "PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH", -1)
+_LAST_WORD_WAIT_MS = 200  # after a disconnect: how long a message already sent may take to arrive
 SHARED_MEMORY = "shared_memory"  # Client.last_transport values
 FRAMES = "frames"
 
@@ -476,6 +477,7 @@ class Client:
         total_deadline = start + total_timeout_s
         last_message = start
         cancel_sent_at: float | None = None
+        disconnected = False
 
         while True:
             now = time.monotonic()
@@ -500,6 +502,13 @@ class Client:
                 wait_s = min(wait_s, cancel_sent_at + self.cancel_grace_s - now)
             if cancel_event is not None:
                 wait_s = min(wait_s, _POLL_SLICE_S)
+            if disconnected and not self._socket.poll(_LAST_WORD_WAIT_MS):
+                # A backend that stops sends its last word ("shutting down") just before it closes the
+                # connection, and libzmq may report the close first: what was on its way is read first.
+                raise HiFillError(
+                    ErrorKind.BACKEND_UNAVAILABLE,
+                    f"The HiFill backend at {self.endpoint} closed the connection (it stopped or crashed).",
+                )
             ready = dict(poller.poll(max(0.0, wait_s) * 1000))
 
             if self._socket in ready:
@@ -534,10 +543,7 @@ class Client:
                     f"The backend answered a '{final_op.value}' request with '{header.op.value}'.",
                 )
             if self._monitor in ready and self._drain_monitor():
-                raise HiFillError(
-                    ErrorKind.BACKEND_UNAVAILABLE,
-                    f"The HiFill backend at {self.endpoint} closed the connection (it stopped or crashed).",
-                )
+                disconnected = True
 
     def _send_cancel(self, request_id: str) -> None:
         """Best effort: ask the backend to drop request_id (queued) or stop it (running)."""

@@ -35,7 +35,7 @@ from hifill_krita.settings import load_settings, save_settings
 from backend import keys
 from backend.server import ServerConfigError, check_endpoint, load_curve
 from backend.weights import write_untrained_weights
-from shared_protocol import Client, CurveKeys, ErrorKind, Header, HiFillError, Op, encode
+from shared_protocol import Client, CurveKeys, ErrorKind, Header, HiFillError, Op, encode, error_header
 from shared_protocol.curve import CLIENT_SECRET_FILE, SERVER_PUBLIC_FILE
 from shared_protocol.endpoints import free_tcp_port
 from shared_protocol.launcher import BackendConfig, BackendLauncher
@@ -503,3 +503,43 @@ def test_a_public_key_that_begins_with_a_dash_is_allowed(tmp_path: Path) -> None
     assert public in run_keys("list", folder=folder).stdout
     again = run_keys("allow", "--name", "tablet2", public, folder=folder)  # options first works as well
     assert again.returncode == 0, again.stderr
+
+
+def test_the_last_word_of_a_stopping_backend_is_read_before_its_disconnect() -> None:
+    """A backend that stops tells waiting clients why ("shutting down") and closes the connection at
+    once; libzmq can report the close on the monitor before the message is readable. The client must
+    still give the backend's reason (test_server's SIGTERM test got "closed the connection" 1 in 5
+    fresh-clone runs before)."""
+    context = zmq.Context.instance()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    client = Client(f"tcp://127.0.0.1:{port}", connect_timeout_s=REFUSAL_S, inactivity_timeout_s=10)
+    sender = context.socket(zmq.PAIR)
+    try:
+        client._connected_socket()
+        address = f"inproc://last-word-{uuid.uuid4().hex}"
+        client._monitor.close(linger=0)  # a monitor we feed: the disconnect comes before the reply
+        client._monitor = context.socket(zmq.PAIR)
+        client._monitor.bind(address)
+        sender.connect(address)
+        client._socket.send_multipart(encode(Header(Op.HELLO, "r1")))
+        peer = router.recv_multipart()[0]
+        sender.send_multipart(monitor_event(zmq.EVENT_DISCONNECTED, 0))
+
+        def reply_late() -> None:
+            time.sleep(0.05)
+            reply = error_header("r1", ErrorKind.BACKEND_UNAVAILABLE, "shutting down")
+            router.send_multipart([peer, *encode(reply)])
+
+        threading.Thread(target=reply_late).start()
+        header, _ = client._await_final("r1", Op.HELLO, 10.0, None, None)
+        assert header.op is Op.ERROR and header.options["message"] == "shutting down"
+
+        with pytest.raises(HiFillError, match="closed the connection"):  # nothing more is on its way
+            sender.send_multipart(monitor_event(zmq.EVENT_DISCONNECTED, 0))
+            client._await_final("r2", Op.HELLO, 10.0, None, None)
+    finally:
+        sender.close(linger=0)
+        client.close()
+        router.close()
