@@ -258,10 +258,7 @@ def fill_job(
         raise SkipImage(f"the fill failed: {error.message}") from None
     except Exception as error:  # noqa: BLE001 -- one image's failure must not end a long batch
         raise SkipImage(f"the fill failed ({type(error).__name__}: {reason(error)})") from None
-    out = picture.pixels.copy()
-    h, w = result.pixels.shape[:2]
-    out[result.y : result.y + h, result.x : result.x + w] = result.pixels
-    return out, picture, result.warnings
+    return result.applied_to(picture.pixels), picture, result.warnings
 
 
 def write_job(job: Job, pixels: np.ndarray, picture: Picture) -> None:

@@ -147,11 +147,9 @@ def inpaint_main(argv: list[str]) -> int:
     except HiFillError as exc:
         print(f"error ({exc.kind.value}): {exc.message}", file=sys.stderr)
         return 1
-    out = image.copy()
     h, w = result.pixels.shape[:2]
-    out[result.y : result.y + h, result.x : result.x + w] = result.pixels
     try:
-        write_image(out, args.output, icc_profile=picture.icc_profile, exif=picture.exif)
+        write_image(result.applied_to(image), args.output, icc_profile=picture.icc_profile, exif=picture.exif)
     except (OSError, ValueError) as exc:
         print(f"error: cannot write {args.output}: {exc}", file=sys.stderr)
         return 2
@@ -160,17 +158,3 @@ def inpaint_main(argv: list[str]) -> int:
         f"filled region {w}x{h} at {result.x},{result.y})"
     )
     return 0
-
-
-def load_image(path: Path):
-    """(H, W, 3|4) uint8 or uint16 array from an image file (16-bit PNG/TIFF stay 16-bit)."""
-    from backend.batch import read_image
-
-    return read_image(path)
-
-
-def save_image(pixels, path: Path) -> None:
-    """Write pixels in the format of path's suffix; 16-bit PNG/TIFF stay 16-bit (backend.batch)."""
-    from backend.batch import write_image
-
-    write_image(pixels, path)

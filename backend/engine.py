@@ -31,6 +31,13 @@ class FillResult:
     pixels: np.ndarray  # (h, w, C), dtype of the input image
     warnings: tuple[str, ...] = ()  # sentences for the user, e.g. an out-of-memory fallback that was taken
 
+    def applied_to(self, image: np.ndarray) -> np.ndarray:
+        """A copy of the whole (H, W, C) image with this region written into it."""
+        out = image.copy()
+        height, width = self.pixels.shape[:2]
+        out[self.y : self.y + height, self.x : self.x + width] = self.pixels
+        return out
+
 
 class InpaintEngine:
     """Owns the generator on one device. fill() raises shared_protocol.HiFillError on bad input/cancel."""

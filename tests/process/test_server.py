@@ -38,6 +38,8 @@ from shared_protocol import (
     decode,
 )
 from shared_protocol.endpoints import free_loopback_endpoint
+from shared_protocol.launcher import BackendProcess
+from tests.backend_process import start_fake_backend
 
 REPO = Path(__file__).resolve().parents[2]
 NUMPY_DTYPE = {DType.U8: np.uint8, DType.U16: np.uint16, DType.F32: np.float32}
@@ -49,51 +51,25 @@ NUMPY_DTYPE = {DType.U8: np.uint8, DType.U16: np.uint16, DType.F32: np.float32}
 
 @dataclass
 class Backend:
-    process: subprocess.Popen
-    endpoint: str
-    log_path: Path
+    """A fake-engine backend process (tests.backend_process.start_fake_backend: the shared launcher)."""
+
+    process: BackendProcess
+
+    @property
+    def endpoint(self) -> str:
+        return self.process.endpoint
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.process.output()
 
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait(10)
+    def stop(self) -> int | None:
+        return self.process.stop(10.0)
 
 
 def start_backend(log_dir: Path, engine: str, *arguments: str, endpoint: str | None = None) -> Backend:
-    """Start a fake-engine backend process and wait until it listens."""
-    endpoint = endpoint or free_loopback_endpoint()
+    """A fake-engine backend process that answers hello."""
     log_path = log_dir / f"{engine}-{time.monotonic_ns()}.log"
-    with open(log_path, "w") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.fake_engines",
-                "--engine",
-                engine,
-                "--endpoint",
-                endpoint,
-                *arguments,
-            ],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-        )
-    backend = Backend(process, endpoint, log_path)
-    deadline = time.monotonic() + 20
-    while "listening on" not in backend.log():
-        if process.poll() is not None or time.monotonic() > deadline:
-            backend.stop()
-            pytest.fail(f"backend did not start:\n{backend.log()}")
-        time.sleep(0.05)
-    return backend
+    return Backend(start_fake_backend(engine, log_path, *arguments, endpoint=endpoint))
 
 
 @pytest.fixture(scope="module")
