@@ -15,7 +15,8 @@ into the original outside the hole (as in the paper) before scoring. It writes:
 - OUT/sheet_<size>.png — contact sheets: input with hole, mask, each method, ground truth; for sizes
   above 1024 px also OUT/sheet_<size>_zoom.png with 1:1 crops around the hole.
 
-Methods are pluggable: `METHOD_FACTORIES` maps a name to a factory building a `Method`
+Methods are pluggable (lab/evaluation/methods.py): `METHOD_FACTORIES` maps a name to a factory
+building a `Method`
 (callable(image (H, W, 3) uint8, mask (H, W) uint8 {0, 255}) -> (H, W, 3) uint8).
 """
 
@@ -28,321 +29,56 @@ import math
 import platform
 import sys
 import time
-import zlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
 from tqdm import tqdm
 
 from backend.options import add_engine_options
 from lab import masks, metrics
+from lab.evaluation.cases import (
+    MASK_BASE,
+    NAMED_LONG_SIDES,
+    Case,
+    Photo,
+    SizeSpec,
+    iter_cases,
+    list_photos,
+    make_case,
+    parse_sizes,
+)
+from lab.evaluation.errors import EvaluationError
+from lab.evaluation.methods import (
+    METHOD_FACTORIES,
+    METHOD_TITLES,
+    Method,
+    MethodConfig,
+    build_methods,
+    mean_colour_method,
+)
+from lab.evaluation.sheets import SheetBuilder, _hole_window
 
-Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
+__all__ = [  # re-exported for callers of the evaluation as one module
+    "Case",
+    "EvaluationError",
+    "METHOD_FACTORIES",
+    "Method",
+    "MethodConfig",
+    "Photo",
+    "SizeSpec",
+    "_hole_window",
+    "build_methods",
+    "list_photos",
+    "make_case",
+    "mean_colour_method",
+    "parse_sizes",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = REPO_ROOT / "data" / "photos" / "val"
 DEFAULT_OUT = Path("runs") / "evaluate"
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
-MASK_BASE = 512  # masks of large cases are drawn with this long side, then scaled up (as in the paper)
-ZOOM_ABOVE = 1024  # sizes with a long side above this also get a sheet of 1:1 crops
-NAMED_LONG_SIDES = {"hd": 1920, "fhd": 1920, "2k": 2560, "qhd": 2560, "4k": 3840, "8k": 7680}
-
-
-class EvaluationError(Exception):
-    """A problem the user can fix (missing photos, missing weights, bad arguments); str() says how."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Methods
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MethodConfig:
-    """What factories may need: our engine's weights, device and whether untrained weights are
-    acceptable (plumbing tests only), and OpenCV's inpaint radius."""
-
-    weights: Path | None = None
-    device: str = "auto"
-    allow_untrained: bool = False
-    opencv_radius: int = 3
-    working_size: int | None = None
-
-
-def opencv_method(flag: int, radius: int = 3) -> Method:
-    """OpenCV's cv2.inpaint (flag: cv2.INPAINT_TELEA or cv2.INPAINT_NS) as a Method."""
-    import cv2
-
-    def fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return cv2.inpaint(image, mask, radius, flag)
-
-    return fill
-
-
-def mean_colour_method(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """A floor to beat: fill the hole with the mean colour of everything outside it."""
-    hole = mask > 127
-    out = image.copy()
-    out[hole] = np.round(image[~hole].mean(axis=0)).astype(np.uint8)
-    return out
-
-
-def engine_method(
-    weights: Path | None = None,
-    device: str = "auto",
-    allow_untrained: bool = False,
-    working_size: int | None = None,
-    corrections: bool = True,
-    refine: bool = True,
-) -> Method:
-    """Our HiFill engine (backend.engine, CRA path) as a Method; raises EvaluationError if unusable.
-
-    corrections=False is the ablation of weights that start from a prefill (ModelConfig.prefill):
-    their learned correction layers are zeroed, so the fill is the prefill alone, through the same CRA.
-    refine=False is the "coarse stage only" ablation: the same weights with the refine stage's
-    contribution removed (section 3.3: its input, the coarse result pasted into the hole, is the
-    fill), through the same CRA (which still uses the refine stage's attention scores).
-    """
-    try:
-        from backend.inference import load_engine
-        from shared_protocol import HiFillError
-    except ImportError as error:
-        raise EvaluationError(
-            f"The HiFill engine cannot be loaded ({error}). Evaluate the baselines alone with "
-            "--methods telea,ns until it is available."
-        ) from error
-    try:
-        engine = load_engine(
-            weights, device=device, allow_untrained=allow_untrained, working_size=working_size
-        )
-    except HiFillError as error:
-        raise EvaluationError(error.message) from error
-    if not corrections:
-        _switch_off_corrections(engine)
-    if not refine:
-        _switch_off_refine(engine)
-
-    def fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        result = engine.fill(image, mask)
-        out = image.copy()
-        height, width = result.pixels.shape[:2]
-        out[result.y : result.y + height, result.x : result.x + width] = result.pixels[..., :3]
-        return out
-
-    fill.description = engine.describe()  # type: ignore[attr-defined]  # shown in results.md
-    return fill
-
-
-def _switch_off_corrections(engine) -> None:
-    from backend.network import zero_residual_outputs
-
-    generator = getattr(engine, "eager_generator", None)
-    if generator is None or generator.prefill == "none":
-        raise EvaluationError(
-            "The 'prefill' method needs weights that start from a prefill (ours since the harmonic "
-            "prefill); these weights paint the hole themselves. Leave 'prefill' out of --methods."
-        )
-    zero_residual_outputs(generator)
-
-
-def _switch_off_refine(engine) -> None:
-    """Give the engine a generator whose refined output is the coarse result pasted into the hole:
-    exactly the image its refine stage receives (backend.network.Generator.forward)."""
-    import torch
-
-    from backend.network import GeneratorOutput
-
-    class CoarseOnly(torch.nn.Module):
-        def __init__(self, generator: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner, self.prefill = generator, generator.prefill
-
-        def forward(self, image: torch.Tensor, mask: torch.Tensor) -> GeneratorOutput:
-            out = self.inner(image, mask)
-            composed = out.coarse * mask + image * (1.0 - mask) * (1.0 - mask)  # as Generator.forward
-            return GeneratorOutput(coarse=out.coarse, refined=composed, scores=out.scores)
-
-    engine.generator = engine.eager_generator = CoarseOnly(engine.eager_generator)
-
-
-def _cv2_flag(name: str) -> int:
-    import cv2
-
-    return {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}[name]
-
-
-METHOD_FACTORIES: dict[str, Callable[[MethodConfig], Method]] = {
-    "hifill": lambda config: engine_method(
-        config.weights, config.device, config.allow_untrained, config.working_size
-    ),
-    "prefill": lambda config: engine_method(
-        config.weights, config.device, config.allow_untrained, config.working_size, corrections=False
-    ),
-    "coarse": lambda config: engine_method(
-        config.weights, config.device, config.allow_untrained, config.working_size, refine=False
-    ),
-    "telea": lambda config: opencv_method(_cv2_flag("telea"), config.opencv_radius),
-    "ns": lambda config: opencv_method(_cv2_flag("ns"), config.opencv_radius),
-    "mean": lambda config: mean_colour_method,
-}
-METHOD_TITLES = {
-    "hifill": "HiFill (ours, CRA)",
-    "prefill": "prefill only (ablation)",
-    "coarse": "coarse stage only (ablation)",
-    "telea": "OpenCV Telea",
-    "ns": "OpenCV Navier-Stokes",
-    "mean": "mean colour",
-}
-
-
-def build_methods(names: Sequence[str], config: MethodConfig) -> dict[str, Method]:
-    """Instantiate the named methods in order; unknown names raise EvaluationError."""
-    unknown = [name for name in names if name not in METHOD_FACTORIES]
-    if unknown:
-        raise EvaluationError(
-            f"Unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHOD_FACTORIES)}."
-        )
-    return {name: METHOD_FACTORIES[name](config) for name in names}
-
-
-# --------------------------------------------------------------------------------------------------
-# Cases
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SizeSpec:
-    """A case size: "square" crops of pixels x pixels, or "long" = whole photo scaled to a long side."""
-
-    label: str
-    kind: str
-    pixels: int
-
-
-def parse_sizes(text: str) -> list[SizeSpec]:
-    """ "512,hd" -> [512x512 crop, long side 1920]. Tokens: N (NxN crop), hd/2k/4k/8k, longN."""
-    sizes = []
-    for token in (part.strip().lower() for part in text.split(",") if part.strip()):
-        if token.isdigit():
-            sizes.append(SizeSpec(token, "square", int(token)))
-        elif token in NAMED_LONG_SIDES:
-            sizes.append(SizeSpec(token, "long", NAMED_LONG_SIDES[token]))
-        elif token.startswith("long") and token[4:].isdigit():
-            sizes.append(SizeSpec(token, "long", int(token[4:])))
-        else:
-            raise EvaluationError(f"Unknown size {token!r}: use N (an NxN crop), hd, 2k, 4k, 8k or longN.")
-    for size in sizes:
-        if size.pixels < 64:
-            raise EvaluationError(f"Size {size.label} is too small; use at least 64 pixels.")
-    if not sizes:
-        raise EvaluationError("No sizes given.")
-    return sizes
-
-
-@dataclass(frozen=True)
-class Photo:
-    name: str
-    pixels: np.ndarray  # (H, W, 3) uint8 RGB
-
-
-@dataclass(frozen=True)
-class Case:
-    """One image + hole at one size. image is the ground truth; mask is (H, W) uint8 {0, 255}."""
-
-    photo: str
-    size: SizeSpec
-    image: np.ndarray
-    mask: np.ndarray
-    upscaled: bool  # the photo had to be enlarged to reach this size
-
-    @property
-    def hole_fraction(self) -> float:
-        return float(np.count_nonzero(self.mask)) / self.mask.size
-
-
-def list_photos(folder: Path, count: int | None = None) -> list[Path]:
-    """Image files under folder (recursively), sorted; with count, that many spread evenly over the list.
-
-    Spreading (rather than taking the first N) keeps a small run representative of every source
-    sub-folder, and the same count always picks the same photos.
-    """
-    if not folder.is_dir():
-        raise EvaluationError(
-            f"No photo folder at {folder}. Build the validation photos with "
-            "`python -m backend build-dataset` or pass --photos DIR."
-        )
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
-    if not paths:
-        raise EvaluationError(f"No photos (jpg, png, webp, bmp, tif) in {folder}.")
-    if not count or count >= len(paths):
-        return paths
-    return [paths[index * len(paths) // count] for index in range(count)]
-
-
-def load_photo(path: Path) -> Photo:
-    with Image.open(path) as image:
-        rgb = ImageOps.exif_transpose(image).convert("RGB")
-        return Photo(path.stem, np.asarray(rgb))
-
-
-def case_rng(seed: int, photo: str, size: SizeSpec) -> np.random.Generator:
-    """The same photo, size and seed always give the same crop and mask, whatever else is evaluated."""
-    return np.random.default_rng([seed, zlib.crc32(photo.encode()), zlib.crc32(size.label.encode())])
-
-
-def make_case(
-    photo: Photo,
-    size: SizeSpec,
-    seed: int,
-    mask_kind: str = "mixed",
-    hole_fraction: tuple[float, float] = (0.05, 0.35),
-) -> Case:
-    """Crop/scale the photo to the size and draw its hole mask, deterministically."""
-    rng = case_rng(seed, photo.name, size)
-    height, width = photo.pixels.shape[:2]
-    if size.kind == "square":
-        scale = max(size.pixels / min(height, width), 1.0)
-        image = _resize(photo.pixels, round(width * scale), round(height * scale))
-        top = int(rng.integers(0, image.shape[0] - size.pixels + 1))
-        left = int(rng.integers(0, image.shape[1] - size.pixels + 1))
-        image = image[top : top + size.pixels, left : left + size.pixels]
-        mask = masks.random_mask(rng, size.pixels, size.pixels, mask_kind, hole_fraction)
-        return Case(photo.name, size, np.ascontiguousarray(image), mask, upscaled=scale > 1.0)
-    scale = size.pixels / max(height, width)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    image = _resize(photo.pixels, new_w, new_h)
-    base = MASK_BASE / max(new_w, new_h)
-    small = masks.random_mask(
-        rng, max(8, round(new_h * base)), max(8, round(new_w * base)), mask_kind, hole_fraction
-    )
-    mask = np.asarray(Image.fromarray(small).resize((new_w, new_h), Image.Resampling.BILINEAR))
-    mask = np.where(mask >= 128, 255, 0).astype(np.uint8)
-    return Case(photo.name, size, image, mask, upscaled=scale > 1.0)
-
-
-def iter_cases(
-    photo_paths: Sequence[Path],
-    sizes: Sequence[SizeSpec],
-    seed: int,
-    mask_kind: str = "mixed",
-    hole_fraction: tuple[float, float] = (0.05, 0.35),
-) -> Iterator[Case]:
-    """Cases photo by photo (each photo is loaded once), sizes in the given order."""
-    for path in photo_paths:
-        photo = load_photo(path)
-        for size in sizes:
-            yield make_case(photo, size, seed, mask_kind, hole_fraction)
-
-
-def _resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
-    if (width, height) == (pixels.shape[1], pixels.shape[0]):
-        return pixels
-    enlarging = width > pixels.shape[1]
-    resample = Image.Resampling.BICUBIC if enlarging else Image.Resampling.LANCZOS
-    return np.asarray(Image.fromarray(pixels).resize((width, height), resample))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -524,89 +260,6 @@ def write_cases_csv(path: Path, results: Sequence[CaseResult]) -> None:
         for r in results:
             row = [r.photo, r.size, r.method, f"{r.hole_fraction:.4f}", int(r.upscaled)]
             writer.writerow(row + [f"{r.scores[key]:.6g}" for key in keys])
-
-
-@dataclass
-class SheetBuilder:
-    """Collects thumbnail rows for the first `rows` cases of each size, then writes PNG sheets."""
-
-    method_names: Sequence[str]
-    rows: int = 6
-    tile: int = 224
-    zoom: int = 320
-    _tiles: dict[str, list[list[Image.Image]]] = field(default_factory=dict)
-    _zooms: dict[str, list[list[Image.Image]]] = field(default_factory=dict)
-
-    def wants(self, case: Case) -> bool:
-        return len(self._tiles.get(case.size.label, [])) < self.rows
-
-    def add(self, case: Case, outputs: dict[str, np.ndarray]) -> None:
-        shown = case.image.copy()
-        shown[case.mask > 127] = (255, 255, 255)
-        mask_rgb = np.repeat(case.mask[..., None], 3, axis=2)
-        panels = [shown, mask_rgb] + [outputs[name] for name in self.method_names] + [case.image]
-        self._tiles.setdefault(case.size.label, []).append([self._thumb(p) for p in panels])
-        if max(case.image.shape[:2]) > ZOOM_ABOVE:
-            top, left = _hole_window(case.mask, self.zoom)
-            crop = (slice(top, top + self.zoom), slice(left, left + self.zoom))
-            zooms = [Image.fromarray(np.ascontiguousarray(p[crop])) for p in panels]
-            self._zooms.setdefault(case.size.label, []).append(zooms)
-
-    def write(self, out_dir: Path) -> list[Path]:
-        titles = (
-            ["input + hole", "mask"] + [METHOD_TITLES.get(n, n) for n in self.method_names] + ["original"]
-        )
-        written = []
-        for label, rows in self._tiles.items():
-            written.append(out_dir / f"sheet_{label}.png")
-            _grid(rows, titles, self.tile).save(written[-1])
-        for label, rows in self._zooms.items():
-            written.append(out_dir / f"sheet_{label}_zoom.png")
-            zoom_titles = [f"{titles[0]} (1:1 crop)", *titles[1:]]
-            _grid(rows, zoom_titles, self.zoom).save(written[-1])
-        return written
-
-    def _thumb(self, pixels: np.ndarray) -> Image.Image:
-        image = Image.fromarray(np.ascontiguousarray(pixels))
-        image.thumbnail((self.tile, self.tile), Image.Resampling.LANCZOS)
-        tile = Image.new("RGB", (self.tile, self.tile), (32, 32, 32))
-        tile.paste(image, ((self.tile - image.width) // 2, (self.tile - image.height) // 2))
-        return tile
-
-
-def _hole_window(mask: np.ndarray, size: int) -> tuple[int, int]:
-    """Top-left of the size x size window (inside the image) holding the most hole pixels."""
-    from scipy import ndimage
-
-    height, width = mask.shape
-    size_h, size_w = min(size, height), min(size, width)
-    step = 8
-    coarse = (
-        (mask[: height // step * step, : width // step * step] > 127)
-        .reshape(height // step, step, width // step, step)
-        .mean(axis=(1, 3))
-    )
-    counts = ndimage.uniform_filter(
-        coarse, size=(max(size_h // step, 1), max(size_w // step, 1)), mode="constant"
-    )
-    cy, cx = np.unravel_index(int(np.argmax(counts)), counts.shape)
-    top = int(np.clip(cy * step + step // 2 - size_h // 2, 0, height - size_h))
-    left = int(np.clip(cx * step + step // 2 - size_w // 2, 0, width - size_w))
-    return top, left
-
-
-def _grid(rows: list[list[Image.Image]], titles: Sequence[str], tile: int) -> Image.Image:
-    gap, header = 4, 20
-    columns = len(titles)
-    sheet = Image.new("RGB", (columns * (tile + gap) + gap, header + len(rows) * (tile + gap) + gap), "white")
-    draw = ImageDraw.Draw(sheet)
-    font = masks.label_font(13)
-    for column, title in enumerate(titles):
-        draw.text((gap + column * (tile + gap) + 2, 4), title, fill=(0, 0, 0), font=font)
-    for row_index, row in enumerate(rows):
-        for column, image in enumerate(row):
-            sheet.paste(image, (gap + column * (tile + gap), header + gap + row_index * (tile + gap)))
-    return sheet
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Parts of `python -m backend evaluate` (lab/evaluate.py): methods, cases, sheets."""
