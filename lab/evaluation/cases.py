@@ -1,7 +1,10 @@
-"""Evaluation cases: validation photos cropped or scaled to a size, each with a seeded hole mask."""
+"""Evaluation cases: validation photos cropped or scaled to a size, each with a seeded hole mask, and
+the committed object removals (lab/evaluation/removals/: hand-made masks over real objects)."""
 
 from __future__ import annotations
 
+import csv
+import itertools
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,6 +19,12 @@ from lab.evaluation.errors import EvaluationError
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 MASK_BASE = 512  # masks of large cases are drawn with this long side, then scaled up (as in the paper)
 NAMED_LONG_SIDES = {"hd": 1920, "fhd": 1920, "2k": 2560, "qhd": 2560, "4k": 3840, "8k": 7680}
+CASE_SETS = ("random", "removals", "both")  # --cases: seeded random holes, object removals, or both
+RANDOM, REMOVAL = "random", "removal"  # Case.kind
+REMOVALS_DIR = Path(__file__).resolve().parent / "removals"
+REMOVALS_MANIFEST = REMOVALS_DIR / "removals.tsv"
+REMOVAL_SUFFIX = "-removal"  # size labels of removal cases: their own table sections
+BUILD_HINT = "Build the validation photos with `python -m backend build-dataset`"
 
 
 @dataclass(frozen=True)
@@ -55,17 +64,26 @@ class Photo:
 
 @dataclass(frozen=True)
 class Case:
-    """One image + hole at one size. image is the ground truth; mask is (H, W) uint8 {0, 255}."""
+    """One image + hole at one size; mask is (H, W) uint8 {0, 255}.
 
-    photo: str
+    kind RANDOM: a seeded random hole, image is the ground truth. kind REMOVAL: a hand-made mask over a
+    real object, so the pixels under the hole are the object itself and there is no ground truth.
+    """
+
+    photo: str  # photo name; a removal case's id (unique even when one photo has several cases)
     size: SizeSpec
     image: np.ndarray
     mask: np.ndarray
     upscaled: bool  # the photo had to be enlarged to reach this size
+    kind: str = RANDOM
 
     @property
     def hole_fraction(self) -> float:
         return float(np.count_nonzero(self.mask)) / self.mask.size
+
+    @property
+    def is_removal(self) -> bool:
+        return self.kind == REMOVAL
 
 
 def list_photos(folder: Path, count: int | None = None) -> list[Path]:
@@ -140,6 +158,137 @@ def iter_cases(
         photo = load_photo(path)
         for size in sizes:
             yield make_case(photo, size, seed, mask_kind, hole_fraction)
+
+
+# --------------------------------------------------------------------------------------------------
+# Object removals: committed masks over real objects of the validation photos
+# --------------------------------------------------------------------------------------------------
+
+REMOVAL_SIZES = {
+    "hd": SizeSpec("hd" + REMOVAL_SUFFIX, "long", NAMED_LONG_SIDES["hd"]),
+    "512": SizeSpec("512" + REMOVAL_SUFFIX, "square", 512),
+}
+REMOVAL_COLUMNS = ("case_id", "photo", "size", "crop", "removed", "mask_method")
+
+
+@dataclass(frozen=True)
+class RemovalSpec:
+    """One row of removals.tsv: what to remove from which photo, at which size.
+
+    size "hd": the whole photo scaled to a long side of 1920; "512": crop (x, y, w, h, a square in the
+    photo's own pixels) scaled to 512x512. The mask PNG <case_id>.png has the case's size, white = hole.
+    """
+
+    case_id: str
+    photo: str  # path relative to the photo folder (data/photos/val)
+    size: str
+    crop: tuple[int, int, int, int] | None
+    removed: str
+    mask_method: str
+    folder: Path = REMOVALS_DIR  # where the manifest and its masks are
+
+    @property
+    def mask_path(self) -> Path:
+        return self.folder / f"{self.case_id}.png"
+
+
+def read_removals(manifest: Path | None = None) -> list[RemovalSpec]:
+    """The rows of a removals manifest (default REMOVALS_MANIFEST; tab-separated, header
+    REMOVAL_COLUMNS), checked for shape."""
+    manifest = manifest or REMOVALS_MANIFEST
+    with manifest.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
+    if not rows or tuple(rows[0]) != REMOVAL_COLUMNS:
+        raise EvaluationError(f"{manifest} must start with the header {' '.join(REMOVAL_COLUMNS)}.")
+    specs = []
+    for number, row in enumerate(rows[1:], start=2):
+        where = f"{manifest}:{number}"
+        if len(row) != len(REMOVAL_COLUMNS):
+            raise EvaluationError(f"{where}: expected {len(REMOVAL_COLUMNS)} columns, got {len(row)}.")
+        case_id, photo, size, crop_text, removed, method = row
+        if size not in REMOVAL_SIZES:
+            raise EvaluationError(f"{where}: size must be one of {', '.join(REMOVAL_SIZES)}.")
+        numbers = [int(part) for part in crop_text.split(",")] if crop_text else []
+        crop = (numbers[0], numbers[1], numbers[2], numbers[3]) if len(numbers) == 4 else None
+        square = crop is not None and crop[2] == crop[3] > 0
+        if (size == "512" and not square) or (size == "hd" and crop_text):
+            raise EvaluationError(f"{where}: a 512 case needs a square crop x,y,w,h; an hd case none.")
+        specs.append(RemovalSpec(case_id, photo, size, crop, removed, method, manifest.parent))
+    if len({spec.case_id for spec in specs}) != len(specs):
+        raise EvaluationError(f"{manifest}: case ids must be unique.")
+    return specs
+
+
+def load_removal_mask(spec: RemovalSpec) -> np.ndarray:
+    """The committed mask of a removal case: (H, W) uint8 {0, 255}."""
+    with Image.open(spec.mask_path) as image:
+        return np.where(np.asarray(image.convert("L")) >= 128, 255, 0).astype(np.uint8)
+
+
+def removal_case(photo: Photo, spec: RemovalSpec) -> Case:
+    """The case of one removal row: the photo scaled (hd) or cropped and scaled (512), with its mask."""
+    height, width = photo.pixels.shape[:2]
+    size = REMOVAL_SIZES[spec.size]
+    if spec.crop is None:
+        scale = size.pixels / max(height, width)
+        image = _resize(photo.pixels, max(1, round(width * scale)), max(1, round(height * scale)))
+    else:
+        left, top, side, _ = spec.crop
+        if left < 0 or top < 0 or left + side > width or top + side > height:
+            raise EvaluationError(
+                f"Removal case {spec.case_id}: crop {spec.crop} leaves the {width}x{height} photo."
+            )
+        scale = size.pixels / side
+        square = np.ascontiguousarray(photo.pixels[top : top + side, left : left + side])
+        image = _resize(square, size.pixels, size.pixels)
+    mask = load_removal_mask(spec)
+    if mask.shape != image.shape[:2]:
+        raise EvaluationError(
+            f"Removal case {spec.case_id}: mask {mask.shape[1]}x{mask.shape[0]} does not fit the "
+            f"{image.shape[1]}x{image.shape[0]} case (was {spec.photo} replaced?)."
+        )
+    return Case(spec.case_id, size, np.ascontiguousarray(image), mask, upscaled=scale > 1.0, kind=REMOVAL)
+
+
+def removal_cases(photos_dir: Path, manifest: Path | None = None) -> Iterator[Case]:
+    """Every committed object-removal case, in manifest order (photos are loaded as cases are drawn).
+
+    Raises EvaluationError before yielding anything when a photo is missing (data not built).
+    """
+    specs = read_removals(manifest)
+    missing = list(dict.fromkeys(spec.photo for spec in specs if not (photos_dir / spec.photo).is_file()))
+    if missing:
+        raise EvaluationError(
+            f"{len(missing)} photos of the object-removal cases are missing from {photos_dir} "
+            f"(e.g. {missing[0]}). {BUILD_HINT}, or pass --photos DIR."
+        )
+    return (removal_case(load_photo(photos_dir / spec.photo), spec) for spec in specs)
+
+
+def select_cases(
+    case_set: str,
+    photo_paths: Sequence[Path],
+    sizes: Sequence[SizeSpec],
+    seed: int,
+    mask_kind: str = "mixed",
+    hole_fraction: tuple[float, float] = (0.05, 0.35),
+    photos_dir: Path | None = None,
+) -> tuple[Iterator[Case], int]:
+    """The cases of --cases (CASE_SETS) and how many there are: random holes on photo_paths x sizes,
+    the object removals of photos_dir, or both (random first)."""
+    if case_set not in CASE_SETS:
+        raise EvaluationError(f"Unknown case set {case_set!r}: use {', '.join(CASE_SETS)}.")
+    chosen: list[Iterator[Case]] = []
+    count = 0
+    if case_set in ("random", "both"):
+        chosen.append(iter_cases(photo_paths, sizes, seed, mask_kind, hole_fraction))
+        count += len(photo_paths) * len(sizes)
+    if case_set in ("removals", "both"):
+        if photos_dir is None:
+            raise EvaluationError("Object-removal cases need the photo folder (--photos DIR).")
+        chosen.append(removal_cases(photos_dir))  # checks every photo now, before any case runs
+        count += len(read_removals())
+    return itertools.chain(*chosen), count
 
 
 def _resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:

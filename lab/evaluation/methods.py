@@ -2,6 +2,10 @@
 
 A `Method` is callable(image (H, W, 3) uint8 with the hole blanked, mask (H, W) uint8 {0, 255})
 -> (H, W, 3) uint8. `METHOD_FACTORIES` maps a name to a factory building one from a `MethodConfig`.
+
+The third-party baselines are dev extras, imported only when their factory runs: `resynth`
+(Resynthesizer's Heal Selection through the resynthesizer wheel, GPL-3, so evaluation only) and
+`patchmatch` (patchmatch-cython, shared with the bench through lab.peer_fills).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class MethodConfig:
     allow_untrained: bool = False
     opencv_radius: int = 3
     working_size: int | None = None
+    detail: str = "auto"  # backend.inference.DETAIL_SOURCES: where our full-resolution detail comes from
 
 
 def opencv_method(flag: int, radius: int = 3) -> Method:
@@ -54,6 +59,7 @@ def engine_method(
     working_size: int | None = None,
     corrections: bool = True,
     refine: bool = True,
+    detail: str = "auto",
 ) -> Method:
     """Our HiFill engine (backend.engine, CRA path) as a Method; raises EvaluationError if unusable.
 
@@ -62,6 +68,7 @@ def engine_method(
     refine=False is the "coarse stage only" ablation: the same weights with the refine stage's
     contribution removed (section 3.3: its input, the coarse result pasted into the hole, is the
     fill), through the same CRA (which still uses the refine stage's attention scores).
+    detail: "attention" (the paper's residual aggregation), "patch" (backend.texture) or "auto".
     """
     try:
         from backend.inference import load_engine
@@ -73,7 +80,11 @@ def engine_method(
         ) from error
     try:
         engine = load_engine(
-            weights, device=device, allow_untrained=allow_untrained, working_size=working_size
+            weights,
+            device=device,
+            allow_untrained=allow_untrained,
+            working_size=working_size,
+            detail=detail,
         )
     except HiFillError as error:
         raise EvaluationError(error.message) from error
@@ -125,33 +136,153 @@ def _switch_off_refine(engine) -> None:
     engine.generator = engine.eager_generator = CoarseOnly(engine.eager_generator)
 
 
+# GIMP's Filters > Enhance > Heal Selection with its defaults (plugin-heal-selection.py/.scm of
+# bootchk/resynthesizer): the corpus is the selection grown by the "context sampling width" (50 px)
+# minus the selection ("all around"); filling order "random" (use_border 1); the engine is called with
+# no tiling, map weight 0.0, autism 0.117, neighbourhood 16, trys 500.
+HEAL_CONTEXT_WIDTH = 50
+HEAL_SETTINGS = {
+    "isMakeSeamlesslyTileableHorizontally": 0,
+    "isMakeSeamlesslyTileableVertically": 0,
+    "matchContextType": 1,  # match the target's context, fill in random order
+    "mapWeight": 0.0,
+    "sensitivityToOutliers": 0.117,
+    "patchSize": 16,  # neighbourhood: pixels per patch
+    "maxProbeCount": 500,
+}
+RESYNTH_ERRORS = {
+    1: "invalid image format",
+    2: "image and mask sizes differ",
+    3: "patch size too large",
+    4: "match context type out of range",
+    5: "nothing to fill",
+    6: "no pixels to sample from",
+}
+
+
+def resynth_method(context_width: int = HEAL_CONTEXT_WIDTH) -> Method:
+    """Resynthesizer's Heal Selection (GIMP defaults) as a Method, through the resynthesizer wheel's
+    libresynthesizer (ctypes). The engine seeds its own generator (a fixed srand), so a fill is
+    deterministic. Raises EvaluationError when the wheel is missing."""
+    try:
+        from resynthesizer import resynthesizer as library
+    except (ImportError, OSError) as error:
+        raise EvaluationError(
+            f"The 'resynth' baseline needs the Resynthesizer library ({error}). Install it with "
+            "`pip install resynthesizer==1.2` (it is in the dev extra; GPL-3, evaluation only), or leave "
+            "'resynth' out of --methods."
+        ) from error
+    import ctypes
+
+    try:  # imageSynth2: the simple API with a separate corpus mask (the wheel wraps only imageSynth)
+        synth = library.resynthesizer_lib.imageSynth2
+    except AttributeError as error:
+        raise EvaluationError(
+            "This build of libresynthesizer has no imageSynth2 (a separate corpus); install "
+            "`pip install resynthesizer==1.2`."
+        ) from error
+    buffer = ctypes.POINTER(library.ImageBuffer)
+    progress_type = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p)
+    synth.argtypes = [buffer, buffer, buffer, ctypes.c_int]
+    synth.argtypes += [ctypes.POINTER(library.TImageSynthParameters), progress_type, ctypes.c_void_p]
+    synth.argtypes += [ctypes.POINTER(ctypes.c_int)]
+    synth.restype = ctypes.c_int
+    settings = library.TImageSynthParameters(**HEAL_SETTINGS)
+    no_progress = progress_type(lambda percent, context: None)
+
+    def as_buffer(pixels: np.ndarray) -> object:
+        height, width = pixels.shape[:2]
+        data = pixels.ctypes.data_as(ctypes.POINTER(ctypes.c_ubyte))
+        return library.ImageBuffer(data, width, height, pixels.strides[0])
+
+    def fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        hole = mask > 127
+        pixels = np.array(image[..., :3], dtype=np.uint8, order="C")  # the engine fills it in place
+        if not hole.any():
+            return pixels
+        target = np.ascontiguousarray(hole, dtype=np.uint8) * np.uint8(255)
+        corpus = heal_selection_corpus(hole, context_width).astype(np.uint8) * np.uint8(255)
+        buffers = as_buffer(pixels), as_buffer(target), as_buffer(corpus)
+        cancel = ctypes.c_int(0)
+        code = synth(*buffers, library.T_RGB, ctypes.byref(settings), no_progress, None, ctypes.byref(cancel))
+        if code:
+            reason = RESYNTH_ERRORS.get(code, "unknown error")
+            raise EvaluationError(f"Resynthesizer could not heal this hole (error {code}: {reason}).")
+        return pixels
+
+    fill.description = (  # type: ignore[attr-defined]  # shown in results.md
+        f"GIMP's Heal Selection defaults: corpus a {context_width} px context band all around the hole, "
+        f"random filling order; engine neighbourhood {HEAL_SETTINGS['patchSize']}, "
+        f"{HEAL_SETTINGS['maxProbeCount']} probes, sensitivity {HEAL_SETTINGS['sensitivityToOutliers']}, "
+        "no map, no tiling (libresynthesizer of the resynthesizer 1.2 wheel, fixed seed)"
+    )
+    return fill
+
+
+def heal_selection_corpus(hole: np.ndarray, context_width: int = HEAL_CONTEXT_WIDTH) -> np.ndarray:
+    """Heal Selection's corpus: known pixels within context_width px (Euclidean, as GIMP's round
+    "grow selection") of the hole. hole: (H, W) bool -> (H, W) bool."""
+    from scipy import ndimage
+
+    return ~hole & (ndimage.distance_transform_edt(~hole) <= context_width)
+
+
+def patchmatch_method() -> Method:
+    """patchmatch-cython's PatchMatch (lab.peer_fills, as the bench runs it) as a Method."""
+    try:
+        import patchmatch_cython  # noqa: F401
+    except ImportError as error:
+        raise EvaluationError(
+            f"The 'patchmatch' baseline needs patchmatch-cython ({error}). Install it with "
+            "`pip install patchmatch-cython==0.2.1` (it is in the dev extra), or leave 'patchmatch' out "
+            "of --methods."
+        ) from error
+    from lab.peer_fills import PATCHMATCH_SEED, patchmatch_fill
+
+    def fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return np.asarray(patchmatch_fill(image, mask), dtype=np.uint8)
+
+    fill.description = (  # type: ignore[attr-defined]  # shown in results.md
+        f"patchmatch-cython 0.2.1 inpaint_pyramid, its defaults (5x5 patches, seam blending), seed "
+        f"{PATCHMATCH_SEED}"
+    )
+    return fill
+
+
 def _cv2_flag(name: str) -> int:
     import cv2
 
     return {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}[name]
 
 
+def _ours(config: MethodConfig, **changes) -> Method:
+    settings = {"detail": config.detail, **changes}
+    return engine_method(
+        config.weights, config.device, config.allow_untrained, config.working_size, **settings
+    )
+
+
 METHOD_FACTORIES: dict[str, Callable[[MethodConfig], Method]] = {
-    "hifill": lambda config: engine_method(
-        config.weights, config.device, config.allow_untrained, config.working_size
-    ),
-    "prefill": lambda config: engine_method(
-        config.weights, config.device, config.allow_untrained, config.working_size, corrections=False
-    ),
-    "coarse": lambda config: engine_method(
-        config.weights, config.device, config.allow_untrained, config.working_size, refine=False
-    ),
+    "hifill": lambda config: _ours(config),
+    "attention": lambda config: _ours(config, detail="attention"),
+    "prefill": lambda config: _ours(config, corrections=False),
+    "coarse": lambda config: _ours(config, refine=False),
     "telea": lambda config: opencv_method(_cv2_flag("telea"), config.opencv_radius),
     "ns": lambda config: opencv_method(_cv2_flag("ns"), config.opencv_radius),
     "mean": lambda config: mean_colour_method,
+    "resynth": lambda config: resynth_method(),
+    "patchmatch": lambda config: patchmatch_method(),
 }
 METHOD_TITLES = {
-    "hifill": "HiFill (ours, CRA)",
+    "hifill": "HiFill (ours)",
+    "attention": "ours, detail by attention (paper's CRA)",
     "prefill": "prefill only (ablation)",
     "coarse": "coarse stage only (ablation)",
     "telea": "OpenCV Telea",
     "ns": "OpenCV Navier-Stokes",
     "mean": "mean colour",
+    "resynth": "Resynthesizer Heal Selection",
+    "patchmatch": "PatchMatch",
 }
 
 

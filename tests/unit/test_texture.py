@@ -1,0 +1,151 @@
+"""backend.texture: the guided patch search against explicit slow versions, and what it must achieve.
+
+The behaviour that matters: a hole in a textured picture gets texture (not a smear) copied from the
+context at whole offsets, in phase with the boundary where the texture is regular; the official
+weights keep the paper's attention path; pixels outside the mask stay bit-exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from backend import cra, texture
+from backend.texture import TextureConfig
+
+torch.set_num_threads(1)
+
+
+def test_gaussian_blur_equals_an_explicit_convolution_with_mirrored_edges() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.random((2, 9, 11)).astype(np.float32)
+    sigma = 1.3
+    radius = int(np.ceil(3 * sigma))
+    taps = np.exp(-(np.arange(-radius, radius + 1) ** 2) / (2 * sigma**2))
+    taps /= taps.sum()
+
+    def mirror(i: int, n: int) -> int:  # reflect without repeating the edge pixel (torch "reflect")
+        return -i if i < 0 else 2 * (n - 1) - i if i >= n else i
+
+    expected = np.zeros_like(image, dtype=np.float64)
+    for c in range(2):
+        for y in range(9):
+            for x in range(11):
+                expected[c, y, x] = sum(
+                    taps[a + radius] * taps[b + radius] * image[c, mirror(y + a, 9), mirror(x + b, 11)]
+                    for a in range(-radius, radius + 1)
+                    for b in range(-radius, radius + 1)
+                )
+    got = texture.gaussian_blur(torch.from_numpy(image), sigma).numpy()
+    assert np.abs(got - expected).max() < 1e-5
+
+
+def test_valid_sources_are_pixels_whose_whole_patch_is_known_and_inside() -> None:
+    hole = torch.zeros(12, 14, dtype=torch.bool)
+    hole[5:7, 6:9] = True
+    reach = 2
+    got = texture.valid_sources(hole, reach)
+    for y in range(12):
+        for x in range(14):
+            inside = reach <= y < 12 - reach and reach <= x < 14 - reach
+            patch = hole[max(y - reach, 0) : y + reach + 1, max(x - reach, 0) : x + reach + 1]
+            assert bool(got[y, x]) == (inside and not bool(patch.any())), (y, x)
+
+
+def test_projected_patches_equal_gathered_descriptors_times_the_basis() -> None:
+    features = torch.rand(4, 15, 17, generator=torch.Generator().manual_seed(1))
+    ys, xs = torch.meshgrid(torch.arange(15), torch.arange(17), indexing="ij")
+    descriptors = texture.gather_descriptors(
+        features, ys.flatten(), xs.flatten(), texture.patch_offsets(2, 1)
+    )
+    mean, basis = texture.pca_basis(descriptors, 6)
+    expected = (descriptors - mean) @ basis
+    assert torch.allclose(texture.project_patches(features, mean, basis, 2), expected, atol=1e-5)
+
+
+def test_upsampled_matches_double_the_parent_source_plus_the_position_inside_it() -> None:
+    coarse = torch.full((3, 4, 2), -1, dtype=torch.long)
+    coarse[1, 2] = torch.tensor([0, 3])
+    fine = texture.upsample_matches(coarse, (6, 8))
+    for y in range(6):
+        for x in range(8):
+            if (y // 2, x // 2) == (1, 2):
+                assert fine[y, x].tolist() == [2 * 0 + y % 2, 2 * 3 + x % 2]
+            else:
+                assert fine[y, x].tolist() == [-1, -1]
+
+
+def test_transfer_at_scale_one_copies_the_source_exactly() -> None:
+    sources = torch.full((10, 10, 2), -1, dtype=torch.long)
+    sources[4, 5] = torch.tensor([1, 2])
+    field = torch.arange(100, dtype=torch.float32).view(1, 10, 10)
+
+    def detail_at(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        return field[:, ys, xs]
+
+    got = texture.transfer_detail(detail_at, sources, (1.0, 1.0), torch.tensor([4]), torch.tensor([5]))
+    assert got.tolist() == [[field[0, 1, 2].item()]]
+
+
+def _stripes(height: int = 96, width: int = 96, period: int = 6) -> np.ndarray:
+    """Vertical stripes (a strong, regular texture) on a colour ramp: (H, W, 3) uint8."""
+    x = np.arange(width)[None, :].repeat(height, 0)
+    y = np.arange(height)[:, None].repeat(width, 1)
+    stripes = np.where((x % period) < period // 2, 50.0, -50.0)
+    return np.clip(np.stack([120 + stripes, 100 + stripes + y * 0.2, 90 + x * 0.2], -1), 0, 255).astype(
+        np.uint8
+    )
+
+
+def _flat_generator(image: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stand-in generator that paints the hole with the context's mean colour (a pure smear)."""
+    known = 1 - hole
+    mean = (image * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True)
+    side = image.shape[2] // cra.CELL_DOWNSCALE * image.shape[3] // cra.CELL_DOWNSCALE
+    return image * known + mean * hole, torch.full((1, side, side), 1.0 / side)
+
+
+def _fill(image: np.ndarray, mask: np.ndarray, config: TextureConfig | None) -> np.ndarray:
+    top, left, region = cra.inpaint(image, mask, _flat_generator, model_side=96, texture=config)
+    out = image.copy()
+    out[top : top + region.shape[0], left : left + region.shape[1]] = region
+    return out
+
+
+def test_a_smear_gets_the_context_texture_in_phase_and_outside_stays_bit_exact() -> None:
+    image = _stripes()
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[30:66, 34:62] = 255
+    hole = mask > 0
+    smeared = _fill(image, mask, None)  # the attention path at the working size: no residuals
+    textured = _fill(image, mask, TextureConfig())
+    assert np.array_equal(textured[~hole], image[~hole])
+    error_smear = np.abs(smeared[hole].astype(float) - image[hole]).mean()
+    error_texture = np.abs(textured[hole].astype(float) - image[hole]).mean()
+    assert error_smear > 30  # the stripes are +-50 around the mean (less where clipped)
+    assert error_texture < 0.25 * error_smear  # texture copied at whole periods, not a smear
+    detail = lambda a: np.abs(np.diff(a[30:66, 34:62, 0].astype(float), axis=1)).mean()  # noqa: E731
+    assert detail(textured) > 0.8 * detail(image)
+
+
+def test_the_search_is_deterministic() -> None:
+    image = _stripes(period=7)
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[20:50, 40:70] = 255
+    assert np.array_equal(_fill(image, mask, TextureConfig()), _fill(image, mask, TextureConfig()))
+
+
+def test_a_hole_without_any_whole_source_patch_is_left_to_the_generator() -> None:
+    hole = torch.ones(8, 8, dtype=torch.bool)
+    hole[0, 0] = False
+    matches = texture.match_context(torch.rand(3, 8, 8), hole)
+    assert bool((matches == -1).all())
+
+
+@pytest.mark.parametrize(("source", "expected"), [("official-import", None), ("ours", TextureConfig())])
+def test_official_weights_keep_the_papers_attention_and_ours_use_the_patch_search(source, expected) -> None:
+    from backend.inference import default_texture
+    from backend.weights import ModelConfig
+
+    assert default_texture(ModelConfig(source=source)) == expected
