@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from backend.network import background_patches
+from backend.texture import TextureConfig, gaussian_blur, match_context, transfer_detail
 
 # The context rule's constants live with the plug-ins' copy of it (shared_protocol.regions, stdlib only):
 # AUTO_CONTEXT_FACTOR x the hole's longer side is the auto margin, auto context never looks at less than
@@ -438,6 +439,74 @@ def compose_window(
         _blend_box(filled, reader.mask[y0:y1, x0:x1], region[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
 
 
+def sample_up(low: torch.Tensor, out_hw: tuple[int, int], ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """bilinear_up(low (C, h, w)) to out_hw at the points (ys, xs): (C, N), equal to upsample_rows."""
+    _, h, w = low.shape
+    fy = ((ys.double() + 0.5) * (h / out_hw[0]) - 0.5).clamp(min=0.0)
+    fx = ((xs.double() + 0.5) * (w / out_hw[1]) - 0.5).clamp(min=0.0)
+    y0, x0 = fy.floor().long().clamp(max=h - 1), fx.floor().long().clamp(max=w - 1)
+    y1, x1 = (y0 + 1).clamp(max=h - 1), (x0 + 1).clamp(max=w - 1)
+    wy, wx = (fy - y0).float(), (fx - x0).float()
+    top = low[:, y0, x0] * (1 - wx) + low[:, y0, x1] * wx
+    bottom = low[:, y1, x0] * (1 - wx) + low[:, y1, x1] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+TEXTURE_BAND_PIXELS = 1 << 20  # hole pixels composed at a time by compose_window_texture
+
+
+def compose_window_texture(
+    reader: WindowReader,
+    base_low: torch.Tensor,
+    sources: torch.Tensor,
+    search_factor: int,
+    region: np.ndarray,
+    region_origin: tuple[int, int],
+    cancelled: Callable[[], bool],
+    texture: TextureConfig,
+) -> None:
+    """Write bilinear_up(base_low) + matched full-resolution detail where the mask is > 0 (soft blend).
+
+    base_low: (3, h, w) the blurred working-size fill; sources: (h/f, w/f, 2) matches found at
+    1/search_factor of the working size (backend.texture.match_context). Detail of a context
+    pixel = image - bilinear_up(base_low) there. Bands of rows are composed one at a time.
+    """
+    w = reader.window
+    out_hw = (w.height, w.width)
+    scale = (w.cell_h * search_factor / CELL_DOWNSCALE, w.cell_w * search_factor / CELL_DOWNSCALE)
+    oy, ox = region_origin
+    y0, y1 = max(w.top, oy), min(w.top + w.height, oy + region.shape[0])
+    x0, x1 = max(w.left, ox), min(w.left + w.width, ox + region.shape[1])
+    if y0 >= y1 or x0 >= x1:
+        return
+    rows_per_band = max(1, TEXTURE_BAND_PIXELS // (x1 - x0))
+
+    def detail_at(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        ys, xs = ys.clamp(0, w.height - 1), xs.clamp(0, w.width - 1)
+        pixels = reader.image[reader.rows[ys.numpy()], reader.cols[xs.numpy()], :3]  # (N, 3)
+        colour = torch.from_numpy(to_unit_float(np.ascontiguousarray(pixels))).T
+        return colour - sample_up(base_low, out_hw, ys, xs)
+
+    for band_top in range(y0, y1, rows_per_band):
+        if cancelled():
+            raise FillCancelled
+        band_bottom = min(band_top + rows_per_band, y1)
+        alpha = reader.mask[band_top:band_bottom, x0:x1]
+        inside = alpha > 0
+        if not inside.any():
+            continue
+        ys_local, xs_local = np.nonzero(inside)
+        ys = torch.from_numpy(ys_local + (band_top - w.top))
+        xs = torch.from_numpy(xs_local + (x0 - w.left))
+        values = sample_up(base_low, out_hw, ys, xs) + transfer_detail(
+            detail_at, sources, scale, ys, xs, texture.blend
+        )
+        filled = torch.zeros(3, band_bottom - band_top, x1 - x0)
+        filled[:, torch.from_numpy(ys_local), torch.from_numpy(xs_local)] = values
+        target = region[band_top - oy : band_bottom - oy, x0 - ox : x1 - ox]
+        _blend_box(filled, alpha, target)
+
+
 def _blend_box(filled: torch.Tensor, alpha: np.ndarray, target: np.ndarray) -> None:
     """Soft-blend ``filled`` (3, h, w) in [0, 1] into ``target`` (h, w, C) where ``alpha`` (h, w) > 0.
 
@@ -469,8 +538,14 @@ def fill_window(
     region_origin: tuple[int, int],
     cancelled: Callable[[], bool] = lambda: False,
     progress: Callable[[float, str], None] = lambda f, m: None,
+    texture: TextureConfig | None = None,
 ) -> None:
-    """The full CRA pipeline of Fig. 2 for one window; writes into ``region`` (a crop of the image copy)."""
+    """The full CRA pipeline of Fig. 2 for one window; writes into ``region`` (a crop of the image copy).
+
+    texture=None aggregates residuals with the generator's attention scores (Eq. 4, the paper's
+    path); a TextureConfig copies full-resolution detail through a guided patch search instead
+    (backend.texture).
+    """
     reader = WindowReader(image, mask, window)
     progress(0.0, "Reading the context")
     low_image, hole_low = downsample_window(reader)  # (1,3,h,w) in [0,1], (1,1,h,w)
@@ -482,6 +557,16 @@ def fill_window(
     fill_low = (fill * hole_low + low_image * (1.0 - hole_low))[0]  # paste back at low resolution
     if cancelled():
         raise FillCancelled
+    if texture is not None:
+        progress(0.5, "Matching texture in the context")
+        factor = texture.search_factor(fill_low.shape[1:])
+        search_image = F.avg_pool2d(fill_low[None], factor)[0]  # (3, h/f, w/f); h, w are multiples of 16
+        search_hole = F.max_pool2d(hole_low, factor)[0, 0] > 0
+        sources = match_context(search_image, search_hole, texture)
+        progress(0.8, "Composing the full-resolution fill")
+        base_low = gaussian_blur(fill_low, texture.guide_sigma * factor)
+        compose_window_texture(reader, base_low, sources, factor, region, region_origin, cancelled, texture)
+        return
     progress(0.6, "Aggregating contextual residuals")
     hole_idx, source_idx, weights = aggregation_weights(scores[0].float(), hole_low, window)
     aggregated = aggregate_residuals(reader, low_image[0], hole_idx, source_idx, weights, cancelled)
@@ -507,6 +592,7 @@ def inpaint(
     model_side: int = DEFAULT_MODEL_SIDE,
     cancelled: Callable[[], bool] = lambda: False,
     progress: Callable[[float, str], None] = lambda f, m: None,
+    texture: TextureConfig | None = None,
 ) -> tuple[int, int, np.ndarray]:
     """Fill every hole of ``mask`` (H, W) uint8 in ``image`` (H, W, 3|4). Returns (top, left, region).
 
@@ -523,6 +609,8 @@ def inpaint(
         def window_progress(f: float, message: str, n: int = n) -> None:
             progress((n + f) / len(windows), message)
 
-        fill_window(image, mask, window, run_generator, region, (top, left), cancelled, window_progress)
+        fill_window(
+            image, mask, window, run_generator, region, (top, left), cancelled, window_progress, texture
+        )
     progress(1.0, "Done")
     return top, left, region

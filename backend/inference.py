@@ -15,6 +15,7 @@ from backend import cra
 from backend.device import choose_device, choose_precision
 from backend.engine import CancelCheck, FillOptions, FillResult, InpaintEngine, ProgressCallback
 from backend.network import Generator, GeneratorOutput
+from backend.texture import TextureConfig
 from backend.weights import DEFAULT_WEIGHTS, ModelConfig, load_generator
 from shared_protocol import ErrorKind, HiFillError
 
@@ -34,9 +35,11 @@ class TorchInpaintEngine(InpaintEngine):
         device: torch.device,
         autocast_dtype: torch.dtype | None,
         working_size: int = cra.DEFAULT_MODEL_SIDE,
+        texture: TextureConfig | None = None,
     ) -> None:
         check_working_size(working_size)
         self.working_size = working_size
+        self.texture = texture  # None: the paper's attention-weighted residuals (Eq. 4)
         self.generator = generator.to(device).eval()
         self.eager_generator = self.generator  # what run_generator falls back to if compilation fails
         self._cpu_generator: Generator | None = None  # made on the first out-of-memory fallback to the CPU
@@ -58,8 +61,13 @@ class TorchInpaintEngine(InpaintEngine):
         warm_up: bool = True,
         compile: bool = False,
         working_size: int | None = None,
+        detail: str = "auto",
     ) -> TorchInpaintEngine:
         """Load weights onto a device; ``compile`` asks for torch.compile of the generator (see compile).
+
+        detail: where the full-resolution detail comes from (DETAIL_SOURCES): "attention" (the paper's
+        CRA), "patch" (a patch search guided by the fill, backend.texture), "auto" (attention for the
+        official weights, patch for ours).
 
         working_size: the generator's input is about working_size^2 pixels per context window
         (default: the size stored with the weights, ModelConfig.working_size).
@@ -78,7 +86,8 @@ class TorchInpaintEngine(InpaintEngine):
         if dev.type == "cpu":
             torch.set_num_threads(max(1, os.cpu_count() or 1))
         side = working_size or config.working_size
-        engine = cls(generator, config, path, dev, choose_precision(dev, precision), side)
+        texture = default_texture(config) if detail == "auto" else TEXTURE_MODES[detail]
+        engine = cls(generator, config, path, dev, choose_precision(dev, precision), side, texture)
         if compile:
             engine.compile()
         if warm_up:
@@ -124,6 +133,7 @@ class TorchInpaintEngine(InpaintEngine):
             "compiled": self.compiled,
             "working_size": self.working_size,
             "prefill": self.config.prefill,
+            "detail": "attention" if self.texture is None else "patch",
         }
 
     def warm_up(self, side: int = 256) -> float:
@@ -184,6 +194,7 @@ class TorchInpaintEngine(InpaintEngine):
                     model_side=side,
                     cancelled=is_cancelled or (lambda: False),
                     progress=report,
+                    texture=self.texture,
                 )
                 return FillResult(x=left, y=top, pixels=region, warnings=tuple(warnings))
             except cra.FillCancelled:
@@ -214,6 +225,15 @@ class TorchInpaintEngine(InpaintEngine):
             self._cpu_generator = copy.deepcopy(self.eager_generator).float().cpu().eval()
         out = self._cpu_generator(image.cpu().float(), hole.cpu().float())
         return out.refined.float(), out.scores.float()
+
+
+TEXTURE_MODES: dict[str, TextureConfig | None] = {"attention": None, "patch": TextureConfig()}
+DETAIL_SOURCES = ("auto", *TEXTURE_MODES)
+
+
+def default_texture(config: ModelConfig) -> TextureConfig | None:
+    """The official checkpoint keeps the paper's CRA; our weights copy detail by guided patch search."""
+    return None if config.source == "official-import" else TextureConfig()
 
 
 SMALLEST_WORKING_SIZE = 128  # 8 x 8 attention cells: below this the generator has too little to work with
@@ -284,6 +304,7 @@ def load_engine(
     allow_untrained: bool = False,
     compile: bool = False,
     working_size: int | None = None,
+    detail: str = "auto",
 ) -> TorchInpaintEngine:
     """The torch engine, warmed up. Raises HiFillError(NO_WEIGHTS) when weights are missing or unusable.
 
@@ -299,4 +320,5 @@ def load_engine(
         allow_untrained=allow_untrained,
         compile=compile,
         working_size=working_size,
+        detail=detail,
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def add_engine_options(parser: argparse.ArgumentParser, precision: bool = True) -> None:
-    """--weights, --device, --precision (unless `precision` is False), --working-size and
+    """--weights, --device, --precision (unless `precision` is False), --working-size, --detail and
     --allow-untrained, spelled and defaulted the same way everywhere (engine_from_options reads them)."""
     parser.add_argument(
         "--weights", type=Path, default=None, help="generator weights, .safetensors (default: shipped)"
@@ -23,6 +23,13 @@ def add_engine_options(parser: argparse.ArgumentParser, precision: bool = True) 
         type=int,
         default=None,
         help="generator input side per context window, a multiple of 16 (default: the weights' own)",
+    )
+    parser.add_argument(
+        "--detail",
+        default="auto",
+        choices=("auto", "attention", "patch"),
+        help="where full-resolution detail comes from: the generator's attention (the paper's CRA), a "
+        "patch search guided by the fill, or auto (attention for official weights, else patch)",
     )
     parser.add_argument(
         "--allow-untrained",
@@ -45,4 +52,5 @@ def engine_from_options(args: argparse.Namespace, compile: bool = False):  # -> 
         allow_untrained=args.allow_untrained,
         compile=compile,
         working_size=args.working_size,
+        detail=getattr(args, "detail", "auto"),
     )

@@ -1,17 +1,23 @@
 """Evaluation harness: our model against classical baselines on the same photos and holes.
 
 `python -m backend evaluate [--photos DIR] [--weights W] [--count N] [--sizes 512,hd] [--out DIR]
-[--seed S] [--methods hifill,telea,ns]`
+[--seed S] [--methods hifill,telea,ns] [--cases random|removals|both]`
 
 For every validation photo and every requested size the harness builds one case — a 512x512 crop
 (or any NxN) or the whole photo scaled to a long side of 1920 ("hd", through CRA) — and one hole mask
 from a fixed seed (lab.masks), then runs every method on exactly that case. Methods receive the
 image with the hole blanked to 0, so none can peek at the ground truth; their output is pasted back
-into the original outside the hole (as in the paper) before scoring. It writes:
+into the original outside the hole (as in the paper) before scoring. `--cases removals` (or `both`)
+runs the committed object removals instead (or as well): hand-made masks over real objects of the
+validation photos (lab/evaluation/removals), in their own tables ("hd-removal", "512-removal"), where
+the scores against the original are "–" because the hole holds the object. It writes:
 
-- OUT/results.md — a markdown table per size (mean ± std of in-hole L1, PSNR, SSIM, MS-SSIM, time);
-  also printed;
-- OUT/cases.csv — every case and method, one row each;
+- OUT/results.md — a markdown table per size (mean ± std of in-hole L1, PSNR, SSIM, MS-SSIM, hole
+  detail, time) with a "ground truth" row for the detail column, and how often each method's detail
+  lies within 0.7x–1.3x of the truth's; also printed. Hole detail (lab.metrics.hole_detail) is the fine
+  texture in the hole relative to a ring around it: ~0 for a flat or blurry fill, ~1 as textured as the
+  surroundings; a fill looks right when it is near the photo's own value, not when it is highest;
+- OUT/cases.csv — every case and method, one row each (detail_truth: the ground truth's hole detail);
 - OUT/sheet_<size>.png — contact sheets: input with hole, mask, each method, ground truth; for sizes
   above 1024 px also OUT/sheet_<size>_zoom.png with 1:1 crops around the hole.
 
@@ -38,16 +44,19 @@ from tqdm import tqdm
 
 from backend.options import add_engine_options
 from lab import masks, metrics
+from lab.evaluation.blind import BlindKit
 from lab.evaluation.cases import (
+    CASE_SETS,
     MASK_BASE,
     NAMED_LONG_SIDES,
+    REMOVAL_SUFFIX,
     Case,
     Photo,
     SizeSpec,
-    iter_cases,
     list_photos,
     make_case,
     parse_sizes,
+    select_cases,
 )
 from lab.evaluation.errors import EvaluationError
 from lab.evaluation.methods import (
@@ -92,8 +101,10 @@ METRIC_COLUMNS = (
     ("ssim_image", "SSIM image ↑", 4),
     ("ssim_hole", "SSIM hole ↑", 4),
     ("ms_ssim", "MS-SSIM ↑", 4),
+    ("detail_hole", "detail ≈ truth", 2),
     ("seconds", "time (s)", 3),
 )
+DETAIL_BAND = (0.7, 1.3)  # a fill's hole detail within these multiples of the ground truth's looks right
 
 
 @dataclass
@@ -130,6 +141,7 @@ def score(prediction: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[
         "psnr_image": metrics.psnr(prediction, target),
         "ssim_image": float(ssim_values.mean()),
         "ssim_hole": float(ssim_values[hole_windows].mean()) if hole_windows.any() else math.nan,
+        "detail_hole": metrics.hole_detail(prediction, mask),
     }
     smallest = metrics.SSIM_WINDOW * 2 ** (len(metrics.MS_SSIM_WEIGHTS) - 1)
     scores["ms_ssim"] = metrics.ms_ssim(prediction, target) if min(mask.shape) >= smallest else math.nan
@@ -161,8 +173,19 @@ def _ssim_map_outside_identical(prediction: np.ndarray, target: np.ndarray, mask
     return values
 
 
-def run_case(case: Case, name: str, method: Method) -> tuple[CaseResult, np.ndarray]:
-    """Run one method on one case; returns its scores and the pasted-back output (H, W, 3) uint8."""
+# Scores that compare a fill with the image under the hole: nan for object removals (no ground truth).
+GROUND_TRUTH_METRICS = frozenset(
+    {"l1_hole", "psnr_hole", "psnr_image", "ssim_image", "ssim_hole", "ms_ssim", "detail_truth"}
+)
+
+
+def run_case(
+    case: Case, name: str, method: Method, truth_detail: float | None = None
+) -> tuple[CaseResult, np.ndarray]:
+    """Run one method on one case; returns its scores and the pasted-back output (H, W, 3) uint8.
+
+    truth_detail: the ground truth's hole detail (scores["detail_truth"]), computed here when None.
+    """
     blanked = blank_hole(case.image, case.mask)
     start = time.perf_counter()
     output = method(blanked, case.mask.copy())
@@ -175,6 +198,11 @@ def run_case(case: Case, name: str, method: Method) -> tuple[CaseResult, np.ndar
     pasted = paste_back(output, case.image, case.mask)
     scores = score(pasted, case.image, case.mask)
     scores["seconds"] = seconds
+    scores["detail_truth"] = (
+        metrics.hole_detail(case.image, case.mask) if truth_detail is None else truth_detail
+    )
+    if case.is_removal:  # the pixels under the hole are the removed object: nothing to compare with
+        scores.update(dict.fromkeys(GROUND_TRUTH_METRICS & scores.keys(), math.nan))
     result = CaseResult(case.photo, case.size.label, name, case.hole_fraction, case.upscaled, scores)
     return result, pasted
 
@@ -201,7 +229,8 @@ def summary_tables(results: Sequence[CaseResult], method_names: Sequence[str]) -
         of_size = [result for result in results if result.size == size]
         upscaled = len({r.photo for r in of_size if r.upscaled})
         photos = len({r.photo for r in of_size})
-        lines.append(f"### {_size_title(size)} — {photos} photos ({upscaled} enlarged to reach this size)\n")
+        noun = "cases" if size.endswith(REMOVAL_SUFFIX) else "photos"  # a removal's "photo" is its case id
+        lines.append(f"### {_size_title(size)} — {photos} {noun} ({upscaled} enlarged to reach this size)\n")
         header = ["method", "n"] + [title for _, title, _ in METRIC_COLUMNS]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
@@ -213,12 +242,54 @@ def summary_tables(results: Sequence[CaseResult], method_names: Sequence[str]) -
             for key, _, digits in METRIC_COLUMNS:
                 cells.append(_mean_std([row.scores[key] for row in rows], digits))
             lines.append("| " + " | ".join(cells) + " |")
+        lines.append(_truth_row(of_size))
         lines.append("")
         lines.extend(_win_rates(of_size, method_names))
+        lines.extend(_detail_band(of_size, method_names))
     return "\n".join(lines)
 
 
+def _truth_details(results: Sequence[CaseResult]) -> dict[str, float]:
+    """The ground truth's hole detail per photo (the same for every method of a case)."""
+    return {r.photo: r.scores.get("detail_truth", math.nan) for r in results}
+
+
+def _truth_row(results: Sequence[CaseResult]) -> str:
+    """Table row "ground truth": its hole detail; no other column applies ("–")."""
+    truth = _truth_details(results)
+    cells = ["ground truth", str(len(truth))]
+    for key, _, digits in METRIC_COLUMNS:
+        cells.append(_mean_std(list(truth.values()), digits) if key == "detail_hole" else "–")
+    return "| " + " | ".join(cells) + " |"
+
+
+def _detail_band(results: Sequence[CaseResult], method_names: Sequence[str]) -> list[str]:
+    """How often each method's hole detail lies within DETAIL_BAND times the ground truth's."""
+    truth = _truth_details(results)
+    low, high = DETAIL_BAND
+    counts = []
+    for name in method_names:
+        ratios = [
+            r.scores["detail_hole"] / truth[r.photo]
+            for r in results
+            if r.method == name and truth[r.photo] > 0 and math.isfinite(r.scores["detail_hole"])
+        ]
+        if ratios:
+            inside = sum(low <= ratio <= high for ratio in ratios)
+            counts.append(f"{METHOD_TITLES.get(name, name)} {inside} of {len(ratios)}")
+    if not counts:
+        return []
+    return [
+        f"- Hole detail within the target band ({low}x–{high}x the ground truth's, as detailed as the "
+        f"photo itself): {', '.join(counts)} cases.",
+        "",
+    ]
+
+
 def _size_title(label: str) -> str:
+    if label.endswith(REMOVAL_SUFFIX):
+        base = label.removesuffix(REMOVAL_SUFFIX)
+        return f"object removals, {'512² crops' if base == '512' else _size_title(base)}"
     if label.isdigit():
         return f"{label}×{label} crops"
     long_side = NAMED_LONG_SIDES.get(label, label[4:] if label.startswith("long") else label)
@@ -238,7 +309,7 @@ def _win_rates(results: Sequence[CaseResult], method_names: Sequence[str]) -> li
     if len(method_names) < 2:
         return []
     first = method_names[0]
-    l1 = {(r.photo, r.method): r.scores["l1_hole"] for r in results}
+    l1 = {(r.photo, r.method): r.scores["l1_hole"] for r in results if math.isfinite(r.scores["l1_hole"])}
     photos = list(dict.fromkeys(r.photo for r in results))
     lines = []
     for other in method_names[1:]:
@@ -253,13 +324,13 @@ def _win_rates(results: Sequence[CaseResult], method_names: Sequence[str]) -> li
 
 
 def write_cases_csv(path: Path, results: Sequence[CaseResult]) -> None:
-    keys = [key for key, _, _ in METRIC_COLUMNS]
+    keys = [key for key, _, _ in METRIC_COLUMNS] + ["detail_truth"]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["photo", "size", "method", "hole_fraction", "upscaled", *keys])
         for r in results:
             row = [r.photo, r.size, r.method, f"{r.hole_fraction:.4f}", int(r.upscaled)]
-            writer.writerow(row + [f"{r.scores[key]:.6g}" for key in keys])
+            writer.writerow(row + [f"{r.scores.get(key, math.nan):.6g}" for key in keys])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,30 +356,45 @@ def evaluate(
     sheet_rows: int = 6,
     progress: bool = True,
     header: str = "",
+    blind_dir: Path | None = None,
+    case_set: str = "random",
+    photos_dir: Path | None = None,
 ) -> EvaluationReport:
-    """Run every method on every case, write results.md, cases.csv and contact sheets into out_dir."""
+    """Run every method on every case, write results.md, cases.csv and contact sheets into out_dir
+    (with blind_dir, also a blind comparison kit there: lab/evaluation/blind.py).
+
+    case_set: "random" (seeded holes on photo_paths x sizes), "removals" (the committed object
+    removals of lab/evaluation/removals, photos from photos_dir) or "both"."""
     out_dir.mkdir(parents=True, exist_ok=True)
     names = list(methods)
     sheets = SheetBuilder(names, rows=sheet_rows)
+    blind = BlindKit(blind_dir, names, seed) if blind_dir is not None else None
     results: list[CaseResult] = []
+    cases, case_count = select_cases(
+        case_set, photo_paths, sizes, seed, mask_kind, hole_fraction, photos_dir
+    )  # before the warm-up: missing photos fail fast
     warm_up(methods)
-    total = len(photo_paths) * len(sizes) * len(names)
+    total = case_count * len(names)
     with tqdm(total=total, desc="evaluate", unit="fill", disable=not progress, dynamic_ncols=True) as bar:
-        for case in iter_cases(photo_paths, sizes, seed, mask_kind, hole_fraction):
+        for case in cases:
             outputs = {}
+            truth_detail = metrics.hole_detail(case.image, case.mask)
             for name, method in methods.items():
                 bar.set_postfix_str(f"{case.size.label} {case.photo[:24]} {name}")
-                result, outputs[name] = run_case(case, name, method)
+                result, outputs[name] = run_case(case, name, method, truth_detail)
                 results.append(result)
                 bar.update()
             if sheets.wants(case):
                 sheets.add(case, outputs)
+            if blind is not None:
+                blind.add(case, outputs)
     markdown = header + summary_tables(results, names)
     results_path = out_dir / "results.md"
     results_path.write_text(markdown + "\n", encoding="utf-8")
     csv_path = out_dir / "cases.csv"
     write_cases_csv(csv_path, results)
-    return EvaluationReport(results, markdown, [results_path, csv_path, *sheets.write(out_dir)])
+    files = [results_path, csv_path, *sheets.write(out_dir), *(blind.finish() if blind else [])]
+    return EvaluationReport(results, markdown, files)
 
 
 def _report_header(args: argparse.Namespace, methods: dict[str, Method], photos: Sequence[Path]) -> str:
@@ -321,6 +407,12 @@ def _report_header(args: argparse.Namespace, methods: dict[str, Method], photos:
         f"drawn at a long side of {MASK_BASE} and scaled up)",
         f"- machine: {_cpu_model()}, {_cpu_count()} logical CPUs, Python {platform.python_version()}",
     ]
+    if getattr(args, "cases", "random") != "random":
+        lines.append(
+            f"- cases: {args.cases}; object removals are the hand-made masks over real objects of "
+            "lab/evaluation/removals (removals.tsv). Their hole holds the object itself, so the scores "
+            "against the original (L1, PSNR, SSIM, MS-SSIM, the truth's detail) are – for them"
+        )
     for name, method in methods.items():
         description = getattr(method, "description", None)
         if isinstance(description, dict):
@@ -342,8 +434,13 @@ def _report_header(args: argparse.Namespace, methods: dict[str, Method], photos:
     lines.append(
         "- Methods see the image with the hole blanked; outputs are pasted back outside the hole before "
         "scoring. L1 on the 0–255 scale over hole pixels; SSIM 11×11 Gaussian σ 1.5 (image: all windows; "
-        "hole: windows centred in the hole); MS-SSIM over the whole image (only sizes ≥ 176 px); time is "
-        "wall time per image of the method call alone, after one warm-up call.\n"
+        "hole: windows centred in the hole); MS-SSIM over the whole image (only sizes ≥ 176 px); detail "
+        "is the mean |grey − its Gaussian blur (σ 1.5)| in the hole eroded by 2 px over the same mean in a "
+        f"ring of known pixels around the hole ({metrics.DETAIL_RING_AT_512} px at a long side of 512, "
+        f"scaled, at least {metrics.DETAIL_RING_MIN} px): ~0 flat, ~1 as textured as the surroundings; the "
+        f"target is the ground truth's own value (row 'ground truth'), within {DETAIL_BAND[0]}x–"
+        f"{DETAIL_BAND[1]}x of it; time is wall time per image of the method call alone, after one "
+        "warm-up call.\n"
     )
     return "\n".join(lines) + "\n"
 
@@ -387,6 +484,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--opencv-radius", type=int, default=3, help="inpaint radius of the OpenCV methods")
     parser.add_argument("--sheet-rows", type=int, default=6, help="cases per contact sheet")
+    parser.add_argument(
+        "--blind",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write a blind comparison kit to DIR: anonymous sheets, key.json, judges.md",
+    )
+    parser.add_argument(
+        "--cases",
+        default="random",
+        choices=CASE_SETS,
+        help="random: seeded holes on --count photos at --sizes; removals: the committed object "
+        "removals (lab/evaluation/removals, HD and 512² with their own tables); both",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -410,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.count is not None and args.count < 1:
             raise EvaluationError("--count must be at least 1.")
         sizes = parse_sizes(args.sizes)
-        photos = list_photos(args.photos, args.count)
+        photos = list_photos(args.photos, args.count) if args.cases != "removals" else []
         names = [name.strip() for name in args.methods.split(",") if name.strip()]
         if not names:
             raise EvaluationError("No methods given.")
@@ -420,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             allow_untrained=args.allow_untrained,
             opencv_radius=args.opencv_radius,
             working_size=args.working_size,
+            detail=args.detail,
         )
         methods = build_methods(names, config)
         report = evaluate(
@@ -433,6 +545,9 @@ def main(argv: list[str] | None = None) -> int:
             sheet_rows=args.sheet_rows,
             progress=not args.no_progress,
             header=_report_header(args, methods, photos),
+            blind_dir=args.blind,
+            case_set=args.cases,
+            photos_dir=args.photos,
         )
     except EvaluationError as error:
         print(f"evaluate: {error}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Image-quality metrics for inpainting evaluation: in-hole L1, PSNR, SSIM and MS-SSIM.
+"""Image-quality metrics for inpainting evaluation: in-hole L1, PSNR, SSIM, MS-SSIM and hole detail.
 
 All functions are pure and take images on the 0–255 scale, shaped (H, W) or (H, W, C), of any real
 dtype (uint8 is widened first, so differences never wrap around). A `mask` is (H, W): bool, uint8
@@ -8,6 +8,9 @@ SSIM follows Wang et al. 2004: an 11x11 Gaussian window with sigma 1.5, K1 = 0.0
 population (not sample) statistics, and only windows lying fully inside the image ("valid"), as in
 the authors' reference implementation. MS-SSIM follows Wang, Simoncelli & Bovik 2003: five scales
 with the published weights, 2x2 average pooling between scales.
+
+`hole_detail` needs no ground truth: it compares the fine texture inside the hole with that of the
+hole's surroundings (1 = as much detail as the ring around the hole, 0 = a flat fill).
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+DETAIL_SIGMA = 1.5  # Gaussian blur whose residual is hole_detail's high-pass
+DETAIL_TRUNCATE = 4.0  # the blur's kernel reaches 4 sigma (scipy's default): radius 6 px
+DETAIL_EROSION = 2  # hole pixels within this many px of a known pixel (the seam) are not counted
+DETAIL_RING_AT_512, DETAIL_RING_MIN = 16, 8  # ring width: 16 px at a long side of 512, at least 8 px
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as Pillow's convert("L")
 
 
 def hole_mask(mask: np.ndarray) -> np.ndarray:
@@ -127,6 +135,49 @@ def ms_ssim(
             result *= cs**weight
             a, b = _halve(a), _halve(b)
     return float(result.mean())
+
+
+def detail_ring_width(height: int, width: int) -> int:
+    """Width in px of hole_detail's ring: 16 px at a long side of 512, scaled with it, at least 8."""
+    return max(DETAIL_RING_MIN, round(DETAIL_RING_AT_512 * max(height, width) / 512))
+
+
+def hole_detail(image: np.ndarray, mask: np.ndarray) -> float:
+    """Fine texture inside the hole relative to its surroundings; needs no ground truth.
+
+    image: (H, W, 3) or (H, W), 0–255; mask: (H, W) (see hole_mask). The high-pass is the grey image
+    (BT.601 luma) minus its Gaussian blur (sigma 1.5, kernel radius 6, borders mirrored). Returns the
+    mean |high-pass| over the hole eroded by 2 px (hole pixels more than 2 px, Euclidean, from every
+    known pixel; the image border is no seam) divided by the same mean over the ring of known pixels
+    within detail_ring_width(H, W) px (Euclidean) of the hole. ~0 for a flat fill, ~1 for a fill as
+    textured as its surroundings, above 1 for noisier ones. nan when the eroded hole or the ring is
+    empty, or the ring is perfectly flat.
+    """
+    grey = np.asarray(image, dtype=np.float64)
+    if grey.ndim == 3:
+        grey = grey[..., :3] @ np.asarray(GREY_WEIGHTS)
+    hole = hole_mask(mask)
+    if hole.shape != grey.shape:
+        raise ValueError(f"mask shape {hole.shape} does not match image shape {grey.shape}")
+    rows, cols = np.flatnonzero(hole.any(axis=1)), np.flatnonzero(hole.any(axis=0))
+    if rows.size == 0:
+        return math.nan
+    band = detail_ring_width(*hole.shape)
+    # Every pixel that counts, and every pixel its blur reads, lies within band + radius of the
+    # hole's bounding box: cropping there gives the same numbers (mirroring only at image borders).
+    margin = band + int(DETAIL_TRUNCATE * DETAIL_SIGMA + 0.5) + 1
+    crop = (
+        slice(max(rows[0] - margin, 0), rows[-1] + margin + 1),
+        slice(max(cols[0] - margin, 0), cols[-1] + margin + 1),
+    )
+    grey, hole = grey[crop], hole[crop]
+    high_pass = np.abs(grey - ndimage.gaussian_filter(grey, DETAIL_SIGMA, truncate=DETAIL_TRUNCATE))
+    inner = ndimage.distance_transform_edt(hole) > DETAIL_EROSION
+    ring = ~hole & (ndimage.distance_transform_edt(~hole) <= band)
+    if not inner.any() or not ring.any():
+        return math.nan
+    surroundings = float(high_pass[ring].mean())
+    return float(high_pass[inner].mean()) / surroundings if surroundings > 0 else math.nan
 
 
 def _pair(prediction: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

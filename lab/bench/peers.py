@@ -42,9 +42,9 @@ def peer_function(method: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]
         flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
         return lambda image, mask: cv2.inpaint(image, mask, OPENCV_RADIUS, flag)
     if method == "patchmatch":
-        from patchmatch_cython import inpaint_pyramid
+        from lab.peer_fills import patchmatch_fill
 
-        return lambda image, mask: inpaint_pyramid(image, mask, seed=0)
+        return patchmatch_fill
     raise ValueError(f"unknown method {method!r}")
 
 

@@ -37,6 +37,11 @@ NEVER = (
     (("installer", "install"), ("backend", "lab", "torch"), "installing must not need the backend's venv"),
     (("backend",), ("lab",), "the serving runtime installs and runs without the lab"),
     (("shared_protocol",), ("plugin_gimp", "plugin_krita", "installer", "install"), "the protocol is below"),
+    (
+        (*EDITOR_SIDE, "backend"),
+        ("resynthesizer", "patchmatch", "patchmatch_cython"),
+        "the evaluation's third-party baselines are dev extras (resynthesizer is GPL-3), never shipped",
+    ),
 )
 
 

@@ -312,7 +312,7 @@ def test_the_prefill_ablation_is_the_harmonic_fill_through_the_engine(tmp_path: 
 
     torch.set_num_threads(1)
     weights = _harmonic_untrained_weights(tmp_path / "harmonic.safetensors")
-    config = ev.MethodConfig(weights=weights, device="cpu", allow_untrained=True)
+    config = ev.MethodConfig(weights=weights, device="cpu", allow_untrained=True, detail="attention")
     methods = ev.build_methods(["hifill", "prefill"], config)
     image, mask = _test_image()
     hole = mask > 0
