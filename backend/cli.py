@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("lab.train", "train the generator (Algorithm 1), resumable"),
     "evaluate": ("lab.evaluate", "in-hole L1 / PSNR / SSIM vs OpenCV baselines, contact sheets"),
     "tally": ("lab.evaluation.tally", "rankings of a blind kit (evaluate --blind): mean ranks, preferences"),
+    "figure": ("lab.evaluation.figure", "README figure: real object removals, ours beside the baselines"),
     "import-official": ("lab.official.convert", "convert the official TF checkpoint to our weights"),
     "build-dataset": ("lab.dataset.build", "build the training/validation photo folders"),
     "build-datapack": ("lab.datapack", "pack the training photos into one file of tiles for GPU machines"),

@@ -184,3 +184,18 @@ def test_select_cases_counts_random_and_removal_cases(tmp_path: Path) -> None:
     assert count == 2 and len(list(chosen)) == 2
     with pytest.raises(ev.EvaluationError):
         cases.select_cases("everything", [photo], cases.parse_sizes("64"), 0)
+
+
+def test_the_readme_figure_has_a_titled_column_per_method_and_a_row_per_case() -> None:
+    from lab.evaluation import figure
+
+    panel = np.zeros((40, 60, 3), np.uint8)
+    sheet = figure.comparison_figure([[panel, panel, panel], [panel, panel, panel]], ["a", "b", "c"], tile=50)
+    assert sheet.size == (3 * 56 + 6, 26 + 2 * 56)
+
+
+def test_the_readme_figure_refuses_an_unknown_case(capsys: pytest.CaptureFixture[str]) -> None:
+    from lab.evaluation import figure
+
+    assert figure.main(["--cases", "no-such-case", "--methods", "ns"]) == 2
+    assert "Unknown removal case" in capsys.readouterr().err
