@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -119,8 +118,8 @@ def pca_basis(samples: torch.Tensor, dims: int) -> tuple[torch.Tensor, torch.Ten
     mean = samples.mean(0)
     centred = samples - mean
     covariance = centred.T @ centred / max(1, samples.shape[0] - 1)
-    _, vectors = np.linalg.eigh(covariance.double().numpy())  # LAPACK via numpy: ~50x torch's here
-    return mean, torch.from_numpy(np.ascontiguousarray(vectors[:, ::-1][:, :dims])).float()
+    _, vectors = torch.linalg.eigh(covariance)  # float32: ~20x faster than float64 here, ample for a basis
+    return mean, vectors[:, -dims:].flip(1).contiguous()
 
 
 @dataclass
@@ -159,34 +158,40 @@ def patch_match(
     valid_flat = space.valid.flatten()
     limit = torch.tensor([height - 1, width - 1])
 
-    def cost_of(candidates: torch.Tensor) -> torch.Tensor:  # candidates inside the image
+    def cost_of(candidates: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+        """Cost of candidates (inside the image) against target descriptors ``wanted`` (n, K)."""
         flat = candidates[:, 0] * width + candidates[:, 1]
-        cost = (space.sources[flat] - targets).square_().sum(1)
+        cost = torch.sub(space.sources[flat], wanted).square_().sum(1)
         return cost.masked_fill_(~valid_flat[flat], math.inf)
 
-    def improve(candidates: torch.Tensor, cost: torch.Tensor, nnf: torch.Tensor, bias: float = 1.0) -> None:
+    def improve(
+        candidates: torch.Tensor, rows: torch.Tensor | None, wanted: torch.Tensor, bias: float = 1.0
+    ) -> None:
         candidates = torch.minimum(candidates.clamp_min(0), limit)
-        candidate_cost = cost_of(candidates)
-        better = candidate_cost * bias < cost
-        nnf[better] = candidates[better]
-        cost[better] = candidate_cost[better]
+        candidate_cost = cost_of(candidates, wanted)
+        better = candidate_cost * bias < (cost if rows is None else cost[rows])
+        where = better if rows is None else rows[better]
+        nnf[where] = candidates[better]
+        cost[where] = candidate_cost[better]
 
     nnf = nnf.clone()
-    cost = cost_of(nnf)
-    directions = torch.tensor([[-1, 0], [1, 0], [0, -1], [0, 1]])
+    cost = cost_of(nnf, targets)
+    # For each jump and direction: the hole pixels with a hole neighbour there, and that neighbour's row.
+    propagation = []
+    for jump in jumps:
+        for direction in torch.tensor([[-1, 0], [1, 0], [0, -1], [0, 1]]) * jump:
+            neighbour = torch.minimum((space.hole_yx + direction).clamp_min(0), limit)
+            row = space.hole_index[neighbour[:, 0], neighbour[:, 1]]
+            has = torch.nonzero(row >= 0).flatten()
+            bias = 1.0 / (1.0 + coherence) if jump == 1 else 1.0
+            propagation.append((has, row[has], direction, bias, targets[has]))
     for _ in range(iterations):
-        for jump in jumps:
-            for direction in directions * jump:
-                neighbour = torch.minimum((space.hole_yx + direction).clamp_min(0), limit)
-                row = space.hole_index[neighbour[:, 0], neighbour[:, 1]]
-                has = row >= 0
-                candidates = nnf.clone()
-                candidates[has] = nnf[row[has]] - direction
-                improve(candidates, cost, nnf, 1.0 / (1.0 + coherence) if jump == 1 else 1.0)
+        for pixels, neighbours, direction, bias, wanted in propagation:
+            improve(nnf[neighbours] - direction, pixels, wanted, bias)
         radius = max(height, width) if max_radius is None else max_radius
         while radius >= 1:
             jitter = torch.randint(-radius, radius + 1, nnf.shape, generator=generator)
-            improve(nnf + jitter, cost, nnf)
+            improve(nnf + jitter, None, targets)
             radius //= 2
     return nnf, cost
 
@@ -337,19 +342,22 @@ def transfer_detail(
     wy, wx = (fy - y0).float(), (fx - x0).float()
     if blend == "nearest":
         wy, wx = (wy >= 0.5).float(), (wx >= 0.5).float()
-    total, weight_sum = None, torch.zeros(len(ys))
-    for ty, tx, weight in (
-        (y0, x0, (1 - wy) * (1 - wx)),
-        (y0, (x0 + 1).clamp(max=w - 1), (1 - wy) * wx),
-        ((y0 + 1).clamp(max=h - 1), x0, wy * (1 - wx)),
-        ((y0 + 1).clamp(max=h - 1), (x0 + 1).clamp(max=w - 1), wy * wx),
-    ):
-        source = sources_hw2[ty, tx]  # (N, 2)
-        matched = source[:, 0] >= 0
-        weight = weight * matched
-        off_y = torch.round((source[:, 0] - ty).double() * sy).long()
-        off_x = torch.round((source[:, 1] - tx).double() * sx).long()
-        read = detail_at(ys + off_y * matched, xs + off_x * matched)  # (C, N)
-        total = read * weight if total is None else total + read * weight
-        weight_sum += weight
-    return total / weight_sum.clamp_min(1e-6)
+    taps_y = torch.stack([y0, y0, (y0 + 1).clamp(max=h - 1), (y0 + 1).clamp(max=h - 1)], 1)  # (N, 4)
+    taps_x = torch.stack([x0, (x0 + 1).clamp(max=w - 1), x0, (x0 + 1).clamp(max=w - 1)], 1)
+    weights = torch.stack([(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx], 1)
+    source = sources_hw2[taps_y, taps_x]  # (N, 4, 2)
+    matched = source[..., 0] >= 0
+    weights = weights * matched
+    off_y = torch.round((source[..., 0] - taps_y).double() * sy).long() * matched
+    off_x = torch.round((source[..., 1] - taps_x).double() * sx).long() * matched
+    # Taps that share an offset read the same pixel: read it once with their summed weight.
+    for later in range(1, 4):
+        for earlier in range(later):
+            same = (off_y[:, later] == off_y[:, earlier]) & (off_x[:, later] == off_x[:, earlier])
+            same &= weights[:, earlier] > 0
+            weights[:, earlier] += torch.where(same, weights[:, later], 0.0)
+            weights[:, later] = torch.where(same, 0.0, weights[:, later])
+    pixel, tap = torch.nonzero(weights > 0, as_tuple=True)
+    read = detail_at(ys[pixel] + off_y[pixel, tap], xs[pixel] + off_x[pixel, tap])  # (C, M)
+    total = torch.zeros(read.shape[0], len(ys)).index_add_(1, pixel, read * weights[pixel, tap])
+    return total / weights.sum(1).clamp_min(1e-6)

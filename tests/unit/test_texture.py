@@ -149,3 +149,41 @@ def test_official_weights_keep_the_papers_attention_and_ours_use_the_patch_searc
     from backend.weights import ModelConfig
 
     assert default_texture(ModelConfig(source=source)) == expected
+
+
+def test_transfer_at_any_scale_equals_an_explicit_bilinear_blend_of_the_four_offsets() -> None:
+    generator = torch.Generator().manual_seed(0)
+    h, w, scale = 9, 11, 2.6
+    sources = torch.stack(
+        [torch.randint(0, h, (h, w), generator=generator), torch.randint(0, w, (h, w), generator=generator)],
+        -1,
+    )
+    sources[torch.rand(h, w, generator=generator) < 0.2] = -1
+    sources[2:6, 3:8] = torch.tensor([1, 1]) + torch.stack(  # a coherent region: one offset
+        torch.meshgrid(torch.arange(4), torch.arange(5), indexing="ij"), -1
+    )
+    field = torch.rand(2, 60, 60, generator=generator)
+
+    def detail_at(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        return field[:, ys.clamp(0, 59), xs.clamp(0, 59)]
+
+    ys, xs = (grid.flatten() for grid in torch.meshgrid(torch.arange(23), torch.arange(28), indexing="ij"))
+    got = texture.transfer_detail(detail_at, sources, (scale, scale), ys, xs)
+    for n, (y, x) in enumerate(zip(ys.tolist(), xs.tolist(), strict=True)):
+        fy = min(max((y + 0.5) / scale - 0.5, 0.0), h - 1)
+        fx = min(max((x + 0.5) / scale - 0.5, 0.0), w - 1)
+        y0, x0 = int(fy), int(fx)
+        total, weight_sum = torch.zeros(2), 0.0
+        for ty, tx, weight in (
+            (y0, x0, (1 - (fy - y0)) * (1 - (fx - x0))),
+            (y0, min(x0 + 1, w - 1), (1 - (fy - y0)) * (fx - x0)),
+            (min(y0 + 1, h - 1), x0, (fy - y0) * (1 - (fx - x0))),
+            (min(y0 + 1, h - 1), min(x0 + 1, w - 1), (fy - y0) * (fx - x0)),
+        ):
+            sy, sx = sources[ty, tx].tolist()
+            if sy < 0:
+                continue
+            dy, dx = round((sy - ty) * scale), round((sx - tx) * scale)
+            total += weight * field[:, min(max(y + dy, 0), 59), min(max(x + dx, 0), 59)]
+            weight_sum += weight
+        assert torch.allclose(got[:, n], total / max(weight_sum, 1e-6), atol=1e-5), (y, x)
