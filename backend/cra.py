@@ -564,7 +564,7 @@ def fill_window(
         search_hole = F.max_pool2d(hole_low, factor)[0, 0] > 0
         sources = match_context(search_image, search_hole, texture)
         progress(0.8, "Composing the full-resolution fill")
-        base_low = gaussian_blur(fill_low, texture.guide_sigma * factor)
+        base_low = gaussian_blur(fill_low, texture.split_sigma * factor)
         compose_window_texture(reader, base_low, sources, factor, region, region_origin, cancelled, texture)
         return
     progress(0.6, "Aggregating contextual residuals")

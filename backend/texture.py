@@ -45,6 +45,7 @@ class TextureConfig:
     """Knobs of the guided patch search (defaults measured on the validation photos)."""
 
     guide_sigma: float = GUIDE_SIGMA
+    split_sigma: float = GUIDE_SIGMA  # the fill keeps what this blur keeps; the context gives the rest
     patch_radius: int = PATCH_RADIUS
     descriptor_dims: int = DESCRIPTOR_DIMS
     detail_weight: float = DETAIL_WEIGHT
