@@ -442,14 +442,13 @@ def compose_window(
 def sample_up(low: torch.Tensor, out_hw: tuple[int, int], ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
     """bilinear_up(low (C, h, w)) to out_hw at the points (ys, xs): (C, N), equal to upsample_rows."""
     _, h, w = low.shape
-    fy = ((ys.double() + 0.5) * (h / out_hw[0]) - 0.5).clamp(min=0.0)
-    fx = ((xs.double() + 0.5) * (w / out_hw[1]) - 0.5).clamp(min=0.0)
-    y0, x0 = fy.floor().long().clamp(max=h - 1), fx.floor().long().clamp(max=w - 1)
-    y1, x1 = (y0 + 1).clamp(max=h - 1), (x0 + 1).clamp(max=w - 1)
-    wy, wx = (fy - y0).float(), (fx - x0).float()
-    top = low[:, y0, x0] * (1 - wx) + low[:, y0, x1] * wx
-    bottom = low[:, y1, x0] * (1 - wx) + low[:, y1, x1] * wx
-    return top * (1 - wy) + bottom * wy
+    y0, y1, wy = _bilinear_taps(out_hw[0], h, 0, out_hw[0])  # per output row / column, then gathered
+    x0, x1, wx = _bilinear_taps(out_hw[1], w, 0, out_hw[1])
+    y0, y1, wy, x0, x1, wx = y0[ys], y1[ys], wy[ys], x0[xs], x1[xs], wx[xs]
+    flat = low.reshape(low.shape[0], -1)
+    top = torch.lerp(flat[:, y0 * w + x0], flat[:, y0 * w + x1], wx)
+    bottom = torch.lerp(flat[:, y1 * w + x0], flat[:, y1 * w + x1], wx)
+    return torch.lerp(top, bottom, wy)
 
 
 TEXTURE_BAND_PIXELS = 1 << 20  # hole pixels composed at a time by compose_window_texture
@@ -498,11 +497,11 @@ def compose_window_texture(
         ys_local, xs_local = np.nonzero(inside)
         ys = torch.from_numpy(ys_local + (band_top - w.top))
         xs = torch.from_numpy(xs_local + (x0 - w.left))
-        values = sample_up(base_low, out_hw, ys, xs) + transfer_detail(
+        columns = torch.arange(x0 - w.left, x1 - w.left)
+        filled = upsample_rows(base_low, out_hw, band_top - w.top, band_bottom - w.top, columns)
+        filled[:, torch.from_numpy(ys_local), torch.from_numpy(xs_local)] += transfer_detail(
             detail_at, sources, scale, ys, xs, texture.blend
         )
-        filled = torch.zeros(3, band_bottom - band_top, x1 - x0)
-        filled[:, torch.from_numpy(ys_local), torch.from_numpy(xs_local)] = values
         target = region[band_top - oy : band_bottom - oy, x0 - ox : x1 - ox]
         _blend_box(filled, alpha, target)
 

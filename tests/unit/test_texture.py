@@ -187,3 +187,12 @@ def test_transfer_at_any_scale_equals_an_explicit_bilinear_blend_of_the_four_off
             total += weight * field[:, min(max(y + dy, 0), 59), min(max(x + dx, 0), 59)]
             weight_sum += weight
         assert torch.allclose(got[:, n], total / max(weight_sum, 1e-6), atol=1e-5), (y, x)
+
+
+def test_point_samples_of_the_upsampled_fill_equal_the_banded_upsampling() -> None:
+    low = torch.rand(3, 12, 20, generator=torch.Generator().manual_seed(2))
+    out_hw = (45, 77)
+    full = cra.upsample_rows(low, out_hw, 0, out_hw[0])
+    ys = torch.randint(0, out_hw[0], (500,), generator=torch.Generator().manual_seed(3))
+    xs = torch.randint(0, out_hw[1], (500,), generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(cra.sample_up(low, out_hw, ys, xs), full[:, ys, xs], atol=1e-6)
