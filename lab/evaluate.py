@@ -65,6 +65,7 @@ from lab.evaluation.methods import (
     Method,
     MethodConfig,
     build_methods,
+    config_from_options,
     mean_colour_method,
 )
 from lab.evaluation.sheets import SheetBuilder, _hole_window
@@ -525,15 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         names = [name.strip() for name in args.methods.split(",") if name.strip()]
         if not names:
             raise EvaluationError("No methods given.")
-        config = MethodConfig(
-            weights=args.weights,
-            device=args.device,
-            allow_untrained=args.allow_untrained,
-            opencv_radius=args.opencv_radius,
-            working_size=args.working_size,
-            detail=args.detail,
-        )
-        methods = build_methods(names, config)
+        methods = build_methods(names, config_from_options(args))
         report = evaluate(
             photos,
             methods,

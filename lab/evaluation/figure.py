@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from backend.options import add_engine_options
-from lab import masks
 from lab.evaluation.blind import marked_zoom_panel, zoom_on_hole, zoom_panel
 from lab.evaluation.cases import load_photo, read_removals, removal_case
 from lab.evaluation.errors import EvaluationError
-from lab.evaluation.methods import METHOD_TITLES, MethodConfig, build_methods
+from lab.evaluation.methods import METHOD_TITLES, build_methods, config_from_options
+from lab.evaluation.sheets import grid
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CASES = (
@@ -42,17 +42,8 @@ def fitted(panel: np.ndarray, tile: int) -> Image.Image:
 
 
 def comparison_figure(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], tile: int) -> Image.Image:
-    """A grid of tiles (rows of panels) under one line of column titles."""
-    gap, header = 6, 26
-    sheet = Image.new("RGB", (len(titles) * (tile + gap) + gap, header + len(rows) * (tile + gap)), "white")
-    draw = ImageDraw.Draw(sheet)
-    font = masks.label_font(16)
-    for column, title in enumerate(titles):
-        draw.text((gap + column * (tile + gap) + 2, 4), title, fill=(0, 0, 0), font=font)
-    for row_index, row in enumerate(rows):
-        for column, panel in enumerate(row):
-            sheet.paste(fitted(panel, tile), (gap + column * (tile + gap), header + row_index * (tile + gap)))
-    return sheet
+    """A grid of fitted tiles (rows of panels) under one line of column titles."""
+    return grid([[fitted(panel, tile) for panel in row] for row in rows], titles, tile, font_size=16)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,14 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [case for case in wanted if case not in specs]
         if unknown:
             raise EvaluationError(f"Unknown removal case(s) {', '.join(unknown)}; see removals.tsv.")
-        config = MethodConfig(
-            weights=args.weights,
-            device=args.device,
-            allow_untrained=args.allow_untrained,
-            working_size=args.working_size,
-            detail=args.detail,
+        methods = build_methods(
+            [m.strip() for m in args.methods.split(",") if m.strip()], config_from_options(args)
         )
-        methods = build_methods([m.strip() for m in args.methods.split(",") if m.strip()], config)
         rows = []
         for case_id in wanted:
             spec = specs[case_id]

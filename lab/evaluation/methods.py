@@ -34,6 +34,18 @@ class MethodConfig:
     detail: str = "auto"  # backend.inference.DETAIL_SOURCES: where our full-resolution detail comes from
 
 
+def config_from_options(args) -> MethodConfig:
+    """The MethodConfig of parsed engine options (backend.options.add_engine_options)."""
+    return MethodConfig(
+        weights=args.weights,
+        device=args.device,
+        allow_untrained=args.allow_untrained,
+        opencv_radius=getattr(args, "opencv_radius", 3),
+        working_size=args.working_size,
+        detail=args.detail,
+    )
+
+
 def opencv_method(flag: int, radius: int = 3) -> Method:
     """OpenCV's cv2.inpaint (flag: cv2.INPAINT_TELEA or cv2.INPAINT_NS) as a Method."""
     import cv2

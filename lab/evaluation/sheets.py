@@ -49,11 +49,11 @@ class SheetBuilder:
         written = []
         for label, rows in self._tiles.items():
             written.append(out_dir / f"sheet_{label}.png")
-            _grid(rows, titles, self.tile).save(written[-1])
+            grid(rows, titles, self.tile).save(written[-1])
         for label, rows in self._zooms.items():
             written.append(out_dir / f"sheet_{label}_zoom.png")
             zoom_titles = [f"{titles[0]} (1:1 crop)", *titles[1:]]
-            _grid(rows, zoom_titles, self.zoom).save(written[-1])
+            grid(rows, zoom_titles, self.zoom).save(written[-1])
         return written
 
     def _thumb(self, pixels: np.ndarray) -> Image.Image:
@@ -85,12 +85,13 @@ def _hole_window(mask: np.ndarray, size: int) -> tuple[int, int]:
     return top, left
 
 
-def _grid(rows: list[list[Image.Image]], titles: Sequence[str], tile: int) -> Image.Image:
-    gap, header = 4, 20
+def grid(rows: list[list[Image.Image]], titles: Sequence[str], tile: int, font_size: int = 13) -> Image.Image:
+    """Tiles (rows of tile x tile images) on white under one line of column titles."""
+    gap, header = 4, font_size + 7
     columns = len(titles)
     sheet = Image.new("RGB", (columns * (tile + gap) + gap, header + len(rows) * (tile + gap) + gap), "white")
     draw = ImageDraw.Draw(sheet)
-    font = masks.label_font(13)
+    font = masks.label_font(font_size)
     for column, title in enumerate(titles):
         draw.text((gap + column * (tile + gap) + 2, 4), title, fill=(0, 0, 0), font=font)
     for row_index, row in enumerate(rows):

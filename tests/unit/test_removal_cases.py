@@ -191,7 +191,7 @@ def test_the_readme_figure_has_a_titled_column_per_method_and_a_row_per_case() -
 
     panel = np.zeros((40, 60, 3), np.uint8)
     sheet = figure.comparison_figure([[panel, panel, panel], [panel, panel, panel]], ["a", "b", "c"], tile=50)
-    assert sheet.size == (3 * 56 + 6, 26 + 2 * 56)
+    assert sheet.size == (3 * 54 + 4, 23 + 2 * 54 + 4)
 
 
 def test_the_readme_figure_refuses_an_unknown_case(capsys: pytest.CaptureFixture[str]) -> None:
