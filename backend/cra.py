@@ -28,7 +28,13 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from backend.network import background_patches
-from backend.texture import TextureConfig, gaussian_blur, match_context, transfer_detail
+from backend.texture import (
+    TextureConfig,
+    gaussian_blur,
+    low_frequency_shift,
+    match_context,
+    transfer_pixels,
+)
 
 # The context rule's constants live with the plug-ins' copy of it (shared_protocol.regions, stdlib only):
 # AUTO_CONTEXT_FACTOR x the hole's longer side is the auto margin, auto context never looks at less than
@@ -439,18 +445,6 @@ def compose_window(
         _blend_box(filled, reader.mask[y0:y1, x0:x1], region[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
 
 
-def sample_up(low: torch.Tensor, out_hw: tuple[int, int], ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    """bilinear_up(low (C, h, w)) to out_hw at the points (ys, xs): (C, N), equal to upsample_rows."""
-    _, h, w = low.shape
-    y0, y1, wy = _bilinear_taps(out_hw[0], h, 0, out_hw[0])  # per output row / column, then gathered
-    x0, x1, wx = _bilinear_taps(out_hw[1], w, 0, out_hw[1])
-    y0, y1, wy, x0, x1, wx = y0[ys], y1[ys], wy[ys], x0[xs], x1[xs], wx[xs]
-    flat = low.reshape(low.shape[0], -1)
-    top = torch.lerp(flat[:, y0 * w + x0], flat[:, y0 * w + x1], wx)
-    bottom = torch.lerp(flat[:, y1 * w + x0], flat[:, y1 * w + x1], wx)
-    return torch.lerp(top, bottom, wy)
-
-
 TEXTURE_BAND_PIXELS = 1 << 20  # hole pixels composed at a time by compose_window_texture
 
 
@@ -467,8 +461,10 @@ def compose_window_texture(
     """Write bilinear_up(base_low) + matched full-resolution detail where the mask is > 0 (soft blend).
 
     base_low: (3, h, w) the blurred working-size fill; sources: (h/f, w/f, 2) matches found at
-    1/search_factor of the working size (backend.texture.match_context). Detail of a context
-    pixel = image - bilinear_up(base_low) there. Bands of rows are composed one at a time.
+    1/search_factor of the working size (backend.texture.match_context). A hole pixel gets the
+    context pixel at its match's offset plus the difference of the blurred fill between the match's
+    two ends (backend.texture.low_frequency_shift, at the search size): the fill's low frequencies,
+    the context's detail. Bands of rows are composed one at a time.
     """
     w = reader.window
     out_hw = (w.height, w.width)
@@ -480,12 +476,13 @@ def compose_window_texture(
         return
     rows_per_band = max(1, TEXTURE_BAND_PIXELS // (x1 - x0))
 
-    def detail_at(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    def colour_at(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         ys, xs = ys.clamp(0, w.height - 1), xs.clamp(0, w.width - 1)
         pixels = reader.image[reader.rows[ys.numpy()], reader.cols[xs.numpy()], :3]  # (N, 3)
-        colour = torch.from_numpy(to_unit_float(np.ascontiguousarray(pixels))).T
-        return colour - sample_up(base_low, out_hw, ys, xs)
+        return torch.from_numpy(to_unit_float(np.ascontiguousarray(pixels))).T
 
+    base_search = F.avg_pool2d(base_low[None], search_factor)[0] if search_factor > 1 else base_low
+    shift = low_frequency_shift(base_search, sources)  # (3, h/f, w/f)
     for band_top in range(y0, y1, rows_per_band):
         if cancelled():
             raise FillCancelled
@@ -499,8 +496,9 @@ def compose_window_texture(
         xs = torch.from_numpy(xs_local + (x0 - w.left))
         columns = torch.arange(x0 - w.left, x1 - w.left)
         filled = upsample_rows(base_low, out_hw, band_top - w.top, band_bottom - w.top, columns)
-        filled[:, torch.from_numpy(ys_local), torch.from_numpy(xs_local)] += transfer_detail(
-            detail_at, sources, scale, ys, xs, texture.blend
+        at = (torch.from_numpy(ys_local), torch.from_numpy(xs_local))
+        filled[:, at[0], at[1]] = transfer_pixels(
+            colour_at, sources, shift, scale, ys, xs, filled[:, at[0], at[1]], texture.blend
         )
         target = region[band_top - oy : band_bottom - oy, x0 - ox : x1 - ox]
         _blend_box(filled, alpha, target)

@@ -319,28 +319,43 @@ def match_context(
     return matches
 
 
-def transfer_detail(
-    detail_at,
+def low_frequency_shift(base_chw: torch.Tensor, sources_hw2: torch.Tensor) -> torch.Tensor:
+    """base(q) - base(source of q) at every matched search pixel q, 0 elsewhere: (C, h, w).
+
+    base_chw: (C, h, w) the blurred fill at the search size. Adding it to a copied context pixel
+    turns the source's low frequencies into the target's: copy + shift = base + the source's detail.
+    """
+    matched = sources_hw2[..., 0] >= 0
+    ys, xs = sources_hw2[..., 0].clamp_min(0), sources_hw2[..., 1].clamp_min(0)
+    return (base_chw - base_chw[:, ys, xs]) * matched
+
+
+def transfer_pixels(
+    colour_at,
     sources_hw2: torch.Tensor,
+    shift_chw: torch.Tensor,
     scale_yx: tuple[float, float],
     ys: torch.Tensor,
     xs: torch.Tensor,
+    fallback: torch.Tensor,
     blend: str = "bilinear",
 ) -> torch.Tensor:
-    """Full-resolution detail at pixels (ys, xs), copied through the working-size matches.
+    """Full-resolution fill at pixels (ys, xs), copied through the search-size matches.
 
-    sources_hw2: (h, w, 2) long absolute working-size sources (-1: none); scale_yx: full-resolution
-    pixels per working-size pixel. The offset of each of the four working-size pixels around the
-    full-resolution pixel (bilinear taps) is scaled up and used to read ``detail_at(ys, xs) ->
-    (C, N)``; the four reads are blended with bilinear weights (taps without a match are skipped).
-    Returns (C, N).
+    sources_hw2: (h, w, 2) long absolute search-size sources (-1: none); shift_chw: (C, h, w)
+    low_frequency_shift of the matches; scale_yx: full-resolution pixels per search pixel. The offset
+    of each of the four search pixels around the full-resolution pixel (bilinear taps) is scaled up
+    and used to read ``colour_at(ys, xs) -> (C, N)``; each read plus its tap's shift (so the copy
+    keeps the fill's low frequencies and brings the source's detail) is blended with bilinear
+    weights, taps without a match skipped, taps with the same offset read once. Pixels without any
+    matched tap get ``fallback`` (C, N). Returns (C, N).
     """
     h, w = sources_hw2.shape[:2]
     sy, sx = scale_yx
-    fy = ((ys.double() + 0.5) / sy - 0.5).clamp(0, h - 1)
-    fx = ((xs.double() + 0.5) / sx - 0.5).clamp(0, w - 1)
+    fy = ((ys.float() + 0.5) / sy - 0.5).clamp(0, h - 1)
+    fx = ((xs.float() + 0.5) / sx - 0.5).clamp(0, w - 1)
     y0, x0 = fy.floor().long(), fx.floor().long()
-    wy, wx = (fy - y0).float(), (fx - x0).float()
+    wy, wx = fy - y0, fx - x0
     if blend == "nearest":
         wy, wx = (wy >= 0.5).float(), (wx >= 0.5).float()
     taps_y = torch.stack([y0, y0, (y0 + 1).clamp(max=h - 1), (y0 + 1).clamp(max=h - 1)], 1)  # (N, 4)
@@ -349,8 +364,9 @@ def transfer_detail(
     source = sources_hw2[taps_y, taps_x]  # (N, 4, 2)
     matched = source[..., 0] >= 0
     weights = weights * matched
-    off_y = torch.round((source[..., 0] - taps_y).double() * sy).long() * matched
-    off_x = torch.round((source[..., 1] - taps_x).double() * sx).long() * matched
+    off_y = torch.round((source[..., 0] - taps_y).float() * sy).long() * matched
+    off_x = torch.round((source[..., 1] - taps_x).float() * sx).long() * matched
+    shift = shift_chw[:, taps_y, taps_x] * weights  # (C, N, 4): each tap's shift, weighted
     # Taps that share an offset read the same pixel: read it once with their summed weight.
     for later in range(1, 4):
         for earlier in range(later):
@@ -359,6 +375,7 @@ def transfer_detail(
             weights[:, earlier] += torch.where(same, weights[:, later], 0.0)
             weights[:, later] = torch.where(same, 0.0, weights[:, later])
     pixel, tap = torch.nonzero(weights > 0, as_tuple=True)
-    read = detail_at(ys[pixel] + off_y[pixel, tap], xs[pixel] + off_x[pixel, tap])  # (C, M)
-    total = torch.zeros(read.shape[0], len(ys)).index_add_(1, pixel, read * weights[pixel, tap])
-    return total / weights.sum(1).clamp_min(1e-6)
+    read = colour_at(ys[pixel] + off_y[pixel, tap], xs[pixel] + off_x[pixel, tap])  # (C, M)
+    total = shift.sum(2).index_add_(1, pixel, read * weights[pixel, tap])
+    weight_sum = weights.sum(1)
+    return torch.where(weight_sum > 0, total / weight_sum.clamp_min(1e-6), fallback)
