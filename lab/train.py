@@ -592,7 +592,8 @@ def train(args: argparse.Namespace) -> int:
                 "health": extra.get("health", {}),
             },
         )
-        save_generator(Path(args.export), generator, card)
+        if args.export:  # '' = keep the shipped weights as they are
+            save_generator(Path(args.export), generator, card)
         generator.eval()
         with torch.no_grad(), torch.autocast(**autocast_kwargs):
             out = generator(fixed_real, fixed_hole)
@@ -657,7 +658,7 @@ def train(args: argparse.Namespace) -> int:
     log.close()
     done = step - first_step
     print(
-        f"Stopped at step {step}; state in {state_path}, generator exported to {args.export}\n"
+        f"Stopped at step {step}; state in {state_path}, generator exported to {args.export or 'nowhere'}\n"
         f"{done} steps in {seconds:.0f} s ({done / max(seconds, 1e-9):.2f} steps/s) at batch {config.batch}, "
         f"size {config.size}, {kind} {autocast or 'float32'}; peak memory {peak_memory(device)}; "
         f"{time.time() - started:.0f} s since start; {health_log.summary()}"
@@ -679,7 +680,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="lab/state/training-state.safetensors",
         help="state to start from when the run folder has none (the committed state)",
     )
-    p.add_argument("--export", default=str(DEFAULT_WEIGHTS), help="where to write the shipped generator")
+    p.add_argument(
+        "--export", default=str(DEFAULT_WEIGHTS), help="where to write the shipped generator ('' = nowhere)"
+    )
     p.add_argument(
         "--commit-state",
         default="lab/state/training-state.safetensors",

@@ -237,3 +237,14 @@ def test_size_and_stage_options_override_a_resumed_run_and_the_critic_restarts_a
     assert (config["size"], config["refine_lr_scale"], config["grad_clip"]) == (80, 0.25, 1.5)
     groups = generator_optimiser(Generator(), TrainConfig(**config)).param_groups
     assert [(g["name"], g["lr"]) for g in groups] == [("coarse", 2e-4), ("refine", 2e-4 * 0.25)]
+
+
+def test_an_empty_export_path_checkpoints_without_writing_weights(tmp_path: Path, monkeypatch):
+    """--export '' (like --commit-state '') means nowhere: the run checkpoints and stops cleanly."""
+    photos = write_photos(tmp_path / "photos", 2, seed=2)
+    run = tmp_path / "run"
+    monkeypatch.chdir(tmp_path)
+    args = ["--photos", str(photos), "--run", str(run), "--export", "", "--init", "", "--commit-state", ""]
+    assert main([*args, "--size", "64", "--batch", "1", "--steps", "1"]) == 0
+    assert (run / "state.safetensors").is_file()
+    assert not list(tmp_path.glob("*.safetensors"))
