@@ -456,7 +456,6 @@ def compose_window_texture(
     region: np.ndarray,
     region_origin: tuple[int, int],
     cancelled: Callable[[], bool],
-    texture: TextureConfig,
 ) -> None:
     """Write bilinear_up(base_low) + matched full-resolution detail where the mask is > 0 (soft blend).
 
@@ -498,7 +497,7 @@ def compose_window_texture(
         filled = upsample_rows(base_low, out_hw, band_top - w.top, band_bottom - w.top, columns)
         at = (torch.from_numpy(ys_local), torch.from_numpy(xs_local))
         filled[:, at[0], at[1]] = transfer_pixels(
-            colour_at, sources, shift, scale, ys, xs, filled[:, at[0], at[1]], texture.blend
+            colour_at, sources, shift, scale, ys, xs, filled[:, at[0], at[1]]
         )
         target = region[band_top - oy : band_bottom - oy, x0 - ox : x1 - ox]
         _blend_box(filled, alpha, target)
@@ -562,7 +561,7 @@ def fill_window(
         sources = match_context(search_image, search_hole, texture)
         progress(0.8, "Composing the full-resolution fill")
         base_low = gaussian_blur(fill_low, texture.split_sigma * factor)
-        compose_window_texture(reader, base_low, sources, factor, region, region_origin, cancelled, texture)
+        compose_window_texture(reader, base_low, sources, factor, region, region_origin, cancelled)
         return
     progress(0.6, "Aggregating contextual residuals")
     hole_idx, source_idx, weights = aggregation_weights(scores[0].float(), hole_low, window)

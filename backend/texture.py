@@ -54,8 +54,6 @@ class TextureConfig:
     levels: int = 3  # pyramid levels of the search (coarse to fine)
     fine_rounds: int = 2  # passes at each finer level
     seed: int = 0
-    coherence: float = 0.0  # a neighbour's match, shifted, wins when its cost is below (1 + c) x ours
-    blend: str = "bilinear"  # full-resolution copies: "bilinear" over 4 matches, or "nearest"
     search_side: int = 1024  # the search runs at 1/f of the working size, f = min side // search_side
 
     def search_factor(self, working_hw: tuple[int, int]) -> int:
@@ -144,7 +142,6 @@ def patch_match(
     nnf: torch.Tensor,
     iterations: int,
     generator: torch.Generator,
-    coherence: float = 0.0,
     jumps: tuple[int, ...] = (4, 2, 1),
     max_radius: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,12 +162,10 @@ def patch_match(
         cost = torch.sub(space.sources[flat], wanted).square_().sum(1)
         return cost.masked_fill_(~valid_flat[flat], math.inf)
 
-    def improve(
-        candidates: torch.Tensor, rows: torch.Tensor | None, wanted: torch.Tensor, bias: float = 1.0
-    ) -> None:
+    def improve(candidates: torch.Tensor, rows: torch.Tensor | None, wanted: torch.Tensor) -> None:
         candidates = torch.minimum(candidates.clamp_min(0), limit)
         candidate_cost = cost_of(candidates, wanted)
-        better = candidate_cost * bias < (cost if rows is None else cost[rows])
+        better = candidate_cost < (cost if rows is None else cost[rows])
         where = better if rows is None else rows[better]
         nnf[where] = candidates[better]
         cost[where] = candidate_cost[better]
@@ -184,11 +179,10 @@ def patch_match(
             neighbour = torch.minimum((space.hole_yx + direction).clamp_min(0), limit)
             row = space.hole_index[neighbour[:, 0], neighbour[:, 1]]
             has = torch.nonzero(row >= 0).flatten()
-            bias = 1.0 / (1.0 + coherence) if jump == 1 else 1.0
-            propagation.append((has, row[has], direction, bias, targets[has]))
+            propagation.append((has, row[has], direction, targets[has]))
     for _ in range(iterations):
-        for pixels, neighbours, direction, bias, wanted in propagation:
-            improve(nnf[neighbours] - direction, pixels, wanted, bias)
+        for pixels, neighbours, direction, wanted in propagation:
+            improve(nnf[neighbours] - direction, pixels, wanted)
         radius = max(height, width) if max_radius is None else max_radius
         while radius >= 1:
             jitter = torch.randint(-radius, radius + 1, nnf.shape, generator=generator)
@@ -269,7 +263,6 @@ def match_level(
             nnf,
             config.search_iterations,
             generator,
-            config.coherence,
             jumps=(1,) if refining else (4, 2, 1),
             max_radius=REFINE_RADIUS if refining else None,
         )
@@ -338,7 +331,6 @@ def transfer_pixels(
     ys: torch.Tensor,
     xs: torch.Tensor,
     fallback: torch.Tensor,
-    blend: str = "bilinear",
 ) -> torch.Tensor:
     """Full-resolution fill at pixels (ys, xs), copied through the search-size matches.
 
@@ -356,8 +348,6 @@ def transfer_pixels(
     fx = ((xs.float() + 0.5) / sx - 0.5).clamp(0, w - 1)
     y0, x0 = fy.floor().long(), fx.floor().long()
     wy, wx = fy - y0, fx - x0
-    if blend == "nearest":
-        wy, wx = (wy >= 0.5).float(), (wx >= 0.5).float()
     taps_y = torch.stack([y0, y0, (y0 + 1).clamp(max=h - 1), (y0 + 1).clamp(max=h - 1)], 1)  # (N, 4)
     taps_x = torch.stack([x0, (x0 + 1).clamp(max=w - 1), x0, (x0 + 1).clamp(max=w - 1)], 1)
     weights = torch.stack([(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx], 1)
