@@ -2,14 +2,18 @@
 
 Two native causes, both measured in one process running fills like the server's worker thread:
 
-1. glibc malloc's dynamic mmap threshold (fixed by `fix_mmap_threshold`).
+1. Free memory kept by glibc malloc's arenas (released by `release_free_memory` after each fill).
 
 glibc raises its mmap threshold each time a large block is freed (up to 32 MB), so after the first
 big fill every later window-sized buffer is carved from the heap arenas instead of being mapped, and
 fills of other sizes leave the arenas fragmented: measured here, 100 varied fills in one worker thread
-left 380 MB free-but-held in the arenas (VmRSS 700 MB) against 2 MB (VmRSS 310 MB) with a fixed
-threshold. Fixing the threshold with mallopt keeps large buffers in their own mappings, which go back
-to the system when freed.
+left 380 MB free-but-held in the arenas (VmRSS 700 MB). Until session 7 the server fixed the threshold
+at 128 KiB, so that large buffers lived in their own mappings and went back when freed; but then every
+large tensor of a fill is a fresh mapping whose pages the kernel faults in and zeroes, and the patch
+search of backend.texture allocates many: a warm 512² fill took 1.24 s against 0.72-0.87 s with
+glibc's own threshold, a 4K fill 3.1 s against 1.7-1.9 s (AMD EPYC, 2 cores). Now the heap serves the
+fill and ``malloc_trim(0)`` after it hands every free page back (glibc madvises free pages inside the
+arenas too): VmRSS after each fill stays at 330-370 MB over 512², 4K and 1024 px fills in turn.
 
 2. Per-shape caches in torch's CPU libraries (bounded by `bound_library_caches`). Every generator
 input shape (one per attention-grid shape, so it follows the hole's size and aspect) makes oneDNN
@@ -32,10 +36,6 @@ import sys
 
 log = logging.getLogger("hifill.allocator")
 
-M_MMAP_THRESHOLD = -3  # mallopt parameter numbers from glibc's <malloc.h>
-DEFAULT_MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value, now kept fixed
-ENVIRONMENT_OVERRIDE = "MALLOC_MMAP_THRESHOLD_"  # glibc's environment variable for the same setting
-
 LIBRARY_CACHE_SETTINGS = {
     # One generator pass uses 96 convolutions, so 256 entries hold a pass or two (fewer would rebuild
     # every kernel on every pass).
@@ -45,25 +45,24 @@ LIBRARY_CACHE_SETTINGS = {
 }
 
 
-def fix_mmap_threshold(threshold: int = DEFAULT_MMAP_THRESHOLD) -> str:
-    """Fix glibc's mmap threshold at ``threshold`` bytes for this process. Returns what was done.
+_libc: ctypes.CDLL | None = None
 
-    Does nothing on other C libraries or when MALLOC_MMAP_THRESHOLD_ is set (the user's choice wins).
-    """
+
+def release_free_memory() -> bool:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim(0)``); False where there is
+    no such call (another C library or platform). Cheap (milliseconds): run it between fills."""
+    global _libc
     if not sys.platform.startswith("linux"):
-        return "not Linux: allocator left as is"
-    if os.environ.get(ENVIRONMENT_OVERRIDE):
-        return f"{ENVIRONMENT_OVERRIDE}={os.environ[ENVIRONMENT_OVERRIDE]} set by the environment"
+        return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        if _libc is None:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = _libc.malloc_trim
     except (OSError, AttributeError):
-        return "no mallopt in this C library: allocator left as is"
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    if mallopt(M_MMAP_THRESHOLD, threshold) != 1:
-        log.warning("mallopt(M_MMAP_THRESHOLD, %d) failed; memory may grow with varied fills.", threshold)
-        return "mallopt refused the threshold"
-    return f"glibc mmap threshold fixed at {threshold // 1024} KiB"
+        return False
+    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    trim(0)
+    return True
 
 
 def bound_library_caches() -> str:

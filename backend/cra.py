@@ -30,7 +30,9 @@ from scipy import ndimage
 from backend.network import background_patches
 from backend.texture import (
     TextureConfig,
+    continue_isophotes,
     gaussian_blur,
+    isophote_weights,
     low_frequency_shift,
     match_context,
     transfer_pixels,
@@ -451,6 +453,7 @@ TEXTURE_BAND_PIXELS = 1 << 20  # hole pixels composed at a time by compose_windo
 def compose_window_texture(
     reader: WindowReader,
     base_low: torch.Tensor,
+    source_low: torch.Tensor,
     sources: torch.Tensor,
     search_factor: int,
     region: np.ndarray,
@@ -459,11 +462,12 @@ def compose_window_texture(
 ) -> None:
     """Write bilinear_up(base_low) + matched full-resolution detail where the mask is > 0 (soft blend).
 
-    base_low: (3, h, w) the blurred working-size fill; sources: (h/f, w/f, 2) matches found at
-    1/search_factor of the working size (backend.texture.match_context). A hole pixel gets the
-    context pixel at its match's offset plus the difference of the blurred fill between the match's
-    two ends (backend.texture.low_frequency_shift, at the search size): the fill's low frequencies,
-    the context's detail. Bands of rows are composed one at a time.
+    base_low: (3, h, w) the fill's low frequencies at the working size; source_low: (3, h, w) the
+    image's below the detail split (the context gives what lies above it); sources: (h/f, w/f, 2)
+    matches found at 1/search_factor of the working size (backend.texture.match_context). A hole
+    pixel gets the context pixel at its match's offset plus base_low at the pixel minus source_low
+    at its match (backend.texture.low_frequency_shift, at the search size): the fill's low
+    frequencies, the context's detail. Bands of rows are composed one at a time.
     """
     w = reader.window
     out_hw = (w.height, w.width)
@@ -480,8 +484,10 @@ def compose_window_texture(
         pixels = reader.image[reader.rows[ys.numpy()], reader.cols[xs.numpy()], :3]  # (N, 3)
         return torch.from_numpy(to_unit_float(np.ascontiguousarray(pixels))).T
 
-    base_search = F.avg_pool2d(base_low[None], search_factor)[0] if search_factor > 1 else base_low
-    shift = low_frequency_shift(base_search, sources)  # (3, h/f, w/f)
+    def at_search_size(image: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(image[None], search_factor)[0] if search_factor > 1 else image
+
+    shift = low_frequency_shift(at_search_size(base_low), sources, at_search_size(source_low))
     for band_top in range(y0, y1, rows_per_band):
         if cancelled():
             raise FillCancelled
@@ -560,8 +566,19 @@ def fill_window(
         search_hole = F.max_pool2d(hole_low, factor)[0, 0] > 0
         sources = match_context(search_image, search_hole, texture)
         progress(0.8, "Composing the full-resolution fill")
-        base_low = gaussian_blur(fill_low, texture.split_sigma * factor)
-        compose_window_texture(reader, base_low, sources, factor, region, region_origin, cancelled)
+        split = texture.detail_split(max(window.cell_h, window.cell_w) / CELL_DOWNSCALE)
+        if texture.isophote_share > 0:
+            hole = hole_low[0, 0] > 0
+            continued = continue_isophotes(low_image[0], hole)
+            if texture.isophote_low_only:  # the continuation's lines below the split only
+                continued = gaussian_blur(continued, split * factor)
+            share = isophote_weights(hole, texture.isophote_share, texture.isophote_reach)
+            fill_low = fill_low * (1.0 - share) + continued * share
+        base_low = gaussian_blur(fill_low, texture.base_sigma * factor)
+        source_low = gaussian_blur(fill_low, split * factor)
+        compose_window_texture(
+            reader, base_low, source_low, sources, factor, region, region_origin, cancelled
+        )
         return
     progress(0.6, "Aggregating contextual residuals")
     hole_idx, source_idx, weights = aggregation_weights(scores[0].float(), hole_low, window)

@@ -60,6 +60,7 @@ from lab.evaluation.cases import (
 )
 from lab.evaluation.errors import EvaluationError
 from lab.evaluation.methods import (
+    CACHEABLE,
     METHOD_FACTORIES,
     METHOD_TITLES,
     Method,
@@ -498,6 +499,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=CASE_SETS,
         help="random: seeded holes on --count photos at --sizes; removals: the committed object "
         "removals (lab/evaluation/removals, HD and 512² with their own tables); both",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"keep the outputs of the slow baselines ({', '.join(CACHEABLE)}) in DIR and reuse them "
+        "when the same case comes again (Resynthesizer takes ~75 s per HD case)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser

@@ -31,6 +31,7 @@ import numpy as np
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
+from backend.allocator import release_free_memory
 from backend.engine import FillOptions, FillResult, InpaintEngine
 from backend.keys import CurveConfig
 from backend.server.jobs import DEFAULT_MAX_QUEUE, Job, JobQueue
@@ -418,6 +419,7 @@ class _Server:
                 finally:
                     job.release()
                     self.queue.finish(job)
+                    release_free_memory()  # the fill's free heap pages go back (backend.allocator)
         finally:
             outbox.close()
 

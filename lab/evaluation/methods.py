@@ -32,6 +32,7 @@ class MethodConfig:
     opencv_radius: int = 3
     working_size: int | None = None
     detail: str = "auto"  # backend.inference.DETAIL_SOURCES: where our full-resolution detail comes from
+    cache: Path | None = None  # folder of the slow baselines' outputs, reused when the input is the same
 
 
 def config_from_options(args) -> MethodConfig:
@@ -43,6 +44,7 @@ def config_from_options(args) -> MethodConfig:
         opencv_radius=getattr(args, "opencv_radius", 3),
         working_size=args.working_size,
         detail=args.detail,
+        cache=getattr(args, "cache", None),
     )
 
 
@@ -298,11 +300,54 @@ METHOD_TITLES = {
 }
 
 
+CACHEABLE = ("resynth", "patchmatch")  # deterministic baselines that take seconds to minutes per case
+
+
+def cached_method(method: Method, name: str, folder: Path) -> Method:
+    """method, with its outputs kept in folder/name/<key>.png and read back for the same input.
+
+    The key hashes the method's name and description, the input image and the mask, so another
+    setting or case never reads a stale output. Times of outputs read back are not the method's.
+    """
+    import hashlib
+
+    from PIL import Image
+
+    description = getattr(method, "description", "")
+    store = folder / name
+
+    def fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        digest = hashlib.sha256(f"{name}\n{description}\n{image.shape}\n{mask.shape}\n".encode())
+        digest.update(np.ascontiguousarray(image).tobytes())
+        digest.update(np.ascontiguousarray(mask).tobytes())
+        path = store / f"{digest.hexdigest()[:32]}.png"
+        if path.is_file():
+            with Image.open(path) as saved:
+                return np.asarray(saved.convert("RGB"))
+        output = np.asarray(method(image, mask), dtype=np.uint8)
+        store.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".part.png")
+        Image.fromarray(output).save(partial)
+        partial.replace(path)  # a stopped run never leaves half a file under the key
+        return output
+
+    fill.description = (  # type: ignore[attr-defined]
+        f"{description}; outputs cached in {store} (times of outputs read back are read times)"
+    )
+    return fill
+
+
 def build_methods(names: Sequence[str], config: MethodConfig) -> dict[str, Method]:
-    """Instantiate the named methods in order; unknown names raise EvaluationError."""
+    """Instantiate the named methods in order; unknown names raise EvaluationError. With
+    config.cache, the slow deterministic baselines (CACHEABLE) keep their outputs there."""
     unknown = [name for name in names if name not in METHOD_FACTORIES]
     if unknown:
         raise EvaluationError(
             f"Unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHOD_FACTORIES)}."
         )
-    return {name: METHOD_FACTORIES[name](config) for name in names}
+    methods = {name: METHOD_FACTORIES[name](config) for name in names}
+    if config.cache is not None:
+        for name in CACHEABLE:
+            if name in methods:
+                methods[name] = cached_method(methods[name], name, config.cache)
+    return methods

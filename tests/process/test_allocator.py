@@ -1,5 +1,5 @@
-"""backend.allocator: a fixed mmap threshold keeps large buffers out of the heap arenas, and bounded
-library caches keep per-shape kernels and buffers from piling up."""
+"""backend.allocator: free heap pages go back to the system between fills, and bounded library
+caches keep per-shape kernels and buffers from piling up."""
 
 from __future__ import annotations
 
@@ -15,25 +15,27 @@ from backend.allocator import LIBRARY_CACHE_SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]
 
-# In a fresh interpreter: free a 16 MB block (glibc then raises its threshold to 16 MB unless it is
-# fixed), then allocate a 1 MB block and see whether it was mapped (mallinfo2().hblks grew).
+# In a fresh interpreter: free a 16 MB block (glibc then raises its mmap threshold, so later megabyte
+# blocks come from the heap), allocate and touch 200 such blocks, free all but the last, and read VmRSS
+# before and after releasing the free memory.
 PROBE = """
 import ctypes, json, sys
-from backend.allocator import fix_mmap_threshold
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+from backend.allocator import release_free_memory
 libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = Info
 libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = (ctypes.c_size_t,)
 libc.free.argtypes = (ctypes.c_void_p,)
-done = fix_mmap_threshold() if sys.argv[1] == "fixed" else "left as is"
+def rss_mb():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
 libc.free(libc.malloc(16 << 20))
-before = libc.mallinfo2().hblks
-block = libc.malloc(1 << 20)
-mapped = libc.mallinfo2().hblks > before
-libc.free(block)
-print(json.dumps({"done": done, "mapped": mapped}))
+blocks = [libc.malloc(1 << 20) for _ in range(200)]
+for block in blocks:
+    ctypes.memset(block, 1, 1 << 20)
+for block in blocks[:-1]:
+    libc.free(block)
+held = rss_mb()
+done = release_free_memory() if sys.argv[1] == "release" else False
+print(json.dumps({"done": done, "held_mb": held, "after_mb": rss_mb()}))
 """
 
 
@@ -47,21 +49,17 @@ def run_probe(script: str, mode: str, settings: set[str], env: dict[str, str]) -
     return json.loads(out.stdout)
 
 
-def probe(mode: str, **env: str) -> dict:
-    return run_probe(PROBE, mode, {"MALLOC_MMAP_THRESHOLD_"}, env)
+def probe(mode: str) -> dict:
+    return run_probe(PROBE, mode, {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"}, {})
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tuning is Linux only")
-def test_after_fixing_the_threshold_a_megabyte_buffer_is_mapped_not_carved_from_the_heap():
-    assert probe("default") == {"done": "left as is", "mapped": False}  # glibc's dynamic threshold
-    fixed = probe("fixed")
-    assert fixed["mapped"] is True and "fixed at 128 KiB" in fixed["done"]
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tuning is Linux only")
-def test_the_environment_variable_wins():
-    result = probe("fixed", MALLOC_MMAP_THRESHOLD_="33554432")
-    assert result["done"].startswith("MALLOC_MMAP_THRESHOLD_=33554432") and result["mapped"] is False
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim is Linux only")
+def test_releasing_free_memory_gives_freed_heap_blocks_back_to_the_system():
+    kept = probe("keep")
+    assert kept["after_mb"] > kept["held_mb"] - 20  # glibc keeps the freed megabyte blocks mapped in
+    released = probe("release")
+    assert released["done"] is True
+    assert released["held_mb"] - released["after_mb"] > 150, released  # ~199 MB free pages went back
 
 
 # In a fresh interpreter: run the generator once per new input shape (as fills of varied holes do) and

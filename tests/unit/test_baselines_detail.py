@@ -238,3 +238,38 @@ def test_report_has_a_ground_truth_detail_row_and_the_target_band(tmp_path: Path
     assert {"detail_hole", "detail_truth"} <= set(rows[0])
     for r in rows:
         assert float(r["detail_truth"]) == pytest.approx(truth[r["photo"]], rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------ baseline cache
+
+
+def test_a_cached_baseline_runs_once_per_input_and_gives_back_the_same_pixels(tmp_path: Path) -> None:
+    from lab.evaluation.methods import MethodConfig, build_methods, cached_method
+
+    calls = []
+
+    def slow(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        out = image.copy()
+        out[mask > 127] = np.arange(3, dtype=np.uint8) + 7 * len(calls)
+        return out
+
+    slow.description = "a slow fake"
+    method = cached_method(slow, "resynth", tmp_path)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    mask = np.zeros((20, 24), np.uint8)
+    mask[5:9, 6:12] = 255
+    first = method(image, mask)
+    again = method(image.copy(), mask.copy())
+    assert len(calls) == 1 and np.array_equal(first, again) and again.dtype == np.uint8
+    other_mask = mask.copy()
+    other_mask[0, 0] = 255
+    method(image, other_mask)
+    assert len(calls) == 2  # another hole is another case
+    assert len(list((tmp_path / "resynth").glob("*.png"))) == 2
+    assert not list((tmp_path / "resynth").glob("*.part.png"))
+    assert "cached" in method.description and "a slow fake" in method.description
+    # Only the slow deterministic baselines are cached: our own fill always runs.
+    methods = build_methods(["mean", "ns"], MethodConfig(cache=tmp_path))
+    assert not hasattr(methods["ns"], "description") or "cached" not in methods["ns"].description

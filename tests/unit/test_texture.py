@@ -93,6 +93,44 @@ def test_transfer_at_scale_one_copies_the_source_plus_the_low_frequency_shift() 
     assert torch.allclose(got, torch.tensor([[field[0, 1, 2] + shift[0, 4, 5], 0.0]]))  # unmatched: fallback
 
 
+def test_the_shift_takes_the_target_from_the_base_and_the_source_from_its_own_low_frequencies() -> None:
+    sources = torch.full((6, 6, 2), -1, dtype=torch.long)
+    sources[2, 3] = torch.tensor([0, 1])
+    generator = torch.Generator().manual_seed(2)
+    base, source_low = torch.rand(3, 6, 6, generator=generator), torch.rand(3, 6, 6, generator=generator)
+    shift = texture.low_frequency_shift(base, sources, source_low)
+    assert torch.equal(shift[:, 2, 3], base[:, 2, 3] - source_low[:, 0, 1])
+    assert int((shift != 0).any(0).sum()) == 1
+    assert torch.equal(
+        texture.low_frequency_shift(base, sources), texture.low_frequency_shift(base, sources, base)
+    )
+
+
+def test_a_blur_of_sigma_zero_is_a_copy() -> None:
+    image = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(3))
+    blurred = texture.gaussian_blur(image, 0.0)
+    assert torch.equal(blurred, image) and blurred.data_ptr() != image.data_ptr()
+
+
+def test_isophote_continuation_carries_an_edge_through_the_hole_and_keeps_the_context() -> None:
+    image = torch.zeros(3, 48, 48)
+    image[:, :, 24:] = 1.0  # a vertical edge at x = 24
+    image[0] += 0.2 * torch.linspace(0, 1, 48)[:, None]  # a gentle ramp in red, down the picture
+    image = image.clamp(0, 1)
+    hole = torch.zeros(48, 48, dtype=torch.bool)
+    hole[16:32, 12:36] = True
+    painted = image.clone()
+    painted[:, hole] = 0.5  # whatever lies under the hole must not matter
+    filled = texture.continue_isophotes(painted, hole)
+    assert filled.shape == image.shape and filled.dtype == torch.float32
+    quantised = (image * 255).round() / 255
+    assert torch.equal(filled[:, ~hole], quantised[:, ~hole])  # the context comes back as it was
+    inside = filled[:, 16:32]
+    assert float(inside[:, :, 12:21].mean()) < 0.15 and float(inside[1:, :, 27:36].mean()) > 0.85
+    flat = (image[:, hole] - image[:, hole].mean(1, keepdim=True)).abs().mean()
+    assert float((filled[:, hole] - image[:, hole]).abs().mean()) < 0.25 * float(flat)  # not a smear
+
+
 def _stripes(height: int = 96, width: int = 96, period: int = 6) -> np.ndarray:
     """Vertical stripes (a strong, regular texture) on a colour ramp: (H, W, 3) uint8."""
     x = np.arange(width)[None, :].repeat(height, 0)
@@ -124,14 +162,19 @@ def test_a_smear_gets_the_context_texture_in_phase_and_outside_stays_bit_exact()
     mask[30:66, 34:62] = 255
     hole = mask > 0
     smeared = _fill(image, mask, None)  # the attention path at the working size: no residuals
-    textured = _fill(image, mask, TextureConfig())
-    assert np.array_equal(textured[~hole], image[~hole])
-    error_smear = np.abs(smeared[hole].astype(float) - image[hole]).mean()
-    error_texture = np.abs(textured[hole].astype(float) - image[hole]).mean()
-    assert error_smear > 30  # the stripes are +-50 around the mean (less where clipped)
-    assert error_texture < 0.25 * error_smear  # texture copied at whole periods, not a smear
+    copied = _fill(image, mask, TextureConfig(isophote_share=0.0))  # the patch search alone
+    shipped = _fill(image, mask, TextureConfig())
+    error = lambda a: np.abs(a[hole].astype(float) - image[hole]).mean()  # noqa: E731
     detail = lambda a: np.abs(np.diff(a[30:66, 34:62, 0].astype(float), axis=1)).mean()  # noqa: E731
-    assert detail(textured) > 0.8 * detail(image)
+    assert error(smeared) > 30  # the stripes are +-50 around the mean (less where clipped)
+    for textured in (copied, shipped):
+        assert np.array_equal(textured[~hole], image[~hole])
+        assert detail(textured) > 0.8 * detail(image)
+    assert error(copied) < 0.1 * error(smeared)  # texture copied at whole periods, not a smear (2.3)
+    # Navier-Stokes smears the stripes that meet the hole's sides into bands along them; mixed in
+    # near the border, they cost the shipped fill here what they win on photos (10.7, still 1/3 of
+    # the smear's error; docs/evaluation.md, session 7).
+    assert error(shipped) < 0.35 * error(smeared)
 
 
 def test_the_search_is_deterministic() -> None:
@@ -195,3 +238,20 @@ def test_transfer_at_any_scale_equals_an_explicit_bilinear_blend_of_the_four_cop
             weight_sum += weight
         expected = total / weight_sum if weight_sum > 0 else fallback[:, n]
         assert torch.allclose(got[:, n], expected, atol=1e-5), (y, x)
+
+
+def test_the_detail_split_is_narrower_where_the_window_was_down_sampled() -> None:
+    config = TextureConfig()
+    assert config.detail_split(1.0) == config.split_sigma == 3.0
+    assert config.detail_split(1.49) == 3.0 and config.detail_split(1.5) == config.split_sigma_downscaled
+
+
+def test_isophote_weights_fall_with_the_distance_from_the_border_and_are_zero_outside() -> None:
+    hole = torch.zeros(40, 40, dtype=torch.bool)
+    hole[5:35, 5:35] = True
+    weights = texture.isophote_weights(hole, 0.8, 4.0)
+    assert float(weights[~hole].abs().max()) == 0.0
+    assert weights[5, 20].item() == pytest.approx(0.8 * np.exp(-1 / 4.0), rel=1e-5)  # border: distance 1
+    row = weights[20, 5:20]  # from the left border to the centre: falling
+    assert bool((row[1:] < row[:-1]).all())
+    assert weights[20, 20].item() == pytest.approx(0.8 * np.exp(-15 / 4.0), rel=1e-5)
