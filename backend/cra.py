@@ -566,16 +566,13 @@ def fill_window(
         search_hole = F.max_pool2d(hole_low, factor)[0, 0] > 0
         sources = match_context(search_image, search_hole, texture)
         progress(0.8, "Composing the full-resolution fill")
-        split = texture.detail_split(max(window.cell_h, window.cell_w) / CELL_DOWNSCALE)
-        if texture.isophote_share > 0:
+        if texture.isophote_share > 0:  # lines that meet the border carried on into the hole
             hole = hole_low[0, 0] > 0
             continued = continue_isophotes(low_image[0], hole)
-            if texture.isophote_low_only:  # the continuation's lines below the split only
-                continued = gaussian_blur(continued, split * factor)
             share = isophote_weights(hole, texture.isophote_share, texture.isophote_reach)
             fill_low = fill_low * (1.0 - share) + continued * share
         base_low = gaussian_blur(fill_low, texture.base_sigma * factor)
-        source_low = gaussian_blur(fill_low, split * factor)
+        source_low = gaussian_blur(fill_low, texture.split_sigma * factor)
         compose_window_texture(
             reader, base_low, source_low, sources, factor, region, region_origin, cancelled
         )

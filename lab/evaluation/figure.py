@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", default="hifill,resynth,ns", help="comma list of evaluate's methods")
     parser.add_argument("--tile", type=int, default=300, help="side of each panel in pixels")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "removals.png")
+    parser.add_argument(
+        "--cache", type=Path, default=None, metavar="DIR", help="reuse slow baselines' outputs (as evaluate)"
+    )
     return parser
 
 

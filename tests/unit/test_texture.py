@@ -170,11 +170,11 @@ def test_a_smear_gets_the_context_texture_in_phase_and_outside_stays_bit_exact()
     for textured in (copied, shipped):
         assert np.array_equal(textured[~hole], image[~hole])
         assert detail(textured) > 0.8 * detail(image)
-    assert error(copied) < 0.1 * error(smeared)  # texture copied at whole periods, not a smear (2.3)
-    # Navier-Stokes smears the stripes that meet the hole's sides into bands along them; mixed in
-    # near the border, they cost the shipped fill here what they win on photos (10.7, still 1/3 of
-    # the smear's error; docs/evaluation.md, session 7).
-    assert error(shipped) < 0.35 * error(smeared)
+    assert error(copied) < 0.1 * error(smeared)  # texture copied at whole periods, not a smear (2.2)
+    # Navier-Stokes smears the stripes that meet the hole's sides into bands along them; mixed into
+    # the low frequencies near the border, they cost the shipped fill here part of what they win on
+    # photos (7.0, a fifth of the smear's error; docs/evaluation.md, session 7).
+    assert error(shipped) < 0.25 * error(smeared)
 
 
 def test_the_search_is_deterministic() -> None:
@@ -238,12 +238,6 @@ def test_transfer_at_any_scale_equals_an_explicit_bilinear_blend_of_the_four_cop
             weight_sum += weight
         expected = total / weight_sum if weight_sum > 0 else fallback[:, n]
         assert torch.allclose(got[:, n], expected, atol=1e-5), (y, x)
-
-
-def test_the_detail_split_is_narrower_where_the_window_was_down_sampled() -> None:
-    config = TextureConfig()
-    assert config.detail_split(1.0) == config.split_sigma == 3.0
-    assert config.detail_split(1.49) == 3.0 and config.detail_split(1.5) == config.split_sigma_downscaled
 
 
 def test_isophote_weights_fall_with_the_distance_from_the_border_and_are_zero_outside() -> None:
