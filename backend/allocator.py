@@ -2,7 +2,8 @@
 
 Two native causes, both measured in one process running fills like the server's worker thread:
 
-1. Free memory kept by glibc malloc's arenas (released by `release_free_memory` after each fill).
+1. Free memory kept by glibc malloc's arenas (released by `release_free_memory` after each fill,
+   with the mmap threshold fixed at 32 MB by `fix_mmap_threshold`).
 
 glibc raises its mmap threshold each time a large block is freed (up to 32 MB), so after the first
 big fill every later window-sized buffer is carved from the heap arenas instead of being mapped, and
@@ -11,9 +12,11 @@ left 380 MB free-but-held in the arenas (VmRSS 700 MB). Until session 7 the serv
 at 128 KiB, so that large buffers lived in their own mappings and went back when freed; but then every
 large tensor of a fill is a fresh mapping whose pages the kernel faults in and zeroes, and the patch
 search of backend.texture allocates many: a warm 512² fill took 1.24 s against 0.72-0.87 s with
-glibc's own threshold, a 4K fill 3.1 s against 1.7-1.9 s (AMD EPYC, 2 cores). Now the heap serves the
-fill and ``malloc_trim(0)`` after it hands every free page back (glibc madvises free pages inside the
-arenas too): VmRSS after each fill stays at 330-370 MB over 512², 4K and 1024 px fills in turn.
+glibc's own threshold, a 4K fill 3.1 s against 1.7-1.9 s (AMD EPYC, 2 cores; a 4 MB threshold still
+cost 0.2 s / 0.6 s). Now blocks below 32 MB come from the heap from the first fill on (the dynamic
+threshold would climb there over the first few hundred fills, and memory with it), and
+``malloc_trim(0)`` before each reply hands every free page back (glibc madvises free pages inside the
+arenas too).
 
 2. Per-shape caches in torch's CPU libraries (bounded by `bound_library_caches`). Every generator
 input shape (one per attention-grid shape, so it follows the hole's size and aspect) makes oneDNN
@@ -45,20 +48,51 @@ LIBRARY_CACHE_SETTINGS = {
 }
 
 
+M_MMAP_THRESHOLD = -3  # mallopt parameter number from glibc's <malloc.h>
+HEAP_BLOCK_LIMIT = 32 << 20  # blocks below this come from the heap: glibc's own ceiling for its threshold
+ENVIRONMENT_OVERRIDE = "MALLOC_MMAP_THRESHOLD_"  # glibc's environment variable for the same setting
 _libc: ctypes.CDLL | None = None
+
+
+def _c_library() -> ctypes.CDLL | None:
+    global _libc
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return _libc
+    except OSError:
+        return None
+
+
+def fix_mmap_threshold(threshold: int = HEAP_BLOCK_LIMIT) -> str:
+    """Fix glibc's mmap threshold at ``threshold`` bytes from the start. Returns what was done.
+
+    glibc's dynamic threshold climbs towards the same 32 MB as a process frees larger and larger
+    blocks, so a fresh backend's memory drifts up over its first few hundred fills; fixed from the
+    start it does not. Leaves MALLOC_MMAP_THRESHOLD_ (the user's choice) alone.
+    """
+    if os.environ.get(ENVIRONMENT_OVERRIDE):
+        return f"{ENVIRONMENT_OVERRIDE}={os.environ[ENVIRONMENT_OVERRIDE]} set by the environment"
+    libc = _c_library()
+    if libc is None or not hasattr(libc, "mallopt"):
+        return "no mallopt in this C library: allocator left as is"
+    libc.mallopt.argtypes, libc.mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    if libc.mallopt(M_MMAP_THRESHOLD, threshold) != 1:
+        log.warning(
+            "mallopt(M_MMAP_THRESHOLD, %d) failed; memory may drift up over the first fills.", threshold
+        )
+        return "mallopt refused the threshold"
+    return f"glibc mmap threshold fixed at {threshold >> 20} MB"
 
 
 def release_free_memory() -> bool:
     """Give the C heap's free pages back to the system (glibc ``malloc_trim(0)``); False where there is
     no such call (another C library or platform). Cheap (milliseconds): run it between fills."""
-    global _libc
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = _libc.malloc_trim
-    except (OSError, AttributeError):
+    libc = _c_library()
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is None:
         return False
     trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
     trim(0)

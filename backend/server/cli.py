@@ -103,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     except ServerConfigError as error:
         log.error("%s", error)
         return 2
-    from backend.allocator import bound_library_caches
+    from backend.allocator import bound_library_caches, fix_mmap_threshold
 
+    log.info("memory: %s", fix_mmap_threshold())  # before the engine allocates (see backend.allocator)
     log.info("memory: %s", bound_library_caches())  # before torch builds its first convolution
 
     try:

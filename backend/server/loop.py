@@ -419,7 +419,6 @@ class _Server:
                 finally:
                     job.release()
                     self.queue.finish(job)
-                    release_free_memory()  # the fill's free heap pages go back (backend.allocator)
         finally:
             outbox.close()
 
@@ -487,6 +486,7 @@ class _Server:
                 f"The backend failed while filling ({type(error).__name__}); its log has the details.",
             )
             return
+        release_free_memory()  # before the reply: the fill's free heap pages go back (backend.allocator)
         log.info("request %s done in %.2f s", request_id, time.monotonic() - started)
         send(frames, True)
 

@@ -1,5 +1,6 @@
-"""backend.allocator: free heap pages go back to the system between fills, and bounded library
-caches keep per-shape kernels and buffers from piling up."""
+"""backend.allocator: blocks under 32 MB come from the heap from the start, its free pages go back to
+the system between fills, and bounded library caches keep per-shape kernels and buffers from piling
+up."""
 
 from __future__ import annotations
 
@@ -60,6 +61,40 @@ def test_releasing_free_memory_gives_freed_heap_blocks_back_to_the_system():
     released = probe("release")
     assert released["done"] is True
     assert released["held_mb"] - released["after_mb"] > 150, released  # ~199 MB free pages went back
+
+
+# In a fresh interpreter: fix the threshold (or not), then see whether a 40 MB block is mapped and
+# whether a 1 MB block is (mallinfo2().hblks grows with each mapped block).
+THRESHOLD_PROBE = """
+import ctypes, json, sys
+from backend.allocator import fix_mmap_threshold
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+done = fix_mmap_threshold() if sys.argv[1] == "fixed" else "left as is"
+def mapped(size):
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(size)
+    was = libc.mallinfo2().hblks > before
+    libc.free(block)
+    return was
+print(json.dumps({"done": done, "small": mapped(1 << 20), "large": mapped(40 << 20)}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tuning is Linux only")
+def test_the_fixed_threshold_keeps_megabyte_blocks_in_the_heap_from_the_start():
+    fresh = run_probe(THRESHOLD_PROBE, "default", {"MALLOC_MMAP_THRESHOLD_"}, {})
+    assert fresh == {"done": "left as is", "small": True, "large": True}  # glibc starts at 128 KiB
+    fixed = run_probe(THRESHOLD_PROBE, "fixed", {"MALLOC_MMAP_THRESHOLD_"}, {})
+    assert fixed == {"done": "glibc mmap threshold fixed at 32 MB", "small": False, "large": True}
+    chosen = run_probe(THRESHOLD_PROBE, "fixed", set(), {"MALLOC_MMAP_THRESHOLD_": "131072"})
+    assert chosen["done"].startswith("MALLOC_MMAP_THRESHOLD_=131072") and chosen["small"] is True
 
 
 # In a fresh interpreter: run the generator once per new input shape (as fills of varied holes do) and
