@@ -487,7 +487,9 @@ def compose_window_texture(
     def at_search_size(image: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(image[None], search_factor)[0] if search_factor > 1 else image
 
-    shift = low_frequency_shift(at_search_size(base_low), sources, at_search_size(source_low))
+    base_search = at_search_size(base_low)
+    source_search = base_search if source_low is base_low else at_search_size(source_low)
+    shift = low_frequency_shift(base_search, sources, source_search)
     for band_top in range(y0, y1, rows_per_band):
         if cancelled():
             raise FillCancelled
@@ -572,7 +574,8 @@ def fill_window(
             share = isophote_weights(hole, texture.isophote_share, texture.isophote_reach)
             fill_low = fill_low * (1.0 - share) + continued * share
         base_low = gaussian_blur(fill_low, texture.base_sigma * factor)
-        source_low = gaussian_blur(fill_low, texture.split_sigma * factor)
+        same_split = texture.split_sigma == texture.base_sigma  # the shipped setting: one blur
+        source_low = base_low if same_split else gaussian_blur(fill_low, texture.split_sigma * factor)
         compose_window_texture(
             reader, base_low, source_low, sources, factor, region, region_origin, cancelled
         )

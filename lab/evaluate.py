@@ -53,6 +53,7 @@ from lab.evaluation.cases import (
     Case,
     Photo,
     SizeSpec,
+    blank_hole,
     list_photos,
     make_case,
     parse_sizes,
@@ -60,11 +61,11 @@ from lab.evaluation.cases import (
 )
 from lab.evaluation.errors import EvaluationError
 from lab.evaluation.methods import (
-    CACHEABLE,
     METHOD_FACTORIES,
     METHOD_TITLES,
     Method,
     MethodConfig,
+    add_cache_option,
     build_methods,
     config_from_options,
     mean_colour_method,
@@ -117,13 +118,6 @@ class CaseResult:
     hole_fraction: float
     upscaled: bool
     scores: dict[str, float]
-
-
-def blank_hole(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The input a method sees: hole pixels set to 0 so the ground truth cannot leak."""
-    out = image.copy()
-    out[mask > 127] = 0
-    return out
 
 
 def paste_back(output: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -500,14 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="random: seeded holes on --count photos at --sizes; removals: the committed object "
         "removals (lab/evaluation/removals, HD and 512² with their own tables); both",
     )
-    parser.add_argument(
-        "--cache",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help=f"keep the outputs of the slow baselines ({', '.join(CACHEABLE)}) in DIR and reuse them "
-        "when the same case comes again (Resynthesizer takes ~75 s per HD case)",
-    )
+    add_cache_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 

@@ -86,6 +86,13 @@ class Case:
         return self.kind == REMOVAL
 
 
+def blank_hole(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The input a method sees: hole pixels set to 0 so the ground truth cannot leak."""
+    out = image.copy()
+    out[mask > 127] = 0
+    return out
+
+
 def list_photos(folder: Path, count: int | None = None) -> list[Path]:
     """Image files under folder (recursively), sorted; with count, that many spread evenly over the list.
 

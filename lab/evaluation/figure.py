@@ -18,9 +18,9 @@ from PIL import Image
 
 from backend.options import add_engine_options
 from lab.evaluation.blind import marked_zoom_panel, zoom_on_hole, zoom_panel
-from lab.evaluation.cases import load_photo, read_removals, removal_case
+from lab.evaluation.cases import blank_hole, load_photo, read_removals, removal_case
 from lab.evaluation.errors import EvaluationError
-from lab.evaluation.methods import METHOD_TITLES, build_methods, config_from_options
+from lab.evaluation.methods import METHOD_TITLES, add_cache_option, build_methods, config_from_options
 from lab.evaluation.sheets import grid
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -56,9 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", default="hifill,resynth,ns", help="comma list of evaluate's methods")
     parser.add_argument("--tile", type=int, default=300, help="side of each panel in pixels")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "removals.png")
-    parser.add_argument(
-        "--cache", type=Path, default=None, metavar="DIR", help="reuse slow baselines' outputs (as evaluate)"
-    )
+    add_cache_option(parser)
     return parser
 
 
@@ -84,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             case = removal_case(load_photo(path), spec)
             zoom = zoom_on_hole(case.mask)
-            blanked = np.where((case.mask > 127)[..., None], 0, case.image).astype(np.uint8)
+            blanked = blank_hole(case.image, case.mask)  # what evaluate's methods see: the cache hits
             row = [marked_zoom_panel(case.image, case.mask, zoom)]
             for method in methods.values():
                 filled = np.where((case.mask > 127)[..., None], method(blanked, case.mask.copy()), case.image)

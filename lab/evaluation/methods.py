@@ -303,6 +303,18 @@ METHOD_TITLES = {
 CACHEABLE = ("resynth", "patchmatch")  # deterministic baselines that take seconds to minutes per case
 
 
+def add_cache_option(parser) -> None:
+    """The --cache DIR option of evaluate and figure (read by config_from_options)."""
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"keep the outputs of the slow baselines ({', '.join(CACHEABLE)}) in DIR and reuse them "
+        "when the same case comes again (Resynthesizer takes ~75 s per HD case)",
+    )
+
+
 def cached_method(method: Method, name: str, folder: Path) -> Method:
     """method, with its outputs kept in folder/name/<key>.png and read back for the same input.
 
