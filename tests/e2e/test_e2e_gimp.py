@@ -13,7 +13,9 @@ the composite, the source layer and the selection before and after: outside the 
 inside a plausible fill (e2e_common.assert_plausible_fill). A second profile gets pyzmq and msgpack
 vendored as wheels by install.py (--vendor always) and must fill the same way. The GUI test runs
 gimp-3.0 under Xvfb: one Ctrl+Z must undo a whole fill, the interactive dialog must appear and work.
-HIFILL_GIMP_SCREENSHOTS=DIR saves gimp-dialog.png and gimp-result.png there (docs/).
+HIFILL_GIMP_SCREENSHOTS=DIR saves gimp-dialog.png and gimp-result.png there (docs/); the GUI test then
+removes a lightning mast from a dataset photo (SCREENSHOT_PHOTO, selected by the committed mask
+SCREENSHOT_MASK, as a user would select it) instead of the red ball of the synthetic scene.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ PLUGIN_FILES = {
     "hifill-backend.json",
     "hifill-install-manifest.json",
 }
+
+# The documentation screenshots: a CC0 photo from the dataset (python3-skimage's rocket.jpg) and a
+# selection around its right lightning mast (the removal case hd-rocket-mast at the photo's own size).
+SCREENSHOT_PHOTO = REPO / "data" / "photos" / "val" / "python3-skimage-bookworm" / "rocket.jpg"
+SCREENSHOT_MASK = REPO / "tests" / "e2e" / "screenshot" / "rocket-mast-mask.png"
 
 _SKIP = e2e.root_skip_reason("gimp-console-3.0", "GIMP 3")
 if _SKIP:
@@ -439,11 +446,26 @@ def test_gui_one_undo_step_dialog_and_screenshots(workdir, profile, backend):
     host, inside = workdir
     out_host, out_root = host / "gui", inside / "gui"
     out_host.mkdir()
-    e2e.write_png(host / "scene.png", _scene())
+    target = os.environ.get("HIFILL_GIMP_SCREENSHOTS")
+    if target:  # a real removal for the README
+        import cv2
+
+        photo = cv2.imread(str(SCREENSHOT_PHOTO), cv2.IMREAD_COLOR)
+        assert photo is not None, f"{SCREENSHOT_PHOTO} is missing: python -m backend build-dataset"
+        e2e.write_png(host / "scene.png", photo[..., ::-1])
+        shape = cv2.imread(str(SCREENSHOT_MASK), cv2.IMREAD_GRAYSCALE)
+        assert shape.shape == photo.shape[:2]
+        opaque = np.zeros((*shape.shape, 4), np.uint8)
+        opaque[..., 3] = np.where(shape > 127, 255, 0)
+        assert cv2.imwrite(str(host / "selection.png"), opaque)
+        selection = {"mask": str(inside / "selection.png")}
+    else:
+        e2e.write_png(host / "scene.png", _scene())
+        selection = [222, 168, 84, 84]
     job = {
         "out_dir": str(out_root),
         "image": str(inside / "scene.png"),
-        "selection": [222, 168, 84, 84],
+        "selection": selection,
         "arguments": {"endpoint": backend.endpoint},
     }
     (out_host / "job.json").write_text(json.dumps(job))
@@ -512,7 +534,6 @@ def test_gui_one_undo_step_dialog_and_screenshots(workdir, profile, backend):
         display.run("xdotool", "mousemove", "700", "42")  # empty tab bar: no brush outline, no tooltip
         time.sleep(2.0)
         display.screenshot(out_root / "gimp-result.png")
-        target = os.environ.get("HIFILL_GIMP_SCREENSHOTS")
         if target:
             for name in ("gimp-dialog.png", "gimp-result.png"):
                 shutil.copyfile(out_host / name, Path(target) / name)

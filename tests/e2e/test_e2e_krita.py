@@ -26,7 +26,9 @@ HIFILL_KRITA_E2E_JOB names the job) and starts Krita under Xvfb. In one Krita se
 The host compares the exports with the input: outside the selection bit-exact, inside a plausible
 fill (e2e_common.assert_plausible_fill; with the fake backend: changed), undo restores everything.
 HIFILL_KRITA_SCREENSHOT=PATH adds a case on a photo (HIFILL_KRITA_SCREENSHOT_IMAGE, default a
-BSD-licensed dataset photo; HIFILL_KRITA_SCREENSHOT_SELECTION=x,y,w,h) and copies its screenshot there
+dataset photo of a castle; HIFILL_KRITA_SCREENSHOT_MASK, a PNG of the photo's size, white where selected,
+default the committed selection around one of its chimneys; or HIFILL_KRITA_SCREENSHOT_SELECTION=x,y,w,h
+for a rectangle) and copies its screenshot there
 (docs/krita-docker.png); its fill is checked like the others. HIFILL_E2E_KEEP=1 keeps the run folder
 (logs, exports) inside the root.
 """
@@ -52,15 +54,33 @@ E2E_DIR = REPO / "tests" / "e2e" / "in_krita"
 KRITA_TIMEOUT_S = int(os.environ.get("HIFILL_KRITA_TIMEOUT_S", "400"))
 WIDTH, HEIGHT = 320, 240
 SELECTION = (120, 90, 64, 48)  # x, y, w, h
-# The documentation screenshot (HIFILL_KRITA_SCREENSHOT): a BSD-3-Clause photo from the dataset, with
-# two default dockers hidden to give the HiFill docker room.
-DEFAULT_PHOTO = REPO / "data" / "photos" / "val" / "opencv-doc-bookworm" / "data-home.jpg"  # birds in the sky
-DEFAULT_PHOTO_SELECTION = "120,40,150,100"
+# The documentation screenshot (HIFILL_KRITA_SCREENSHOT): a photo from the dataset (palapeli-data's
+# castle-maintenon.jpg) and a selection around its tall brick chimney (the removal case
+# 512-castle-maintenon-chimney at the photo's own size), with two default dockers hidden to give the
+# HiFill docker room.
+DEFAULT_PHOTO = REPO / "data" / "photos" / "val" / "palapeli-data-bookworm" / "castle-maintenon.jpg"
+DEFAULT_PHOTO_MASK = REPO / "tests" / "e2e" / "screenshot" / "castle-maintenon-chimney-mask.png"
 HIDE_DOCKERS = ["PresetDocker", "ColorSelectorNg"]
 
 _SKIP = e2e.root_skip_reason("krita", "Krita")
 if _SKIP:
     pytestmark = [pytest.mark.editor, pytest.mark.skip(reason=_SKIP)]
+
+
+def _screenshot_selection(shape_hw: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: the screenshot case's selection (HIFILL_KRITA_SCREENSHOT_SELECTION or _MASK)."""
+    rectangle = os.environ.get("HIFILL_KRITA_SCREENSHOT_SELECTION")
+    selected = np.zeros(shape_hw, bool)
+    if rectangle:
+        x, y, w, h = (int(v) for v in rectangle.split(","))
+        selected[y : y + h, x : x + w] = True
+        return selected
+    import cv2
+
+    path = os.environ.get("HIFILL_KRITA_SCREENSHOT_MASK", str(DEFAULT_PHOTO_MASK))
+    shape = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    assert shape is not None and shape.shape == tuple(shape_hw), f"{path}: a PNG of the photo's size"
+    return shape > 127
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -200,16 +220,18 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
     ]
     screenshot = os.environ.get("HIFILL_KRITA_SCREENSHOT")
     if screenshot:  # one more case, on a photo, for the documentation's screenshot
-        e2e.write_png(
-            host / "photo.png",
-            _read_rgb(Path(os.environ.get("HIFILL_KRITA_SCREENSHOT_IMAGE", DEFAULT_PHOTO))),
-        )
-        selection = os.environ.get("HIFILL_KRITA_SCREENSHOT_SELECTION", DEFAULT_PHOTO_SELECTION)
+        photo = _read_rgb(Path(os.environ.get("HIFILL_KRITA_SCREENSHOT_IMAGE", DEFAULT_PHOTO)))
+        e2e.write_png(host / "photo.png", photo)
+        photo_selected = _screenshot_selection(photo.shape[:2])
+        (host / "photo-selection.raw").write_bytes((photo_selected * np.uint8(255)).tobytes())
+        rows, cols = np.nonzero(photo_selected)
+        box = [int(cols.min()), int(rows.min()), int(np.ptp(cols)) + 1, int(np.ptp(rows)) + 1]
         cases.append(
             {
                 "name": "photo",
                 "image": f"{inside}/photo.png",
-                "selection": [int(v) for v in selection.split(",")],
+                "selection": box,
+                "selection_mask": f"{inside}/photo-selection.raw",
                 "endpoint": endpoint,
                 "output_mode": "new-layer",
                 "trigger": "button",
@@ -311,9 +333,6 @@ def test_docker_fills_selection_in_real_krita(backend, workdir) -> None:
     if screenshot:
         photo = _read_png(host / "photo.png")
         photo_filled = _read_png(host / "photo-filled.png")
-        px, py, pw, ph = (int(v) for v in selection.split(","))
-        photo_selected = np.zeros(photo.shape[:2], bool)
-        photo_selected[py : py + ph, px : px + pw] = True
         assert np.array_equal(photo_filled[~photo_selected], photo[~photo_selected]), "photo: outside changed"
         if backend.is_real:
             e2e.assert_plausible_fill(photo_filled, photo_selected, "photo")

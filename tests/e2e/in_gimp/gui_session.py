@@ -58,6 +58,21 @@ def _run(image, layer, run_mode, arguments):
     return {"status": status.value_nick, "message": str(message)}
 
 
+def _select(image, selection):
+    """A rectangle [x, y, w, h], or {"mask": path}: the opaque pixels of a PNG of the image's size (as
+    a user's free selection around an object; Layer > Transparency > Alpha to Selection, not undoable)."""
+    if isinstance(selection, dict):
+        image.undo_disable()
+        mask_file = Gio.File.new_for_path(selection["mask"])
+        shape = Gimp.file_load_layer(Gimp.RunMode.NONINTERACTIVE, image, mask_file)
+        image.insert_layer(shape, None, 0)
+        image.select_item(Gimp.ChannelOps.REPLACE, shape)
+        image.remove_layer(shape)
+        image.undo_enable()
+    else:
+        image.select_rectangle(Gimp.ChannelOps.REPLACE, *selection)
+
+
 def hifill_gui(job_path):
     with open(job_path) as handle:
         job = json.load(handle)
@@ -67,7 +82,7 @@ def hifill_gui(job_path):
         Gimp.Display.new(image)
         Gimp.displays_flush()
         layer = image.get_layers()[0]
-        image.select_rectangle(Gimp.ChannelOps.REPLACE, *job["selection"])
+        _select(image, job["selection"])
         before = _state(image)
 
         outcome = _run(image, layer, Gimp.RunMode.NONINTERACTIVE, job["arguments"])

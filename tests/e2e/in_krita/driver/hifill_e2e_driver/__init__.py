@@ -161,7 +161,15 @@ class Driver:
             doc.refreshProjection()
             doc.waitForDone()
             self.projection_before = bytes(doc.pixelData(0, 0, doc.width(), doc.height()))
-        if self.case.get("selection"):  # None: leave the fresh image without a selection
+        if self.case.get("selection_mask"):  # a shape around an object: raw u8 bytes of the image's size
+            QtCore, _ = _qt()
+            with open(self.case["selection_mask"], "rb") as handle:
+                shape = handle.read()
+            selection = Selection()
+            selection.setPixelData(QtCore.QByteArray(shape), 0, 0, doc.width(), doc.height())
+            doc.setSelection(selection)
+            doc.waitForDone()
+        elif self.case.get("selection"):  # None: leave the fresh image without a selection
             x, y, w, h = self.case["selection"]
             selection = Selection()
             selection.select(x, y, w, h, 255)
