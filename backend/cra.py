@@ -29,15 +29,12 @@ from scipy import ndimage
 
 from backend.network import background_patches
 from backend.texture import (
-    ISOPHOTE_RADIUS,
     TextureConfig,
-    continue_into_band,
     continue_isophotes,
     gaussian_blur,
     isophote_weights,
     low_frequency_shift,
     match_context,
-    seam_weights,
     transfer_pixels,
 )
 
@@ -462,8 +459,6 @@ def compose_window_texture(
     region: np.ndarray,
     region_origin: tuple[int, int],
     cancelled: Callable[[], bool],
-    detail_sigma: float = 0.0,
-    detail_gain: float = 1.0,
 ) -> None:
     """Write bilinear_up(base_low) + matched full-resolution detail where the mask is > 0 (soft blend).
 
@@ -472,10 +467,7 @@ def compose_window_texture(
     matches found at 1/search_factor of the working size (backend.texture.match_context). A hole
     pixel gets the context pixel at its match's offset plus base_low at the pixel minus source_low
     at its match (backend.texture.low_frequency_shift, at the search size): the fill's low
-    frequencies, the context's detail. That detail (the copy minus the fill) is then high-passed at
-    full resolution (minus its Gaussian blur at detail_sigma px, 0 outside the hole) and scaled by
-    detail_gain, so the fill keeps its frequencies below detail_sigma at every image size. Bands of
-    rows are composed one at a time (each with detail_sigma's 3-sigma halo of rows).
+    frequencies, the context's detail. Bands of rows are composed one at a time.
     """
     w = reader.window
     out_hw = (w.height, w.width)
@@ -486,8 +478,6 @@ def compose_window_texture(
     if y0 >= y1 or x0 >= x1:
         return
     rows_per_band = max(1, TEXTURE_BAND_PIXELS // (x1 - x0))
-    halo = math.ceil(3 * detail_sigma) if detail_sigma > 0 else 0
-    columns = torch.arange(x0 - w.left, x1 - w.left)
 
     def colour_at(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         ys, xs = ys.clamp(0, w.height - 1), xs.clamp(0, w.width - 1)
@@ -500,76 +490,25 @@ def compose_window_texture(
     base_search = at_search_size(base_low)
     source_search = base_search if source_low is base_low else at_search_size(source_low)
     shift = low_frequency_shift(base_search, sources, source_search)
-
-    def detail_rows(top: int, bottom: int) -> torch.Tensor:
-        """(3, bottom - top, x1 - x0): the copy minus the fill at hole pixels, 0 elsewhere."""
-        detail = torch.zeros(3, bottom - top, x1 - x0)
-        ys_local, xs_local = np.nonzero(reader.mask[top:bottom, x0:x1] > 0)
-        if ys_local.size == 0:
-            return detail
-        at = (torch.from_numpy(ys_local), torch.from_numpy(xs_local))
-        ys, xs = at[0] + (top - w.top), at[1] + (x0 - w.left)
-        fill = upsample_rows(base_low, out_hw, top - w.top, bottom - w.top, columns)[:, at[0], at[1]]
-        detail[:, at[0], at[1]] = transfer_pixels(colour_at, sources, shift, scale, ys, xs, fill) - fill
-        return detail
-
     for band_top in range(y0, y1, rows_per_band):
         if cancelled():
             raise FillCancelled
         band_bottom = min(band_top + rows_per_band, y1)
         alpha = reader.mask[band_top:band_bottom, x0:x1]
-        if not (alpha > 0).any():
+        inside = alpha > 0
+        if not inside.any():
             continue
-        top, bottom = max(y0, band_top - halo), min(y1, band_bottom + halo)
-        detail = detail_rows(top, bottom)
-        if halo:
-            detail -= gaussian_blur(detail, detail_sigma, zero_edges=True)
+        ys_local, xs_local = np.nonzero(inside)
+        ys = torch.from_numpy(ys_local + (band_top - w.top))
+        xs = torch.from_numpy(xs_local + (x0 - w.left))
+        columns = torch.arange(x0 - w.left, x1 - w.left)
         filled = upsample_rows(base_low, out_hw, band_top - w.top, band_bottom - w.top, columns)
-        filled += detail[:, band_top - top : band_bottom - top] * detail_gain
+        at = (torch.from_numpy(ys_local), torch.from_numpy(xs_local))
+        filled[:, at[0], at[1]] = transfer_pixels(
+            colour_at, sources, shift, scale, ys, xs, filled[:, at[0], at[1]]
+        )
         target = region[band_top - oy : band_bottom - oy, x0 - ox : x1 - ox]
         _blend_box(filled, alpha, target)
-
-
-def blend_seam(
-    reader: WindowReader, region: np.ndarray, region_origin: tuple[int, int], share: float, reach: float
-) -> None:
-    """Mix a full-resolution Navier-Stokes seam into the window's composed fill near the hole's border.
-
-    The band of hole pixels within SEAM_REACHES reaches of the border is inpainted from everything
-    around it (the context outside, the composed fill inside: backend.texture.continue_into_band) and
-    mixed in with backend.texture.seam_weights times the mask's alpha; pixels with mask 0 are never
-    written. Only this window's part of the region is touched.
-    """
-    w = reader.window
-    oy, ox = region_origin
-    height, width = reader.mask.shape
-    y0, y1 = max(w.top, oy, 0), min(w.top + w.height, oy + region.shape[0], height)
-    x0, x1 = max(w.left, ox, 0), min(w.left + w.width, ox + region.shape[1], width)
-    if y0 >= y1 or x0 >= x1:
-        return
-    pad = ISOPHOTE_RADIUS + 1  # the known ring the inpainting reads around the box
-    py0, py1, px0, px1 = max(0, y0 - pad), min(height, y1 + pad), max(0, x0 - pad), min(width, x1 + pad)
-    pixels = reader.image[py0:py1, px0:px1, :3].copy()
-    ry0, rx0 = max(py0, oy), max(px0, ox)
-    ry1, rx1 = min(py1, oy + region.shape[0]), min(px1, ox + region.shape[1])
-    composed_part = region[ry0 - oy : ry1 - oy, rx0 - ox : rx1 - ox, :3]
-    pixels[ry0 - py0 : ry1 - py0, rx0 - px0 : rx1 - px0] = composed_part
-    alpha = reader.mask[py0:py1, px0:px1]
-    weights = seam_weights(alpha > 0, share, reach)
-    inner = np.zeros_like(weights, dtype=bool)
-    inner[y0 - py0 : y1 - py0, x0 - px0 : x1 - px0] = True
-    weights[~inner] = 0.0
-    if not weights.any():
-        return
-    continued = continue_into_band(pixels, weights > 0)
-    box = (slice(y0 - py0, y1 - py0), slice(x0 - px0, x1 - px0))
-    target = region[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
-    unit = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(pixels.dtype, 1.0)
-    seam = torch.from_numpy(np.ascontiguousarray(continued[box]) / np.float32(unit))
-    composed = torch.from_numpy(to_unit_float(np.ascontiguousarray(target[..., :3])))
-    share_hw = torch.from_numpy(weights[box])[..., None]
-    mixed = composed + (seam - composed) * share_hw
-    _blend_box(mixed.permute(2, 0, 1), (alpha[box] * (weights[box] > 0)).astype(alpha.dtype), target)
 
 
 def _blend_box(filled: torch.Tensor, alpha: np.ndarray, target: np.ndarray) -> None:
@@ -629,31 +568,17 @@ def fill_window(
         search_hole = F.max_pool2d(hole_low, factor)[0, 0] > 0
         sources = match_context(search_image, search_hole, texture)
         progress(0.8, "Composing the full-resolution fill")
-        full_per_working = window.cell_h / CELL_DOWNSCALE
-        fill_blur = texture.fill_sigma / full_per_working  # working-size pixels
-        split_blur = texture.split_sigma * factor
-        base_low = gaussian_blur(fill_low, fill_blur)
-        one_blur = math.isclose(fill_blur, split_blur)  # pictures within the working size: one blur
-        source_low = base_low if one_blur else gaussian_blur(fill_low, split_blur)
         if texture.isophote_share > 0:  # lines that meet the border carried on into the hole
             hole = hole_low[0, 0] > 0
-            continued = gaussian_blur(continue_isophotes(low_image[0], hole), texture.isophote_sigma)
+            continued = continue_isophotes(low_image[0], hole)
             share = isophote_weights(hole, texture.isophote_share, texture.isophote_reach)
-            base_low = base_low * (1.0 - share) + continued * share
+            fill_low = fill_low * (1.0 - share) + continued * share
+        base_low = gaussian_blur(fill_low, texture.base_sigma * factor)
+        same_split = texture.split_sigma == texture.base_sigma  # the shipped setting: one blur
+        source_low = base_low if same_split else gaussian_blur(fill_low, texture.split_sigma * factor)
         compose_window_texture(
-            reader,
-            base_low,
-            source_low,
-            sources,
-            factor,
-            region,
-            region_origin,
-            cancelled,
-            detail_sigma=texture.fill_sigma,
-            detail_gain=texture.detail_gain,
+            reader, base_low, source_low, sources, factor, region, region_origin, cancelled
         )
-        if texture.seam_share > 0:
-            blend_seam(reader, region, region_origin, texture.seam_share, texture.seam_reach)
         return
     progress(0.6, "Aggregating contextual residuals")
     hole_idx, source_idx, weights = aggregation_weights(scores[0].float(), hole_low, window)

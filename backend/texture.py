@@ -45,8 +45,6 @@ DESCRIPTOR_DIMS = 16  # PCA components kept of each patch descriptor
 REFINE_RADIUS = 8  # random search radius at levels that start from a coarser level's matches
 DETAIL_WEIGHT = 2.0  # weight of the grey detail channel against the guide's RGB
 ISOPHOTE_RADIUS = 3  # pixels of known neighbourhood OpenCV's inpainting weighs per hole pixel
-FILL_SIGMA = 4.0  # full-resolution pixels: the fill/detail split of the composed result
-SEAM_REACHES = 4.0  # the seam runs this many reaches into the hole (its share is < 2 % beyond)
 GREY = (0.299, 0.587, 0.114)
 
 
@@ -55,14 +53,10 @@ class TextureConfig:
     """Knobs of the guided patch search (defaults measured on the validation photos)."""
 
     guide_sigma: float = GUIDE_SIGMA
-    split_sigma: float = GUIDE_SIGMA  # a copied pixel loses the context's blur at this sigma (search px)
-    fill_sigma: float = FILL_SIGMA  # the generator gives what this blur keeps, the context the rest (full px)
-    detail_gain: float = 1.2  # amplitude of the copied detail (seams between matches average some away)
+    split_sigma: float = GUIDE_SIGMA  # the context gives its detail above this blur (search pixels)
+    base_sigma: float = GUIDE_SIGMA  # the fill keeps what this blur keeps (0: all of it)
     isophote_share: float = 0.8  # share of Navier-Stokes continuation in the fill at the hole's border
     isophote_reach: float = 24.0  # working-size pixels over which that share falls by a factor e
-    isophote_sigma: float = GUIDE_SIGMA  # working-size blur of that continuation (its wedges soften)
-    seam_share: float = 0.8  # share of a full-resolution Navier-Stokes seam at the hole's border
-    seam_reach: float = 6.0  # full-resolution pixels over which that share falls by a factor e
     patch_radius: int = PATCH_RADIUS
     descriptor_dims: int = DESCRIPTOR_DIMS
     detail_weight: float = DETAIL_WEIGHT
@@ -79,9 +73,8 @@ class TextureConfig:
         return 4 if factor >= 4 else 2 if factor >= 2 else 1
 
 
-def gaussian_blur(image_chw: torch.Tensor, sigma: float, zero_edges: bool = False) -> torch.Tensor:
-    """Separable Gaussian blur of (C, H, W), edges reflected (replicated when tiny; zero_edges: the
-    image is 0 beyond them); sigma 0: a copy."""
+def gaussian_blur(image_chw: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (C, H, W), edges reflected (replicated when tiny); sigma 0: a copy."""
     if sigma <= 0:
         return image_chw.clone()
     radius = max(1, math.ceil(3 * sigma))
@@ -89,12 +82,8 @@ def gaussian_blur(image_chw: torch.Tensor, sigma: float, zero_edges: bool = Fals
     kernel = torch.exp(-(taps**2) / (2 * sigma * sigma))
     kernel = kernel / kernel.sum()
     channels = image_chw.shape[0]
-    pad = (radius, radius, radius, radius)
-    if zero_edges:
-        x = F.pad(image_chw[None], pad)
-    else:
-        mode = "reflect" if min(image_chw.shape[1:]) > radius else "replicate"
-        x = F.pad(image_chw[None], pad, mode=mode)
+    mode = "reflect" if min(image_chw.shape[1:]) > radius else "replicate"
+    x = F.pad(image_chw[None], (radius, radius, radius, radius), mode=mode)
     x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1).contiguous(), groups=channels)
     x = F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1).contiguous(), groups=channels)
     return x[0]
@@ -378,41 +367,6 @@ def continue_isophotes(image_chw: torch.Tensor, hole_hw: torch.Tensor) -> torch.
     hole = hole_hw.to(torch.uint8).numpy() * 255
     filled = cv2.inpaint(np.ascontiguousarray(pixels), hole, ISOPHOTE_RADIUS, cv2.INPAINT_NS)
     return torch.from_numpy(filled).permute(2, 0, 1).float() / 255.0
-
-
-def seam_weights(hole_hw: np.ndarray, share: float, reach: float) -> np.ndarray:
-    """(H, W) float32: share * exp(-distance / reach) in the hole, out to SEAM_REACHES reaches; 0 else.
-
-    hole_hw: (H, W) bool at full resolution; distance: Euclidean, to the nearest known pixel of the
-    array (1 at the border). The seam carries the border's edges and colours the last few pixels
-    into the copied texture, where a copy that matches in its low frequencies may still step.
-    """
-    import cv2
-
-    distance = cv2.distanceTransform(hole_hw.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    weights = share * np.exp(-distance / reach)
-    weights[~hole_hw | (distance > SEAM_REACHES * reach)] = 0.0
-    return weights.astype(np.float32)
-
-
-def continue_into_band(pixels_hwc: np.ndarray, band_hw: np.ndarray) -> np.ndarray:
-    """OpenCV's Navier-Stokes inpainting of the band's pixels from all the others: (H, W, 3) float32.
-
-    pixels_hwc: (H, W, 3) uint8, uint16 or float (0-1); band_hw: (H, W) bool. Values come back on the
-    pixels' own scale (0-255, 0-65535 or 0-1); 8-bit pixels run as one colour image, others channel
-    by channel in float32 (OpenCV's inpainting takes those as one-channel images only).
-    """
-    import cv2
-
-    band = band_hw.astype(np.uint8) * 255
-    if pixels_hwc.dtype == np.uint8:
-        filled = cv2.inpaint(np.ascontiguousarray(pixels_hwc), band, ISOPHOTE_RADIUS, cv2.INPAINT_NS)
-        return filled.astype(np.float32)
-    channels = [
-        cv2.inpaint(np.ascontiguousarray(plane, np.float32), band, ISOPHOTE_RADIUS, cv2.INPAINT_NS)
-        for plane in np.moveaxis(pixels_hwc[..., :3], -1, 0)
-    ]
-    return np.stack(channels, -1)
 
 
 def transfer_pixels(

@@ -6,13 +6,12 @@ socket, its worker thread and run_server; cli: the command line (main).
 
 from backend.server.cli import build_parser, configure_logging, install_signal_handlers, main
 from backend.server.jobs import DEFAULT_MAX_QUEUE
-from backend.server.loop import HEARTBEAT_S, SHUTDOWN_GRACE_S, run_server
+from backend.server.loop import HEARTBEAT_S, run_server
 from backend.server.policy import ServerConfigError, check_endpoint, load_curve, shared_memory_refusal
 
 __all__ = [
     "DEFAULT_MAX_QUEUE",
     "HEARTBEAT_S",
-    "SHUTDOWN_GRACE_S",
     "ServerConfigError",
     "build_parser",
     "check_endpoint",

@@ -26,7 +26,7 @@ HIFILL_KRITA_E2E_JOB names the job) and starts Krita under Xvfb. In one Krita se
 The host compares the exports with the input: outside the selection bit-exact, inside a plausible
 fill (e2e_common.assert_plausible_fill; with the fake backend: changed), undo restores everything.
 HIFILL_KRITA_SCREENSHOT=PATH adds a case on a photo (HIFILL_KRITA_SCREENSHOT_IMAGE, default a
-dataset photo of a castle; HIFILL_KRITA_SCREENSHOT_MASK, a PNG of the photo's size, white where selected,
+dataset photo of windsurfers; HIFILL_KRITA_SCREENSHOT_MASK, a PNG of the photo's size, white where selected,
 default the committed selection around one of its chimneys; or HIFILL_KRITA_SCREENSHOT_SELECTION=x,y,w,h
 for a rectangle) and copies its screenshot there
 (docs/krita-docker.png); its fill is checked like the others. HIFILL_E2E_KEEP=1 keeps the run folder
@@ -54,12 +54,12 @@ E2E_DIR = REPO / "tests" / "e2e" / "in_krita"
 KRITA_TIMEOUT_S = int(os.environ.get("HIFILL_KRITA_TIMEOUT_S", "400"))
 WIDTH, HEIGHT = 320, 240
 SELECTION = (120, 90, 64, 48)  # x, y, w, h
-# The documentation screenshot (HIFILL_KRITA_SCREENSHOT): a photo from the dataset (palapeli-data's
-# castle-maintenon.jpg) and a selection around its tall brick chimney (the removal case
-# 512-castle-maintenon-chimney at the photo's own size), with two default dockers hidden to give the
-# HiFill docker room.
-DEFAULT_PHOTO = REPO / "data" / "photos" / "val" / "palapeli-data-bookworm" / "castle-maintenon.jpg"
-DEFAULT_PHOTO_MASK = REPO / "tests" / "e2e" / "screenshot" / "castle-maintenon-chimney-mask.png"
+# The documentation screenshot (HIFILL_KRITA_SCREENSHOT): a photo from the dataset (sporco's sail.png,
+# windsurfers) and a selection around one windsurfer with his sail and board (the removal case
+# 512-sail-windsurfer at the photo's own size), with two default dockers hidden to give the HiFill
+# docker room.
+DEFAULT_PHOTO = REPO / "data" / "photos" / "val" / "sporco-pypi" / "sail.png"
+DEFAULT_PHOTO_MASK = REPO / "tests" / "e2e" / "screenshot" / "sail-windsurfer-mask.png"
 HIDE_DOCKERS = ["PresetDocker", "ColorSelectorNg"]
 
 _SKIP = e2e.root_skip_reason("krita", "Krita")

@@ -162,8 +162,7 @@ def test_a_smear_gets_the_context_texture_in_phase_and_outside_stays_bit_exact()
     mask[30:66, 34:62] = 255
     hole = mask > 0
     smeared = _fill(image, mask, None)  # the attention path at the working size: no residuals
-    alone = TextureConfig(isophote_share=0.0, seam_share=0.0, detail_gain=1.0)
-    copied = _fill(image, mask, alone)  # the patch search alone
+    copied = _fill(image, mask, TextureConfig(isophote_share=0.0))  # the patch search alone
     shipped = _fill(image, mask, TextureConfig())
     error = lambda a: np.abs(a[hole].astype(float) - image[hole]).mean()  # noqa: E731
     detail = lambda a: np.abs(np.diff(a[30:66, 34:62, 0].astype(float), axis=1)).mean()  # noqa: E731
@@ -172,11 +171,10 @@ def test_a_smear_gets_the_context_texture_in_phase_and_outside_stays_bit_exact()
         assert np.array_equal(textured[~hole], image[~hole])
         assert detail(textured) > 0.8 * detail(image)
     assert error(copied) < 0.1 * error(smeared)  # texture copied at whole periods, not a smear (2.2)
-    # Navier-Stokes smears the stripes that meet the hole's sides into bands along them (mixed into
-    # the low frequencies near the border, and as the seam), and the detail gain of 1.2 makes exact
-    # copies 20 % too strong: here they cost the shipped fill part of what they win on photos (11.4,
-    # a third of the smear's error; docs/evaluation.md, session 8).
-    assert error(shipped) < 0.4 * error(smeared)
+    # Navier-Stokes smears the stripes that meet the hole's sides into bands along them; mixed into
+    # the low frequencies near the border, they cost the shipped fill here part of what they win on
+    # photos (7.0, a fifth of the smear's error; docs/evaluation.md, session 7).
+    assert error(shipped) < 0.25 * error(smeared)
 
 
 def test_the_search_is_deterministic() -> None:
@@ -251,77 +249,3 @@ def test_isophote_weights_fall_with_the_distance_from_the_border_and_are_zero_ou
     row = weights[20, 5:20]  # from the left border to the centre: falling
     assert bool((row[1:] < row[:-1]).all())
     assert weights[20, 20].item() == pytest.approx(0.8 * np.exp(-15 / 4.0), rel=1e-5)
-
-
-def test_composing_in_bands_with_halos_equals_one_band(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The detail's full-resolution high-pass reads 3 sigma of rows beyond each band: the bands' seams
-    must not show (a picture twice the working size, so the fill is upsampled and copies are scaled)."""
-    image = _stripes(192, 160, period=5)
-    mask = np.zeros(image.shape[:2], np.uint8)
-    mask[50:140, 40:110] = 255
-    mask[140:150, 40:110] = 120  # a soft rim
-    one_band = _fill(image, mask, TextureConfig())
-    monkeypatch.setattr(cra, "TEXTURE_BAND_PIXELS", 7 * 70)  # 7 rows a band, halos of 12 rows
-    assert np.array_equal(_fill(image, mask, TextureConfig()), one_band)
-
-
-def test_the_copied_detail_has_nothing_below_the_fill_sigma() -> None:
-    """With a flat fill and the seam off, the composed hole minus the fill is a high-pass: its blur at
-    fill_sigma (zero outside the hole) is small next to the detail itself."""
-    image = _stripes(128, 128, period=9)
-    mask = np.zeros(image.shape[:2], np.uint8)
-    mask[40:90, 30:100] = 255
-    hole = mask > 0
-    config = TextureConfig(isophote_share=0.0, seam_share=0.0, detail_gain=1.0)
-    smeared = _fill(image, mask, None).astype(np.float32)  # the flat fill alone
-    detail = np.where(hole[..., None], _fill(image, mask, config).astype(np.float32) - smeared, 0.0)
-    detail_chw = torch.from_numpy(detail).permute(2, 0, 1)
-    low = texture.gaussian_blur(detail_chw, config.fill_sigma, zero_edges=True)
-    inner = torch.from_numpy(hole)
-    assert float(low[:, inner].abs().mean()) < 0.15 * float(detail_chw[:, inner].abs().mean())
-
-
-def test_seam_weights_fall_from_the_border_and_stop_after_a_few_reaches() -> None:
-    hole = np.zeros((80, 80), bool)
-    hole[10:70, 10:70] = True
-    weights = texture.seam_weights(hole, 0.8, 3.0)
-    assert weights.dtype == np.float32 and float(np.abs(weights[~hole]).max()) == 0.0
-    assert weights[10, 40] == pytest.approx(0.8 * np.exp(-1 / 3.0), rel=1e-4)  # border: distance 1
-    assert weights[40, 10 + 11] == pytest.approx(0.8 * np.exp(-12 / 3.0), rel=1e-4)  # 12 = 4 reaches
-    assert float(weights[10 + 13 : 70 - 13, 10 + 13 : 70 - 13].max()) == 0.0  # beyond: the fill alone
-
-
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
-def test_the_seam_continues_the_border_on_the_pixels_own_scale_and_keeps_the_rest(dtype) -> None:
-    top = {np.uint8: 255, np.uint16: 65535, np.float32: 1.0}[dtype]
-    ramp = np.linspace(0.1, 0.9, 48, dtype=np.float32)[None, :, None].repeat(48, 0).repeat(3, 2)
-    pixels = (ramp * top).astype(dtype) if dtype != np.float32 else ramp
-    band = np.zeros((48, 48), bool)
-    band[20:28, 10:38] = True
-    continued = texture.continue_into_band(pixels, band)
-    assert continued.dtype == np.float32 and continued.shape == pixels.shape
-    assert np.array_equal(continued[~band], pixels[~band].astype(np.float32))
-    assert np.abs(continued[band] / top - ramp[band]).max() < 0.03  # the ramp runs on through the band
-
-
-def test_the_seam_mixes_by_weight_times_alpha_and_leaves_unselected_pixels_alone() -> None:
-    image = _stripes(96, 96, period=6)
-    mask = np.zeros(image.shape[:2], np.uint8)
-    mask[30:66, 30:66] = 255
-    mask[30:66, 66:70] = 100  # a soft rim
-    window = cra.plan_windows(mask, None, 96)[0]
-    reader = cra.WindowReader(image, mask, window)
-    top, left, bottom, right = cra.mask_bounds(mask)
-    composed = np.full((bottom - top, right - left, 3), 128, np.uint8)  # a flat stand-in fill
-    region = composed.copy()
-    cra.blend_seam(reader, region, (top, left), 0.8, 2.0)
-    outside = mask[top:bottom, left:right] == 0
-    assert np.array_equal(region[outside], composed[outside])
-    pixels = image.copy()
-    pixels[top:bottom, left:right] = composed
-    weights = texture.seam_weights(mask > 0, 0.8, 2.0)
-    seam = texture.continue_into_band(pixels, weights > 0)
-    share = (weights * mask / 255.0)[top:bottom, left:right, None]
-    expected = np.round(128 + (seam[top:bottom, left:right] - 128) * share)
-    assert np.abs(region.astype(np.float32) - expected).max() <= 1  # float32 arithmetic, rounded once
-    assert np.array_equal(region[20:30, 10:20], composed[20:30, 10:20])  # deeper than 4 reaches
