@@ -294,6 +294,19 @@ class WindowReader:
         block = self._take(self.image, r0, r1, cols)[..., :3].transpose(2, 0, 1)
         return torch.from_numpy(to_unit_float(block, np.empty(block.shape, np.float32)))
 
+    def pixels_at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """(N, 3) colour of window pixels (ys, xs), mirrored at the image's edges (same dtype).
+
+        np.take on the flattened image when it is contiguous: 3x faster than two-array indexing.
+        """
+        rows, cols = self.rows[ys], self.cols[xs]
+        image = self.image
+        if not image.flags.c_contiguous:
+            return image[rows, cols, :3]
+        height, width, channels = image.shape
+        picked = np.take(image.reshape(height * width, channels), rows * width + cols, axis=0)
+        return picked if channels == 3 else picked[:, :3]
+
     def hole(self, r0: int, r1: int) -> np.ndarray:
         """Mask rows r0..r1-1 > 0 as bool (n, width)."""
         return self._take(self.mask, r0, r1) > 0
@@ -481,7 +494,7 @@ def compose_window_texture(
 
     def colour_at(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         ys, xs = ys.clamp(0, w.height - 1), xs.clamp(0, w.width - 1)
-        pixels = reader.image[reader.rows[ys.numpy()], reader.cols[xs.numpy()], :3]  # (N, 3)
+        pixels = reader.pixels_at(ys.numpy(), xs.numpy())  # (N, 3)
         return torch.from_numpy(to_unit_float(np.ascontiguousarray(pixels))).T
 
     def at_search_size(image: torch.Tensor) -> torch.Tensor:

@@ -390,28 +390,33 @@ def transfer_pixels(
     """
     h, w = sources_hw2.shape[:2]
     sy, sx = scale_yx
+    # Per search pixel (small tables, read per tap below): matched, and the match's offset scaled to
+    # full resolution (0 where unmatched), also packed into one key (|offsets| < 2^31).
+    matched_grid = (sources_hw2[..., 0] >= 0).view(-1)
+    rows, cols = torch.arange(h).view(h, 1), torch.arange(w).view(1, w)
+    off_y_grid = torch.round((sources_hw2[..., 0] - rows).float() * sy).long().view(-1) * matched_grid
+    off_x_grid = torch.round((sources_hw2[..., 1] - cols).float() * sx).long().view(-1) * matched_grid
+    key_grid = off_y_grid * (1 << 32) + off_x_grid
     fy = ((ys.float() + 0.5) / sy - 0.5).clamp(0, h - 1)
     fx = ((xs.float() + 0.5) / sx - 0.5).clamp(0, w - 1)
     y0, x0 = fy.floor().long(), fx.floor().long()
     wy, wx = fy - y0, fx - x0
-    taps_y = torch.stack([y0, y0, (y0 + 1).clamp(max=h - 1), (y0 + 1).clamp(max=h - 1)], 1)  # (N, 4)
-    taps_x = torch.stack([x0, (x0 + 1).clamp(max=w - 1), x0, (x0 + 1).clamp(max=w - 1)], 1)
+    y1, x1 = (y0 + 1).clamp(max=h - 1), (x0 + 1).clamp(max=w - 1)
+    y0, y1 = y0 * w, y1 * w
+    taps = torch.stack([y0 + x0, y0 + x1, y1 + x0, y1 + x1], 1)  # (N, 4) flat search pixels
     weights = torch.stack([(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx], 1)
-    source = sources_hw2[taps_y, taps_x]  # (N, 4, 2)
-    matched = source[..., 0] >= 0
-    weights = weights * matched
-    off_y = torch.round((source[..., 0] - taps_y).float() * sy).long() * matched
-    off_x = torch.round((source[..., 1] - taps_x).float() * sx).long() * matched
-    shift = shift_chw[:, taps_y, taps_x] * weights  # (C, N, 4): each tap's shift, weighted
+    weights *= matched_grid[taps]
+    shift = shift_chw.reshape(shift_chw.shape[0], -1)[:, taps] * weights  # (C, N, 4): weighted shifts
     # Taps that share an offset read the same pixel: read it once with their summed weight.
+    key = key_grid[taps]
     for later in range(1, 4):
         for earlier in range(later):
-            same = (off_y[:, later] == off_y[:, earlier]) & (off_x[:, later] == off_x[:, earlier])
-            same &= weights[:, earlier] > 0
-            weights[:, earlier] += torch.where(same, weights[:, later], 0.0)
-            weights[:, later] = torch.where(same, 0.0, weights[:, later])
+            same = (key[:, later] == key[:, earlier]) & (weights[:, earlier] > 0)
+            weights[:, earlier] += weights[:, later] * same
+            weights[:, later] *= ~same
     pixel, tap = torch.nonzero(weights > 0, as_tuple=True)
-    read = colour_at(ys[pixel] + off_y[pixel, tap], xs[pixel] + off_x[pixel, tap])  # (C, M)
+    chosen = taps[pixel, tap]
+    read = colour_at(ys[pixel] + off_y_grid[chosen], xs[pixel] + off_x_grid[chosen])  # (C, M)
     total = shift.sum(2).index_add_(1, pixel, read * weights[pixel, tap])
     weight_sum = weights.sum(1)
     return torch.where(weight_sum > 0, total / weight_sum.clamp_min(1e-6), fallback)

@@ -265,3 +265,16 @@ def test_unit_float_conversion_equals_numpy_on_strided_views(dtype):
     out = np.empty(view.shape, np.float32)
     assert np.array_equal(to_unit_float(view, out), expected) and np.array_equal(out, expected)
     assert np.array_equal(to_unit_float(view), expected)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_pixels_at_equals_indexing_the_mirrored_window_contiguous_or_not(channels):
+    image = photo_like(37, 53, channels, np.uint16)
+    window = cra.Window(top=-5, left=40, grid_h=3, grid_w=2, cell_h=16, cell_w=16)  # past two edges
+    ys = np.array([0, 3, 47, 20, 5])
+    xs = np.array([0, 31, 12, 2, 30])
+    for picture in (image, np.asfortranarray(image)):
+        reader = cra.WindowReader(picture, np.zeros(picture.shape[:2], np.uint8), window)
+        expected = np.stack([image[reader.rows[y], reader.cols[x], :3] for y, x in zip(ys, xs)])
+        got = reader.pixels_at(ys, xs)
+        assert got.dtype == image.dtype and np.array_equal(got, expected)
