@@ -275,6 +275,6 @@ def test_pixels_at_equals_indexing_the_mirrored_window_contiguous_or_not(channel
     xs = np.array([0, 31, 12, 2, 30])
     for picture in (image, np.asfortranarray(image)):
         reader = cra.WindowReader(picture, np.zeros(picture.shape[:2], np.uint8), window)
-        expected = np.stack([image[reader.rows[y], reader.cols[x], :3] for y, x in zip(ys, xs)])
+        expected = np.stack([image[reader.rows[y], reader.cols[x], :3] for y, x in zip(ys, xs, strict=True)])
         got = reader.pixels_at(ys, xs)
         assert got.dtype == image.dtype and np.array_equal(got, expected)
