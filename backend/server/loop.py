@@ -451,6 +451,8 @@ class _Server:
 
         def send(frames: list[Any], final: bool, fraction: float = 0.0, message: str = "") -> None:
             meta = msgpack.packb({"id": request_id, "final": final, "fraction": fraction, "message": message})
+            if final:  # idle before the client hears it: its next request must not find the job running
+                self.queue.finish(job)
             with lock:
                 try:
                     outbox.send_multipart([meta, job.identity, *frames], copy=False)
