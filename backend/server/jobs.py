@@ -67,6 +67,12 @@ class JobQueue:
         with self._condition:
             if self._running is job:
                 self._running = None
+                self._condition.notify_all()
+
+    def wait_until_idle(self, timeout_s: float) -> bool:
+        """Block until no job runs (True) or timeout_s passes (False)."""
+        with self._condition:
+            return self._condition.wait_for(lambda: self._running is None, timeout_s)
 
     def cancel(self, key: tuple[bytes, str]) -> tuple[str, Job | None]:
         """("queued", job) if removed from the queue, ("running", job) if signalled, ("unknown", None)."""

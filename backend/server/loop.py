@@ -63,6 +63,7 @@ from shared_protocol.shm import Attachment, attach
 log = logging.getLogger("hifill.server")
 
 HEARTBEAT_S = 1.0  # longest silence towards a client with an accepted request
+SHUTDOWN_GRACE_S = 3.0  # time the running fill gets to stop after a shutdown cancelled it
 _WORKER_SEND_TIMEOUT_MS = 2000  # the worker's messages wait at most this long for the socket thread
 _POLL_MS = 100  # socket-thread tick: stop_event and heartbeats are checked at least this often
 _PROGRESS_MIN_INTERVAL_S = 0.1  # engine progress is forwarded at most this often (except 100 %)
@@ -232,6 +233,10 @@ class _Server:
                 live.request_id, ErrorKind.BACKEND_UNAVAILABLE, "The backend is shutting down."
             )))  # fmt: skip
         self.live.clear()
+        # The cancelled fill's last message still finds the inbox open, and the replies above get
+        # the time to leave before the sockets close (as when the worker was a thread of its own).
+        if not self.queue.wait_until_idle(SHUTDOWN_GRACE_S):
+            log.warning("the engine did not stop within %.0f s of the cancel", SHUTDOWN_GRACE_S)
         router.close(linger=1000)  # let the last error replies leave
         inbox.close(linger=0)
         self._stop_authenticator()
