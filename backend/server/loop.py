@@ -203,26 +203,24 @@ class _Server:
         except BaseException as error:  # noqa: BLE001 - handed to the caller of run_server
             failure.append(error)
         finally:
+            self.stop_event.set()  # from here on nothing relays the worker's messages
             self._shut_down(router, inbox)
 
     def _poll(self, router: zmq.Socket, inbox: zmq.Socket) -> None:
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(inbox, zmq.POLLIN)
-        try:
-            while not self.stop_event.is_set():
-                events = dict(poller.poll(_POLL_MS))
-                if inbox in events:
-                    self._relay_worker_messages(inbox)
-                if router in events:
-                    self._handle_requests(router)
-                self._send_heartbeats()
-                if self.authenticator is not None and not self.authenticator.is_alive():
-                    # Without its ZAP handler libzmq would let any CURVE client in: stop instead.
-                    log.error("the key checker (ZAP authenticator) stopped; stopping the backend")
-                    break
-        finally:
-            self.stop_event.set()
+        while not self.stop_event.is_set():
+            events = dict(poller.poll(_POLL_MS))
+            if inbox in events:
+                self._relay_worker_messages(inbox)
+            if router in events:
+                self._handle_requests(router)
+            self._send_heartbeats()
+            if self.authenticator is not None and not self.authenticator.is_alive():
+                # Without its ZAP handler libzmq would let any CURVE client in: stop instead.
+                log.error("the key checker (ZAP authenticator) stopped; stopping the backend")
+                return
 
     def _shut_down(self, router: zmq.Socket, inbox: zmq.Socket) -> None:
         log.info("stopping")
@@ -233,8 +231,8 @@ class _Server:
                 live.request_id, ErrorKind.BACKEND_UNAVAILABLE, "The backend is shutting down."
             )))  # fmt: skip
         self.live.clear()
-        # The cancelled fill's last message still finds the inbox open, and the replies above get
-        # the time to leave before the sockets close (as when the worker was a thread of its own).
+        # Let the cancelled fill end before the sockets close, as the old worker join did: without
+        # this wait the SIGTERM test lost the "shutting down" reply above 1 time in 8.
         if not self.queue.wait_until_idle(SHUTDOWN_GRACE_S):
             log.warning("the engine did not stop within %.0f s of the cancel", SHUTDOWN_GRACE_S)
         router.close(linger=1000)  # let the last error replies leave
@@ -458,13 +456,15 @@ class _Server:
             meta = msgpack.packb({"id": request_id, "final": final, "fraction": fraction, "message": message})
             if final:  # idle before the client hears it: its next request must not find the job running
                 self.queue.finish(job)
+            if self.stop_event.is_set():  # the socket thread relays nothing more (it answers clients)
+                return
             with lock:
                 try:
                     outbox.send_multipart([meta, job.identity, *frames], copy=False)
                 except zmq.Again:
                     if not self.stop_event.is_set():
                         raise
-                    # the socket thread has shut down: nobody is left to send this to
+                    # the socket thread stopped while this waited: nobody is left to send it to
 
         def progress(fraction: float, message: str) -> None:
             nonlocal last_progress

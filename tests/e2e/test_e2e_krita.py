@@ -27,7 +27,7 @@ The host compares the exports with the input: outside the selection bit-exact, i
 fill (e2e_common.assert_plausible_fill; with the fake backend: changed), undo restores everything.
 HIFILL_KRITA_SCREENSHOT=PATH adds a case on a photo (HIFILL_KRITA_SCREENSHOT_IMAGE, default a
 dataset photo of windsurfers; HIFILL_KRITA_SCREENSHOT_MASK, a PNG of the photo's size, white where selected,
-default the committed selection around one of its chimneys; or HIFILL_KRITA_SCREENSHOT_SELECTION=x,y,w,h
+default the committed selection around one windsurfer; or HIFILL_KRITA_SCREENSHOT_SELECTION=x,y,w,h
 for a rectangle) and copies its screenshot there
 (docs/krita-docker.png); its fill is checked like the others. HIFILL_E2E_KEEP=1 keeps the run folder
 (logs, exports) inside the root.
