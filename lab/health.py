@@ -9,10 +9,14 @@ output = ELU(conv_f(x)) * sigmoid(gate(x)). Two ways for such a stack to die, bo
   gradient, and nothing pulls it back open.
 
 ``measure`` records, per gated layer, the std of its output and the share of its gate values below
-``SHUT_BELOW``; ``verdict`` turns that into a pass/fail with a sentence per problem naming the layer:
-a layer is dead when its gates are shut on nearly all (90 %) of its values, a stage when they are on
-most (50 %) of all its gate values (a gate may rightly close where a layer has nothing to pass, e.g.
-outside the hole for a correction layer, so one layer at 60 % is not yet a failure).
+``SHUT_BELOW``, over all pixels and over the hole's; ``verdict`` turns that into a pass/fail with a
+sentence per problem naming the layer: a layer is dead when its gates are shut on nearly all (90 %) of
+its values in the hole, or on all but 1 % of all its values; a stage when they are on most (50 %) of
+all its gate values. A gate may rightly close where a layer has nothing to pass: the coarse decoder's
+c_de_up_128 of the CPU run (step 10,731) shuts on 73-95 % of all its values but on 44 % of those in
+the hole (mean gate there 0.15, outside 0.035), and zeroing its output raises the coarse stage's
+in-hole L1 from 19.10 to 20.72 on 16 validation crops at 256²: alive where the fill is made, which
+the share over all pixels alone called dead.
 The band for the output std is 0.02..20 around the initialisation's 0.5 (backend.network
 .init_data_dependent): below 0.02 (1/25 of the start) a layer carries almost no signal through ~25
 more layers of ELU x sigmoid; above 20 (40x the start, 20x the [-1, 1] image range) gates downstream
@@ -31,12 +35,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from backend.network import GatedConv, Generator
 
 SHUT_BELOW = 0.05  # a gate value below this passes less than 5 % of its feature
 STD_BAND = (0.02, 20.0)
-NEARLY_ALL = 0.9  # a layer whose gates are shut on more than this share of its values is dead
+NEARLY_ALL = 0.9  # a layer whose gates are shut on more than this share of its hole's values is dead
+EVERYWHERE = 0.99  # ... and so is one whose gates are shut on more than this share of all its values
 MOST = 0.5  # a stage whose gates are shut on more than this share of all its gate values is dead
 
 
@@ -50,6 +56,8 @@ class LayerHealth:
     shut: float  # share of gate values (pixels x gate channels) below SHUT_BELOW
     gate_values: int  # how many gate values the share is over
     residual_output: bool  # a correction layer of a prefill generator: no lower bound on its std
+    shut_in_hole: float = 0.0  # the same share over the gate values at hole positions (the layer's
+    # resolution: a position is in the hole when any input pixel it covers is)
 
 
 @dataclass(frozen=True)
@@ -65,11 +73,12 @@ class Health:
     def summary(self) -> str:
         """One line: green or RED, the extremes, and the problems."""
         std = max(self.layers, key=lambda layer: layer.output_std)
-        shut = max(self.layers, key=lambda layer: layer.shut)
+        shut = max(self.layers, key=lambda layer: layer.shut_in_hole)
         head = "health green" if self.healthy else "HEALTH RED"
         line = (
-            f"{head}: largest output std {std.output_std:.3g} ({std.name}), most shut gates "
-            f"{shut.shut:.0%} ({shut.name}), refine contribution {self.refine_contribution:.2f}/255"
+            f"{head}: largest output std {std.output_std:.3g} ({std.name}), most shut gates in the hole "
+            f"{shut.shut_in_hole:.0%} ({shut.name}; {shut.shut:.0%} of all its values), refine "
+            f"contribution {self.refine_contribution:.2f}/255"
         )
         return line if self.healthy else line + " -- " + "; ".join(self.problems)
 
@@ -93,15 +102,19 @@ def measure(
     handles = []
     residual = set(Generator.RESIDUAL_OUTPUTS) if generator.prefill != "none" else set()
     logit = torch.logit(torch.tensor(shut_below)).item()
+    hole = mask.float()
     layers = [(n, m) for n, m in generator.named_modules() if isinstance(m, GatedConv)]
     for name, layer in layers:
 
         def on_output(_m, _i, out, name=name):
-            stats.setdefault(name, [0.0, 0.0, 0.0])[0] = out.float().std().item()
+            stats.setdefault(name, [0.0, 0.0, 0.0, 0.0])[0] = out.float().std().item()
 
         def on_gate(_m, _i, out, name=name):
-            entry = stats.setdefault(name, [0.0, 0.0, 0.0])
-            entry[1], entry[2] = (out.float() < logit).float().mean().item(), float(out.numel())
+            shut = (out.float() < logit).float()  # (B, C, h, w)
+            at_hole = F.adaptive_max_pool2d(hole.to(shut.device), shut.shape[-2:])  # (B, 1, h, w)
+            in_hole = (shut * at_hole).sum() / (at_hole.sum() * shut.shape[1]).clamp_min(1.0)
+            entry = stats.setdefault(name, [0.0, 0.0, 0.0, 0.0])
+            entry[1:] = shut.mean().item(), float(out.numel()), in_hole.item()
 
         handles += [layer.register_forward_hook(on_output), layer.gate.register_forward_hook(on_gate)]
     was_training = generator.training
@@ -112,11 +125,13 @@ def measure(
         generator.train(was_training)
         for handle in handles:
             handle.remove()
-    hole = mask.float()
+    hole = hole.to(out.refined.device)
     change = ((out.refined.float() - out.coarse.float()).abs().mean(1, keepdim=True) * hole).sum()
     contribution = (change / hole.sum().clamp_min(1.0)).item() * 127.5
     result = [
-        LayerHealth(n, n.split(".")[0], stats[n][0], stats[n][1], int(stats[n][2]), n in residual)
+        LayerHealth(
+            n, n.split(".")[0], stats[n][0], stats[n][1], int(stats[n][2]), n in residual, stats[n][3]
+        )
         for n, _ in layers
     ]
     return result, contribution
@@ -128,10 +143,11 @@ def verdict(
     band: tuple[float, float] = STD_BAND,
     nearly_all: float = NEARLY_ALL,
     most: float = MOST,
+    everywhere: float = EVERYWHERE,
 ) -> Health:
     """Fail when a layer's output std leaves ``band`` (only the upper bound for residual outputs), when
-    a layer's gates are shut on more than ``nearly_all`` of its values, or a stage's on more than
-    ``most`` of all of its gate values."""
+    a layer's gates are shut on more than ``nearly_all`` of its values in the hole or on more than
+    ``everywhere`` of all its values, or a stage's on more than ``most`` of all of its gate values."""
     problems = []
     low, high = band
     for layer in layers:
@@ -139,7 +155,9 @@ def verdict(
             problems.append(f"{layer.name} output std {layer.output_std:.3g} is above {high:g}")
         elif layer.output_std < low and not layer.residual_output:
             problems.append(f"{layer.name} output std {layer.output_std:.3g} is below {low:g}")
-        if layer.shut > nearly_all:
+        if layer.shut_in_hole > nearly_all:
+            problems.append(f"{layer.name} gates shut on {layer.shut_in_hole:.0%} of values in the hole")
+        elif layer.shut > everywhere:
             problems.append(f"{layer.name} gates shut on {layer.shut:.0%} of values")
     for stage in sorted({layer.stage for layer in layers}):
         members = [layer for layer in layers if layer.stage == stage]
@@ -164,7 +182,7 @@ class HealthLog:
     FIELDS = (
         "step", "healthy", "largest_std", "largest_std_layer", "most_shut", "most_shut_layer",
         "refine_contribution", "in_hole_l1_coarse", "in_hole_l1_refined", "grad_coarse", "grad_refine",
-        "problems",
+        "problems", "most_shut_in_hole", "most_shut_in_hole_layer",
     )  # fmt: skip
 
     def __init__(self, run: Path, extra: dict) -> None:
@@ -176,6 +194,7 @@ class HealthLog:
         """Log one check; an unhealthy one is also written to stderr in a banner."""
         std = max(health.layers, key=lambda layer: layer.output_std)
         shut = max(health.layers, key=lambda layer: layer.shut)
+        shut_in_hole = max(health.layers, key=lambda layer: layer.shut_in_hole)
         row = {
             "step": step,
             "healthy": int(health.healthy),
@@ -186,7 +205,10 @@ class HealthLog:
             "refine_contribution": f"{health.refine_contribution:.4f}",
             **{k: f"{running[k]:.5g}" if k in running else "" for k in self.FIELDS[7:11]},
             "problems": "; ".join(health.problems),
+            "most_shut_in_hole": f"{shut_in_hole.shut_in_hole:.4f}",
+            "most_shut_in_hole_layer": shut_in_hole.name,
         }
+        self._upgrade_header()
         new = not self.csv.exists()
         with open(self.csv, "a", newline="") as handle:
             writer = csv.DictWriter(handle, self.FIELDS)
@@ -205,6 +227,20 @@ class HealthLog:
             print(f"{banner}\nstep {step}: {health.summary()}\n{banner}", file=sys.stderr, flush=True)
         else:
             write(f"step {step}: {health.summary()}")
+
+    def _upgrade_header(self) -> None:
+        """A health.csv of an older run (fewer columns) is rewritten with today's, its new cells empty."""
+        if not self.csv.exists():
+            return
+        with open(self.csv, newline="") as handle:
+            reader = csv.DictReader(handle)
+            if tuple(reader.fieldnames or ()) == self.FIELDS:
+                return
+            rows = list(reader)
+        with open(self.csv, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, self.FIELDS, restval="", extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
 
     def summary(self) -> str:
         """ "health green over steps A-B (N checks)" or "HEALTH RED on K of N checks since step A"."""

@@ -71,7 +71,7 @@ def test_a_shut_output_gate_fails_and_so_does_a_stage_whose_gates_are_mostly_shu
     with torch.no_grad():
         dict(generator.named_modules())["refine.re_de_toRGB__256"].gate.bias.fill_(-20)
     problems = check(generator, *batch()).problems
-    assert problems == ("refine.re_de_toRGB__256 gates shut on 100% of values",)
+    assert problems == ("refine.re_de_toRGB__256 gates shut on 100% of values in the hole",)
     with torch.no_grad():
         for name, module in generator.named_modules():
             if name.startswith("coarse.") and hasattr(module, "gate"):
@@ -89,8 +89,36 @@ def test_a_vanished_layer_fails_but_a_zero_correction_does_not():
     assert not any("toRGB" in p for p in problems)  # the zeroed correction layers (std 0) are fine
 
 
-def layer(name: str, std: float, shut: float = 0.0, values: int = 100, residual: bool = False) -> LayerHealth:
-    return LayerHealth(name, name.split(".")[0], std, shut, values, residual)
+def test_a_gate_shut_outside_the_hole_only_is_alive_one_shut_inside_it_is_dead():
+    """The first coarse layer sees the mask as its 4th input channel: a gate driven by it alone opens
+    where its 5x5 window touches the hole (alive: shut only on context), its negation shuts there."""
+    image, hole = batch()
+    generator = fresh("harmonic")
+    gate = dict(generator.named_modules())["coarse.c_en_down_128"].gate
+    for sign, dead in ((1.0, False), (-1.0, True)):
+        with torch.no_grad():
+            gate.weight.zero_()
+            gate.weight[0, 3] = sign * 20.0  # the mask channel, every tap of the 5x5 kernel
+            gate.bias.fill_(-sign * 10.0)
+        health = check(generator, image, hole)
+        first = {h.name: h for h in health.layers}["coarse.c_en_down_128"]
+        if not dead:
+            assert first.shut_in_hole == 0.0 and first.shut > 0.3
+            assert health.healthy, health.problems
+        else:
+            assert first.shut_in_hole > 0.9 and first.shut < 0.5
+            assert health.problems == (
+                f"coarse.c_en_down_128 gates shut on {first.shut_in_hole:.0%} of values in the hole",
+            )
+
+
+def layer(
+    name: str, std: float, shut: float = 0.0, values: int = 100, residual: bool = False, in_hole: float = -1.0
+) -> LayerHealth:
+    """A layer's health; shut in the hole as over all values unless given."""
+    return LayerHealth(
+        name, name.split(".")[0], std, shut, values, residual, shut if in_hole < 0 else in_hole
+    )
 
 
 def test_verdict_band_edges_nan_and_stage_share():
@@ -105,8 +133,13 @@ def test_verdict_band_edges_nan_and_stage_share():
     assert verdict(stage).problems == ("the refine stage's gates are shut on 70% of values",)
     assert verdict(stage, most=0.75).healthy
     assert verdict([layer("refine.a", 1, 0.95), layer("refine.b", 1, 0.0, values=900)]).problems == (
-        "refine.a gates shut on 95% of values",
+        "refine.a gates shut on 95% of values in the hole",
     )
+    # shut on 95 % of all values but 85 % of the hole's: alive; on 99.5 % of all values: dead anyway
+    assert verdict([layer("coarse.a", 1, 0.95, in_hole=0.85), layer("coarse.b", 1, 0.0, values=900)]).healthy
+    assert verdict(
+        [layer("coarse.a", 1, 0.995, in_hole=0.5), layer("coarse.b", 1, 0.0, values=900)]
+    ).problems == ("coarse.a gates shut on 100% of values",)
 
 
 def test_measure_counts_gate_values_below_the_threshold():
@@ -118,6 +151,7 @@ def test_measure_counts_gate_values_below_the_threshold():
         gate.bias[16:] = 0.0
     by_name = {h.name: h for h in measure(generator, *batch())[0]}
     assert by_name["refine.re_en_conv_256"].shut == pytest.approx(0.5)
+    assert by_name["refine.re_en_conv_256"].shut_in_hole == pytest.approx(0.5)
     assert by_name["refine.re_en_conv_256"].gate_values == 2 * 32 * 32 * 32
 
 
@@ -135,5 +169,18 @@ def test_health_log_writes_csv_json_and_the_run_record_and_is_loud_when_red(tmp_
     assert extra["health"]["first_red"]["step"] == 20 and extra["health"]["checks"] == 2
     assert log.summary().startswith("HEALTH RED on 1 of 2 checks")
     rows = (tmp_path / "health.csv").read_text().splitlines()
+    assert rows[0].endswith(",problems,most_shut_in_hole,most_shut_in_hole_layer")
+    assert rows[2].endswith(",1.0000,refine.re_de_toRGB__256")
     assert rows[0].startswith("step,healthy,") and rows[1].startswith("10,1,") and rows[2].startswith("20,0,")
     assert json.loads((tmp_path / "health.json").read_text())["step"] == 20
+
+
+def test_health_log_upgrades_an_older_runs_csv_keeping_its_rows(tmp_path: Path):
+    old_fields = HealthLog.FIELDS[:12]  # the columns before the in-hole share was recorded
+    (tmp_path / "health.csv").write_text(",".join(old_fields) + "\n5,1" + "," * 10 + "\n")
+    HealthLog(tmp_path, {}).record(10, check(fresh("harmonic"), *batch()), {})
+    rows = (tmp_path / "health.csv").read_text().splitlines()
+    assert (
+        rows[0] == ",".join(HealthLog.FIELDS) and rows[1].startswith("5,1,") and rows[2].startswith("10,1,")
+    )
+    assert len(rows) == 3 and rows[1].count(",") == rows[2].count(",") == len(HealthLog.FIELDS) - 1
