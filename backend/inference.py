@@ -40,6 +40,9 @@ class TorchInpaintEngine(InpaintEngine):
         check_working_size(working_size)
         self.working_size = working_size
         self.texture = texture  # None: the paper's attention-weighted residuals (Eq. 4)
+        # The attention path needs the refine stage's scores; the patch path of weights that start from a
+        # prefill does without the stage (backend.texture, the note above TextureConfig).
+        self.refine_stage = texture is None or texture.refine_stage or generator.prefill == "none"
         self.generator = generator.to(device).eval()
         self.eager_generator = self.generator  # what run_generator falls back to if compilation fails
         self._cpu_generator: Generator | None = None  # made on the first out-of-memory fallback to the CPU
@@ -134,6 +137,7 @@ class TorchInpaintEngine(InpaintEngine):
             "working_size": self.working_size,
             "prefill": self.config.prefill,
             "detail": "attention" if self.texture is None else "patch",
+            "stages": "coarse + refine" if self.refine_stage else "coarse",
         }
 
     def warm_up(self, side: int = 256) -> float:
@@ -151,7 +155,8 @@ class TorchInpaintEngine(InpaintEngine):
 
     @torch.no_grad()
     def run_generator(self, image: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """image (1,3,h,w) in [-1,1], hole (1,1,h,w) -> refined (1,3,h,w) and scores (1,L,L), on CPU."""
+        """image (1,3,h,w) in [-1,1], hole (1,1,h,w) -> refined (1,3,h,w) and scores (1,L,L), on CPU
+        (without the refine stage: the coarse fill and empty scores, (1,0,0))."""
         image, hole = to_device(image, self.device), to_device(hole, self.device)
         try:
             out = self._forward(image, hole)
@@ -170,7 +175,7 @@ class TorchInpaintEngine(InpaintEngine):
             dtype=self.autocast_dtype or torch.float32,
             enabled=self.autocast_dtype is not None,
         ):
-            return self.generator(image, hole)
+            return self.generator(image, hole, refine=self.refine_stage)
 
     def fill(
         self,
@@ -223,7 +228,7 @@ class TorchInpaintEngine(InpaintEngine):
         """The generator on the CPU in float32 (a copy made on first use): the last out-of-memory resort."""
         if self._cpu_generator is None:
             self._cpu_generator = copy.deepcopy(self.eager_generator).float().cpu().eval()
-        out = self._cpu_generator(image.cpu().float(), hole.cpu().float())
+        out = self._cpu_generator(image.cpu().float(), hole.cpu().float(), refine=self.refine_stage)
         return out.refined.float(), out.scores.float()
 
 

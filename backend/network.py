@@ -216,8 +216,12 @@ class Generator(nn.Module):
         self.coarse = _stack(L.COARSE_LAYERS)
         self.refine = _stack(L.REFINE_LAYERS)
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> GeneratorOutput:
-        """image: (B, 3, H, W) in [-1, 1]; mask: (B, 1, H, W), 1 = hole."""
+    def forward(self, image: torch.Tensor, mask: torch.Tensor, refine: bool = True) -> GeneratorOutput:
+        """image: (B, 3, H, W) in [-1, 1]; mask: (B, 1, H, W), 1 = hole.
+
+        refine=False stops after stage 1: ``refined`` is then the coarse result pasted into the hole
+        (the refine stage's input) and ``scores`` is empty, (B, 0, 0).
+        """
         b, _, height, width = image.shape
         if height % L.ATTENTION_DOWNSCALE or width % L.ATTENTION_DOWNSCALE:
             raise ValueError(f"generator input must be a multiple of 16 on each side, got {width}x{height}")
@@ -235,6 +239,8 @@ class Generator(nn.Module):
         else:
             coarse = resize_bilinear_tf1(x.clamp(-1.0, 1.0), height, width)
         composed = coarse * mask + masked * (1.0 - mask)
+        if not refine:
+            return GeneratorOutput(coarse=coarse, refined=composed, scores=image.new_zeros(b, 0, 0))
 
         # Stage 2 encoder.
         r = self.refine

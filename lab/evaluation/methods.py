@@ -142,8 +142,8 @@ def _switch_off_refine(engine) -> None:
             super().__init__()
             self.inner, self.prefill = generator, generator.prefill
 
-        def forward(self, image: torch.Tensor, mask: torch.Tensor) -> GeneratorOutput:
-            out = self.inner(image, mask)
+        def forward(self, image: torch.Tensor, mask: torch.Tensor, refine: bool = True) -> GeneratorOutput:
+            out = self.inner(image, mask, refine=refine)  # the attention path needs the scores
             composed = out.coarse * mask + image * (1.0 - mask) * (1.0 - mask)  # as Generator.forward
             return GeneratorOutput(coarse=out.coarse, refined=composed, scores=out.scores)
 

@@ -252,6 +252,46 @@ def test_compile_failure_logs_a_warning_and_falls_back_to_the_same_eager_results
     assert torch.equal(again[0], eager[0]) and torch.equal(again[1], eager[1])
 
 
+def test_the_patch_path_runs_the_refine_stage_only_where_it_counts():
+    """Weights that start from a prefill: the patch path stops after the coarse stage (its refine
+    stage's changes are lost under the fill's blur: backend.texture); the attention path needs the
+    stage's scores, and weights without a prefill paint the hole in it."""
+    from backend.weights import DEFAULT_WEIGHTS
+
+    image = photo_like(96, 128, 3)
+    mask = np.zeros((96, 128), np.uint8)
+    mask[30:60, 40:90] = 255
+    for weights, detail, expected in (
+        (DEFAULT_WEIGHTS, "patch", False),
+        (DEFAULT_WEIGHTS, "attention", True),
+    ):
+        engine = load_engine(weights, device="cpu", detail=detail, working_size=128)
+        calls: list[int] = []
+        first_refine_layer = engine.generator.refine["re_en_down_256"]
+        handle = first_refine_layer.register_forward_hook(lambda *_, calls=calls: calls.append(1))
+        try:
+            engine.fill(image, mask)
+        finally:
+            handle.remove()
+        assert bool(calls) is expected and engine.refine_stage is expected
+        assert engine.describe()["stages"] == ("coarse + refine" if expected else "coarse")
+
+
+def test_without_a_prefill_the_patch_path_keeps_the_refine_stage(engine):
+    from backend.inference import TEXTURE_MODES, TorchInpaintEngine
+
+    patch = TorchInpaintEngine(
+        engine.eager_generator,
+        engine.config,
+        engine.weights_path,
+        engine.device,
+        None,
+        128,
+        TEXTURE_MODES["patch"],
+    )
+    assert engine.eager_generator.prefill == "none" and patch.refine_stage
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
 def test_unit_float_conversion_equals_numpy_on_strided_views(dtype):
     from backend.cra import to_unit_float

@@ -203,6 +203,21 @@ def test_generator_runs_on_a_non_square_input_and_keeps_outputs_in_range():
         generator(torch.zeros(1, 3, 40, 96), torch.zeros(1, 1, 40, 96))
 
 
+@pytest.mark.parametrize("prefill", ["none", "harmonic"])
+def test_stopping_after_the_coarse_stage_returns_the_refine_stages_input(prefill: str):
+    torch.manual_seed(2)
+    generator = Generator(prefill)
+    init_official(generator)
+    image = torch.rand(2, 3, 64, 96) * 2 - 1
+    hole = torch.zeros(2, 1, 64, 96)
+    hole[:, :, 16:40, 20:60] = 1
+    with torch.no_grad():
+        both, coarse_only = generator(image, hole), generator(image, hole, refine=False)
+    assert torch.equal(coarse_only.coarse, both.coarse)
+    assert torch.equal(coarse_only.refined, torch.where(hole > 0, both.coarse, image))
+    assert coarse_only.scores.shape == (2, 0, 0)
+
+
 def test_data_dependent_init_keeps_the_signal_alive_where_the_official_start_loses_it():
     from backend.network import GatedConv, init_data_dependent, renormalise_layers
 
