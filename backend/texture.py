@@ -181,19 +181,21 @@ def patch_match(
     valid_flat = space.valid.flatten()
     limit = torch.tensor([height - 1, width - 1])
 
+    # index_select / index_copy_ rather than tensor[index]: the same values, half the time on these
+    # sizes (the search makes ~340 such passes per fill).
     def cost_of(candidates: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
         """Cost of candidates (inside the image) against target descriptors ``wanted`` (n, K)."""
         flat = candidates[:, 0] * width + candidates[:, 1]
-        cost = torch.sub(space.sources[flat], wanted).square_().sum(1)
-        return cost.masked_fill_(~valid_flat[flat], math.inf)
+        cost = torch.sub(space.sources.index_select(0, flat), wanted).square_().sum(1)
+        return cost.masked_fill_(valid_flat.index_select(0, flat).logical_not_(), math.inf)
 
     def improve(candidates: torch.Tensor, rows: torch.Tensor | None, wanted: torch.Tensor) -> None:
-        candidates = torch.minimum(candidates.clamp_min(0), limit)
+        candidates = torch.minimum(candidates.clamp_min_(0), limit)
         candidate_cost = cost_of(candidates, wanted)
-        better = candidate_cost < (cost if rows is None else cost[rows])
-        where = better if rows is None else rows[better]
-        nnf[where] = candidates[better]
-        cost[where] = candidate_cost[better]
+        better = torch.nonzero(candidate_cost < (cost if rows is None else cost.index_select(0, rows)))[:, 0]
+        where = better if rows is None else rows.index_select(0, better)
+        nnf.index_copy_(0, where, candidates.index_select(0, better))
+        cost.index_copy_(0, where, candidate_cost.index_select(0, better))
 
     nnf = nnf.clone()
     cost = cost_of(nnf, targets)
@@ -207,7 +209,7 @@ def patch_match(
             propagation.append((has, row[has], direction, targets[has]))
     for _ in range(iterations):
         for pixels, neighbours, direction, wanted in propagation:
-            improve(nnf[neighbours] - direction, pixels, wanted)
+            improve(nnf.index_select(0, neighbours).sub_(direction), pixels, wanted)
         radius = max(height, width) if max_radius is None else max_radius
         while radius >= 1:
             jitter = torch.randint(-radius, radius + 1, nnf.shape, generator=generator)
@@ -230,7 +232,8 @@ def project_patches(
     filters = basis.T.reshape(-1, side, side, channels).permute(0, 3, 1, 2).contiguous()  # (K, C, s, s)
     padded = F.pad(features_chw[None], (radius,) * 4, mode="replicate")
     projected = F.conv2d(padded, filters)[0]  # (K, H, W)
-    return projected.flatten(1).T - mean @ basis
+    # Row-major (H*W, K): the search gathers whole rows, ~340 times per fill.
+    return (projected.flatten(1).T - mean @ basis).contiguous()
 
 
 def match_level(
