@@ -11,6 +11,13 @@ plus 8 Jacobi sweeps per level) stayed 3.5 levels (0-255) off the exact fill on 
 13-30 % holes, and its fills scored 2.0 in-hole L1 worse on the evaluation at 512² (prefill alone,
 working size 512); a factorisation costs ~0.05 s for such a hole at 256² and 0.3-0.8 s for a 25-56 %
 hole at 512², no more than the iterations that came close.
+
+Why the direct solve stays (issue 15, AMD EPYC, 2 cores, bench's blob holes in a 512² window, the
+largest the default working size gives): 0.08 s for a 10 % hole, 0.29 s for 25 %, 0.71 s for 50 %,
+1.19 s for 75 %. Measured against it: smoothed-aggregation AMG + CG (pyamg, session 8) 0.79 s at
+10 % and 2.2 s at 50 % (setup included); a cascade (the exact solve at half size, upsampled, then CG
+at full size to 1e-6) 0.37 s at 10 % and 2.6 s at 50 %, within 3e-5 of the direct solve; SuperLU in
+float32 0.06 s at 10 % (within 3e-5) but not bit-identical with today's fills.
 """
 
 from __future__ import annotations
