@@ -29,12 +29,15 @@ from scipy import ndimage
 
 from backend.network import background_patches
 from backend.texture import (
+    ISOPHOTE_RADIUS,
     TextureConfig,
+    continue_into_band,
     continue_isophotes,
     gaussian_blur,
     isophote_weights,
     low_frequency_shift,
     match_context,
+    seam_weights,
     transfer_pixels,
 )
 
@@ -472,6 +475,7 @@ def compose_window_texture(
     region: np.ndarray,
     region_origin: tuple[int, int],
     cancelled: Callable[[], bool],
+    detail_gain: float = 1.0,
 ) -> None:
     """Write bilinear_up(base_low) + matched full-resolution detail where the mask is > 0 (soft blend).
 
@@ -517,11 +521,69 @@ def compose_window_texture(
         columns = torch.arange(x0 - w.left, x1 - w.left)
         filled = upsample_rows(base_low, out_hw, band_top - w.top, band_bottom - w.top, columns)
         at = (torch.from_numpy(ys_local), torch.from_numpy(xs_local))
-        filled[:, at[0], at[1]] = transfer_pixels(
-            colour_at, sources, shift, scale, ys, xs, filled[:, at[0], at[1]]
-        )
+        base = filled[:, at[0], at[1]]
+        copied = transfer_pixels(colour_at, sources, shift, scale, ys, xs, base)
+        filled[:, at[0], at[1]] = copied if detail_gain == 1.0 else base + (copied - base) * detail_gain
         target = region[band_top - oy : band_bottom - oy, x0 - ox : x1 - ox]
         _blend_box(filled, alpha, target)
+
+
+def blend_seam(
+    reader: WindowReader,
+    region: np.ndarray,
+    region_origin: tuple[int, int],
+    share: float,
+    reach: float,
+    sigma: float = 0.0,
+) -> None:
+    """Mix a full-resolution Navier-Stokes seam into the window's composed fill near the hole's border.
+
+    The band of hole pixels within SEAM_REACHES reaches of the border is inpainted from everything
+    around it (the context outside, the composed fill inside: backend.texture.continue_into_band) and
+    mixed in with backend.texture.seam_weights times the mask's alpha; pixels with mask 0 are never
+    written. Only this window's part of the region is touched.
+    """
+    w = reader.window
+    oy, ox = region_origin
+    height, width = reader.mask.shape
+    y0, y1 = max(w.top, oy, 0), min(w.top + w.height, oy + region.shape[0], height)
+    x0, x1 = max(w.left, ox, 0), min(w.left + w.width, ox + region.shape[1], width)
+    if y0 >= y1 or x0 >= x1:
+        return
+    pad = ISOPHOTE_RADIUS + 1  # the known ring the inpainting reads around the box
+    py0, py1, px0, px1 = max(0, y0 - pad), min(height, y1 + pad), max(0, x0 - pad), min(width, x1 + pad)
+    pixels = reader.image[py0:py1, px0:px1, :3].copy()
+    ry0, rx0 = max(py0, oy), max(px0, ox)
+    ry1, rx1 = min(py1, oy + region.shape[0]), min(px1, ox + region.shape[1])
+    pixels[ry0 - py0 : ry1 - py0, rx0 - px0 : rx1 - px0] = region[
+        ry0 - oy : ry1 - oy, rx0 - ox : rx1 - ox, :3
+    ]
+    alpha = reader.mask[py0:py1, px0:px1]
+    weights = seam_weights(alpha > 0, share, reach)
+    inner = np.zeros_like(weights, dtype=bool)
+    inner[y0 - py0 : y1 - py0, x0 - px0 : x1 - px0] = True
+    weights[~inner] = 0.0
+    if not weights.any():
+        return
+    continued = continue_into_band(pixels, weights > 0)
+    box = (slice(y0 - py0, y1 - py0), slice(x0 - px0, x1 - px0))
+    target = region[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+    unit = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(pixels.dtype, 1.0)
+    seam = torch.from_numpy(np.ascontiguousarray(continued[box]) / np.float32(unit))
+    composed = torch.from_numpy(to_unit_float(np.ascontiguousarray(target[..., :3])))
+    mixed = mix_seam(composed.permute(2, 0, 1), seam.permute(2, 0, 1), torch.from_numpy(weights[box]), sigma)
+    _blend_box(mixed, (alpha[box] * (weights[box] > 0)).astype(alpha.dtype), target)
+
+
+def mix_seam(
+    composed_chw: torch.Tensor, seam_chw: torch.Tensor, share_hw: torch.Tensor, sigma: float
+) -> torch.Tensor:
+    """composed + share * (seam - composed); with sigma > 0 only their frequencies below a Gaussian
+    blur of that sigma mix (the composed fill's copied detail stays). (C, H, W) in, (C, H, W) out."""
+    if sigma > 0:
+        seam_chw, composed_low = gaussian_blur(seam_chw, sigma), gaussian_blur(composed_chw, sigma)
+        return composed_chw + (seam_chw - composed_low) * share_hw
+    return composed_chw + (seam_chw - composed_chw) * share_hw
 
 
 def _blend_box(filled: torch.Tensor, alpha: np.ndarray, target: np.ndarray) -> None:
@@ -590,8 +652,20 @@ def fill_window(
         same_split = texture.split_sigma == texture.base_sigma  # the shipped setting: one blur
         source_low = base_low if same_split else gaussian_blur(fill_low, texture.split_sigma * factor)
         compose_window_texture(
-            reader, base_low, source_low, sources, factor, region, region_origin, cancelled
+            reader,
+            base_low,
+            source_low,
+            sources,
+            factor,
+            region,
+            region_origin,
+            cancelled,
+            texture.detail_gain,
         )
+        if texture.seam_share > 0:
+            blend_seam(
+                reader, region, region_origin, texture.seam_share, texture.seam_reach, texture.seam_sigma
+            )
         return
     progress(0.6, "Aggregating contextual residuals")
     hole_idx, source_idx, weights = aggregation_weights(scores[0].float(), hole_low, window)

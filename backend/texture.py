@@ -45,6 +45,7 @@ DESCRIPTOR_DIMS = 16  # PCA components kept of each patch descriptor
 REFINE_RADIUS = 8  # random search radius at levels that start from a coarser level's matches
 DETAIL_WEIGHT = 2.0  # weight of the grey detail channel against the guide's RGB
 ISOPHOTE_RADIUS = 3  # pixels of known neighbourhood OpenCV's inpainting weighs per hole pixel
+SEAM_REACHES = 4.0  # the seam runs this many reaches into the hole (its share is < 2 % beyond)
 GREY = (0.299, 0.587, 0.114)
 # Why this path runs only the coarse stage of weights that start from a prefill (ModelConfig.prefill):
 # their refine stage adds a correction to the coarse fill whose effect through this path is nil or
@@ -76,6 +77,10 @@ class TextureConfig:
     fine_rounds: int = 2  # passes at each finer level
     seed: int = 0
     search_side: int = 1024  # the search runs at 1/f of the working size, f = min side // search_side
+    detail_gain: float = 1.0  # amplitude of the copied detail over the fill's low frequencies
+    seam_share: float = 0.0  # share of a full-resolution Navier-Stokes seam at the hole's border
+    seam_reach: float = 6.0  # full-resolution pixels over which that share falls by a factor e
+    seam_sigma: float = 0.0  # > 0: the seam moves only the fill's frequencies below this blur (full px)
     refine_stage: bool = False  # run the generator's refine stage for weights that start from a prefill
     # (why not by default: the note above TextureConfig)
 
@@ -386,6 +391,40 @@ def continue_isophotes(image_chw: torch.Tensor, hole_hw: torch.Tensor) -> torch.
     hole = hole_hw.to(torch.uint8).numpy() * 255
     filled = cv2.inpaint(np.ascontiguousarray(pixels), hole, ISOPHOTE_RADIUS, cv2.INPAINT_NS)
     return torch.from_numpy(filled).permute(2, 0, 1).float() / 255.0
+
+
+def seam_weights(hole_hw: np.ndarray, share: float, reach: float) -> np.ndarray:
+    """(H, W) float32: share * exp(-distance / reach) in the hole, out to SEAM_REACHES reaches; 0 else.
+
+    hole_hw: (H, W) bool at full resolution; distance: Euclidean, to the nearest known pixel (1 at
+    the border).
+    """
+    import cv2
+
+    distance = cv2.distanceTransform(hole_hw.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    weights = share * np.exp(-distance / reach)
+    weights[~hole_hw | (distance > SEAM_REACHES * reach)] = 0.0
+    return weights.astype(np.float32)
+
+
+def continue_into_band(pixels_hwc: np.ndarray, band_hw: np.ndarray) -> np.ndarray:
+    """OpenCV's Navier-Stokes inpainting of the band's pixels from all the others: (H, W, 3) float32.
+
+    pixels_hwc: (H, W, 3) uint8, uint16 or float (0-1); band_hw: (H, W) bool. Values come back on the
+    pixels' own scale (0-255, 0-65535 or 0-1); 8-bit pixels run as one colour image, others channel
+    by channel in float32 (OpenCV's inpainting takes those as one-channel images only).
+    """
+    import cv2
+
+    band = band_hw.astype(np.uint8) * 255
+    if pixels_hwc.dtype == np.uint8:
+        filled = cv2.inpaint(np.ascontiguousarray(pixels_hwc), band, ISOPHOTE_RADIUS, cv2.INPAINT_NS)
+        return filled.astype(np.float32)
+    channels = [
+        cv2.inpaint(np.ascontiguousarray(plane, np.float32), band, ISOPHOTE_RADIUS, cv2.INPAINT_NS)
+        for plane in np.moveaxis(pixels_hwc[..., :3], -1, 0)
+    ]
+    return np.stack(channels, -1)
 
 
 def transfer_pixels(

@@ -249,3 +249,50 @@ def test_isophote_weights_fall_with_the_distance_from_the_border_and_are_zero_ou
     row = weights[20, 5:20]  # from the left border to the centre: falling
     assert bool((row[1:] < row[:-1]).all())
     assert weights[20, 20].item() == pytest.approx(0.8 * np.exp(-15 / 4.0), rel=1e-5)
+
+
+def test_seam_weights_fall_from_the_share_at_the_border_and_stop_after_their_reaches():
+    from backend.texture import SEAM_REACHES, seam_weights
+
+    hole = np.zeros((80, 200), bool)
+    hole[10:70, 10:190] = True  # the centre row is 30 px from the border
+    weights = seam_weights(hole, 0.9, 4.0)
+    assert weights[~hole].max() == 0.0
+    assert weights[40, 10] == pytest.approx(0.9 * np.exp(-1 / 4.0), rel=1e-3)  # 1 px in: distance 1
+    row = weights[40, 10:100]
+    assert np.all(np.diff(row[: int(SEAM_REACHES * 4)]) < 0) and row[int(SEAM_REACHES * 4) + 1 :].max() == 0.0
+
+
+def test_the_seam_mixes_only_low_frequencies_when_asked():
+    """A checkerboard fill under a flat seam of share 1: sigma 0 gives the seam itself; sigma 2 the
+    seam's level with the checkerboard still on it (a blur of 2 px leaves a 1-px checkerboard ~0)."""
+    from backend.cra import mix_seam
+
+    ys, xs = np.mgrid[0:48, 0:48]
+    checker = torch.from_numpy(((ys + xs) % 2 * 0.2 - 0.1).astype(np.float32))
+    composed = (0.5 + checker).expand(3, 48, 48)
+    seam = torch.full((3, 48, 48), 0.2)
+    share = torch.ones(48, 48)
+    assert torch.allclose(mix_seam(composed, seam, share, 0.0), seam)
+    low_only = mix_seam(composed, seam, share, 2.0)
+    assert torch.allclose(low_only, 0.2 + checker, atol=1e-3)
+    half = mix_seam(composed, seam, share * 0.5, 2.0)
+    assert torch.allclose(half, 0.35 + checker, atol=1e-3)
+
+
+def test_continue_into_band_fills_only_the_band_on_the_pixels_own_scale():
+    from backend.texture import continue_into_band
+
+    rng = np.random.default_rng(0)
+    band = np.zeros((40, 50), bool)
+    band[15:25, 10:40] = True
+    for pixels in (
+        rng.integers(0, 256, (40, 50, 3), dtype=np.uint8),
+        rng.integers(0, 65536, (40, 50, 3), dtype=np.uint16),
+        rng.random((40, 50, 3), dtype=np.float32),
+    ):
+        filled = continue_into_band(pixels, band)
+        assert filled.dtype == np.float32 and filled.shape == (40, 50, 3)
+        assert np.array_equal(filled[~band], pixels[~band].astype(np.float32))
+        top = float(np.iinfo(pixels.dtype).max) if pixels.dtype != np.float32 else 1.0
+        assert filled[band].min() >= 0.0 and filled[band].max() <= top
