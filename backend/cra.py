@@ -528,6 +528,10 @@ def compose_window_texture(
         _blend_box(filled, alpha, target)
 
 
+SEAM_FULL_PIXELS = 2_100_000  # a box up to this many pixels (any HD one) gets its seam at full resolution
+SEAM_CHUNK = 256  # full-resolution pixels per side of the chunks a scaled seam is applied in
+
+
 def blend_seam(
     reader: WindowReader,
     region: np.ndarray,
@@ -541,7 +545,9 @@ def blend_seam(
     The band of hole pixels within SEAM_REACHES reaches of the border is inpainted from everything
     around it (the context outside, the composed fill inside: backend.texture.continue_into_band) and
     mixed in with backend.texture.seam_weights times the mask's alpha; pixels with mask 0 are never
-    written. Only this window's part of the region is touched.
+    written. Only this window's part of the region is touched. A box of more than SEAM_FULL_PIXELS
+    (8K and large 4K holes) with a low-frequency seam (sigma > 0) gets it computed at 1/2^k of the
+    resolution and applied in chunks that touch the band only (scaled_seam).
     """
     w = reader.window
     oy, ox = region_origin
@@ -549,6 +555,12 @@ def blend_seam(
     y0, y1 = max(w.top, oy, 0), min(w.top + w.height, oy + region.shape[0], height)
     x0, x1 = max(w.left, ox, 0), min(w.left + w.width, ox + region.shape[1], width)
     if y0 >= y1 or x0 >= x1:
+        return
+    scale = 1
+    while sigma > 0 and (y1 - y0) * (x1 - x0) > SEAM_FULL_PIXELS * scale * scale:
+        scale *= 2
+    if scale > 1:
+        scaled_seam(reader, region, region_origin, (y0, y1, x0, x1), scale, share, reach, sigma)
         return
     pad = ISOPHOTE_RADIUS + 1  # the known ring the inpainting reads around the box
     py0, py1, px0, px1 = max(0, y0 - pad), min(height, y1 + pad), max(0, x0 - pad), min(width, x1 + pad)
@@ -573,6 +585,89 @@ def blend_seam(
     composed = torch.from_numpy(to_unit_float(np.ascontiguousarray(target[..., :3])))
     mixed = mix_seam(composed.permute(2, 0, 1), seam.permute(2, 0, 1), torch.from_numpy(weights[box]), sigma)
     _blend_box(mixed, (alpha[box] * (weights[box] > 0)).astype(alpha.dtype), target)
+
+
+def scaled_seam(
+    reader: WindowReader,
+    region: np.ndarray,
+    region_origin: tuple[int, int],
+    bounds: tuple[int, int, int, int],
+    scale: int,
+    share: float,
+    reach: float,
+    sigma: float,
+) -> None:
+    """blend_seam's low-frequency seam of a large box (y0, y1, x0, x1) at 1/scale of the resolution.
+
+    The box (with the region's composed fill in it) and its mask are averaged down by ``scale``; the
+    seam's change to the fill's low frequencies, share * (blur(seam) - blur(fill)), is found there
+    (reach and sigma scaled alike) and added back bilinearly upsampled, chunk by chunk, only in
+    chunks where it is non-zero and only where the mask is > 0.
+    """
+    y0, y1, x0, x1 = bounds
+    oy, ox = region_origin
+    height, width = reader.mask.shape
+    pad = (ISOPHOTE_RADIUS + 1) * scale
+    py0, px0 = max(0, y0 - pad), max(0, x0 - pad)  # whole low-resolution pixels: a last partial row or
+    py1 = py0 + (min(height, y1 + pad) - py0) // scale * scale  # column at the image's edge gets no seam
+    px1 = px0 + (min(width, x1 + pad) - px0) // scale * scale
+    pixels = reader.image[py0:py1, px0:px1, :3].copy()
+    ry0, rx0 = max(py0, oy), max(px0, ox)
+    ry1, rx1 = min(py1, oy + region.shape[0]), min(px1, ox + region.shape[1])
+    pixels[ry0 - py0 : ry1 - py0, rx0 - px0 : rx1 - px0] = region[
+        ry0 - oy : ry1 - oy, rx0 - ox : rx1 - ox, :3
+    ]
+    alpha = reader.mask[py0:py1, px0:px1]
+    low_h, low_w = pixels.shape[0] // scale, pixels.shape[1] // scale
+    low = F.avg_pool2d(torch.from_numpy(to_unit_float(pixels)).permute(2, 0, 1)[None], scale)[0]  # (3, h, w)
+    hole_low = alpha.reshape(low_h, scale, low_w, scale).max(axis=(1, 3)) > 0
+    weights = seam_weights(hole_low, share, reach / scale)
+    if not weights.any():
+        return
+    band = weights > 0
+    low_u8 = (
+        low.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    )  # one colour pass
+    continued = torch.from_numpy(continue_into_band(low_u8, band)).permute(2, 0, 1) / 255.0
+    weights_low = torch.from_numpy(weights)
+    change = mix_seam(low, continued, weights_low, sigma / scale) - low  # (3, h, w), 0 far from the band
+    reach_low = int(math.ceil(3 * sigma / scale)) + 1  # the blur spreads the change this far
+    near = F.max_pool2d(torch.from_numpy(band).float()[None, None], 2 * reach_low + 1, 1, reach_low)[0, 0] > 0
+    for top in range(max(y0, py0), min(y1, py1), SEAM_CHUNK):
+        bottom = min(top + SEAM_CHUNK, y1, py1)
+        for left in range(max(x0, px0), min(x1, px1), SEAM_CHUNK):
+            right = min(left + SEAM_CHUNK, x1, px1)
+            ly0, ly1 = (top - py0) // scale, -(-(bottom - py0) // scale)
+            lx0, lx1 = (left - px0) // scale, -(-(right - px0) // scale)
+            if not bool(near[max(0, ly0 - 1) : ly1 + 1, max(0, lx0 - 1) : lx1 + 1].any()):
+                continue
+            chunk_alpha = alpha[top - py0 : bottom - py0, left - px0 : right - px0]
+            if not chunk_alpha.any():
+                continue
+            target = region[top - oy : bottom - oy, left - ox : right - ox]
+            composed = torch.from_numpy(to_unit_float(np.ascontiguousarray(target[..., :3]))).permute(2, 0, 1)
+            up = upsample_box(change, scale, (top - py0, bottom - py0, left - px0, right - px0))
+            _blend_box(composed + up, chunk_alpha, target)
+
+
+def upsample_box(image_chw: torch.Tensor, scale: int, box: tuple[int, int, int, int]) -> torch.Tensor:
+    """The (top, bottom, left, right) box of image_chw bilinearly upsampled by ``scale`` (pixel centres
+    aligned, edges replicated), computed from the low-resolution pixels around the box only."""
+    top, bottom, left, right = box
+    channels, height, width = image_chw.shape
+    ys = (torch.arange(top, bottom, dtype=torch.float32) + 0.5) / scale - 0.5
+    xs = (torch.arange(left, right, dtype=torch.float32) + 0.5) / scale - 0.5
+    y_lo = ys.floor().clamp(0, height - 1).long()
+    x_lo = xs.floor().clamp(0, width - 1).long()
+    y_hi, x_hi = (y_lo + 1).clamp(max=height - 1), (x_lo + 1).clamp(max=width - 1)
+    wy = (ys - ys.floor()).clamp(0, 1)[:, None]
+    wx = (xs - xs.floor()).clamp(0, 1)[None, :]
+    wy = torch.where((ys < 0)[:, None], torch.zeros_like(wy), wy)
+    wx = torch.where((xs < 0)[None, :], torch.zeros_like(wx), wx)
+    rows_lo, rows_hi = image_chw[:, y_lo], image_chw[:, y_hi]
+    top_row = rows_lo[:, :, x_lo] * (1 - wx) + rows_lo[:, :, x_hi] * wx
+    bottom_row = rows_hi[:, :, x_lo] * (1 - wx) + rows_hi[:, :, x_hi] * wx
+    return top_row * (1 - wy) + bottom_row * wy
 
 
 def mix_seam(

@@ -397,11 +397,10 @@ def seam_weights(hole_hw: np.ndarray, share: float, reach: float) -> np.ndarray:
     """(H, W) float32: share * exp(-distance / reach) in the hole, out to SEAM_REACHES reaches; 0 else.
 
     hole_hw: (H, W) bool at full resolution; distance: Euclidean, to the nearest known pixel (1 at
-    the border).
+    the border). SciPy's transform, not OpenCV's: OpenCV's runs on its own thread pool, after which
+    torch's parallel regions ran ~10x slower in the same process (a 512² fill 4.9 s, not 0.3 s).
     """
-    import cv2
-
-    distance = cv2.distanceTransform(hole_hw.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    distance = ndimage.distance_transform_edt(hole_hw)
     weights = share * np.exp(-distance / reach)
     weights[~hole_hw | (distance > SEAM_REACHES * reach)] = 0.0
     return weights.astype(np.float32)

@@ -318,3 +318,48 @@ def test_pixels_at_equals_indexing_the_mirrored_window_contiguous_or_not(channel
         expected = np.stack([image[reader.rows[y], reader.cols[x], :3] for y, x in zip(ys, xs, strict=True)])
         got = reader.pixels_at(ys, xs)
         assert got.dtype == image.dtype and np.array_equal(got, expected)
+
+
+def test_upsample_box_equals_torch_bilinear_on_any_box():
+    torch.manual_seed(0)
+    image = torch.rand(3, 13, 17)
+    for scale in (2, 4):
+        full = F.interpolate(image[None], scale_factor=scale, mode="bilinear", align_corners=False)[0]
+        for top, bottom, left, right in (
+            (0, 13 * scale, 0, 17 * scale),
+            (5, 20, 7, 25),
+            (0, 3, 17 * scale - 8, 17 * scale),
+        ):
+            box = cra.upsample_box(image, scale, (top, bottom, left, right))
+            assert torch.allclose(box, full[:, top:bottom, left:right], atol=1e-6)
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_the_seam_touches_only_hole_pixels_near_the_border(engine, monkeypatch, scaled: bool):
+    """Full-resolution and scaled (large boxes) seams: outside the mask bit-exact, inside changed only
+    within the seam's reaches (plus its blur) of the border."""
+    from backend.texture import SEAM_REACHES, TextureConfig
+
+    image = photo_like(240, 320, 3)
+    mask = np.zeros((240, 320), np.uint8)
+    mask[40:200, 60:280] = 255
+    if scaled:
+        monkeypatch.setattr(cra, "SEAM_FULL_PIXELS", 5_000)
+    plain = TextureConfig()
+    seamed = TextureConfig(seam_share=1.0, seam_reach=6.0, seam_sigma=2.0)
+    saved = engine.texture
+    try:
+        engine.texture = plain
+        without = apply(image, engine.fill(image, mask))
+        engine.texture = seamed
+        with_seam = apply(image, engine.fill(image, mask))
+    finally:
+        engine.texture = saved
+    assert np.array_equal(with_seam[mask == 0], image[mask == 0])
+    changed = np.any(with_seam != without, axis=-1)
+    assert changed.any()
+    from scipy import ndimage
+
+    distance = ndimage.distance_transform_edt(mask > 0)
+    reach = SEAM_REACHES * 6.0 + 6 * 2.0 + (8 if scaled else 0)  # the band, its blur, a scaled pixel
+    assert distance[changed].max() <= reach
