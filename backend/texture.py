@@ -136,13 +136,12 @@ def gather_descriptors(
     features_chw: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, offsets: list[tuple[int, int]]
 ) -> torch.Tensor:
     """Patch descriptors at pixels (ys, xs): (N, len(offsets) * C), edges replicated."""
-    _, height, width = features_chw.shape
-    flat = features_chw.reshape(features_chw.shape[0], -1)
-    parts = []
-    for dy, dx in offsets:
-        index = (ys + dy).clamp(0, height - 1) * width + (xs + dx).clamp(0, width - 1)
-        parts.append(flat[:, index])  # (C, N)
-    return torch.cat(parts, 0).T.contiguous()
+    channels, height, width = features_chw.shape
+    steps = torch.tensor(offsets)  # (P, 2)
+    rows = (ys[None] + steps[:, :1]).clamp_(0, height - 1)  # (P, N)
+    cols = (xs[None] + steps[:, 1:]).clamp_(0, width - 1)
+    gathered = features_chw.reshape(channels, -1)[:, (rows * width + cols).flatten()]  # (C, P*N)
+    return gathered.view(channels, len(offsets), -1).permute(2, 1, 0).reshape(len(ys), -1)
 
 
 def pca_basis(samples: torch.Tensor, dims: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,7 +185,8 @@ def patch_match(
     its descriptor is closer.
     """
     height, width = space.valid.shape
-    valid_flat = space.valid.flatten()
+    # inf where a source is invalid, 0 where it is valid: added to a cost, the same as masking it
+    invalid_cost = torch.zeros(height * width).masked_fill_(~space.valid.flatten(), math.inf)
     limit = torch.tensor([height - 1, width - 1])
 
     # index_select / index_copy_ rather than tensor[index]: the same values, half the time on these
@@ -195,7 +195,7 @@ def patch_match(
         """Cost of candidates (inside the image) against target descriptors ``wanted`` (n, K)."""
         flat = candidates[:, 0] * width + candidates[:, 1]
         cost = torch.sub(space.sources.index_select(0, flat), wanted).square_().sum(1)
-        return cost.masked_fill_(valid_flat.index_select(0, flat).logical_not_(), math.inf)
+        return cost.add_(invalid_cost.index_select(0, flat))
 
     def improve(candidates: torch.Tensor, rows: torch.Tensor | None, wanted: torch.Tensor) -> None:
         candidates = torch.minimum(candidates.clamp_min_(0), limit)
