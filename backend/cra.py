@@ -37,8 +37,10 @@ from backend.texture import (
     isophote_weights,
     low_frequency_shift,
     match_context,
+    mix_seam,
     seam_weights,
     transfer_pixels,
+    upsample_box,
 )
 
 # The context rule's constants live with the plug-ins' copy of it (shared_protocol.regions, stdlib only):
@@ -648,37 +650,6 @@ def scaled_seam(
             composed = torch.from_numpy(to_unit_float(np.ascontiguousarray(target[..., :3]))).permute(2, 0, 1)
             up = upsample_box(change, scale, (top - py0, bottom - py0, left - px0, right - px0))
             _blend_box(composed + up, chunk_alpha, target)
-
-
-def upsample_box(image_chw: torch.Tensor, scale: int, box: tuple[int, int, int, int]) -> torch.Tensor:
-    """The (top, bottom, left, right) box of image_chw bilinearly upsampled by ``scale`` (pixel centres
-    aligned, edges replicated), computed from the low-resolution pixels around the box only."""
-    top, bottom, left, right = box
-    channels, height, width = image_chw.shape
-    ys = (torch.arange(top, bottom, dtype=torch.float32) + 0.5) / scale - 0.5
-    xs = (torch.arange(left, right, dtype=torch.float32) + 0.5) / scale - 0.5
-    y_lo = ys.floor().clamp(0, height - 1).long()
-    x_lo = xs.floor().clamp(0, width - 1).long()
-    y_hi, x_hi = (y_lo + 1).clamp(max=height - 1), (x_lo + 1).clamp(max=width - 1)
-    wy = (ys - ys.floor()).clamp(0, 1)[:, None]
-    wx = (xs - xs.floor()).clamp(0, 1)[None, :]
-    wy = torch.where((ys < 0)[:, None], torch.zeros_like(wy), wy)
-    wx = torch.where((xs < 0)[None, :], torch.zeros_like(wx), wx)
-    rows_lo, rows_hi = image_chw[:, y_lo], image_chw[:, y_hi]
-    top_row = rows_lo[:, :, x_lo] * (1 - wx) + rows_lo[:, :, x_hi] * wx
-    bottom_row = rows_hi[:, :, x_lo] * (1 - wx) + rows_hi[:, :, x_hi] * wx
-    return top_row * (1 - wy) + bottom_row * wy
-
-
-def mix_seam(
-    composed_chw: torch.Tensor, seam_chw: torch.Tensor, share_hw: torch.Tensor, sigma: float
-) -> torch.Tensor:
-    """composed + share * (seam - composed); with sigma > 0 only their frequencies below a Gaussian
-    blur of that sigma mix (the composed fill's copied detail stays). (C, H, W) in, (C, H, W) out."""
-    if sigma > 0:
-        seam_chw, composed_low = gaussian_blur(seam_chw, sigma), gaussian_blur(composed_chw, sigma)
-        return composed_chw + (seam_chw - composed_low) * share_hw
-    return composed_chw + (seam_chw - composed_chw) * share_hw
 
 
 def _blend_box(filled: torch.Tensor, alpha: np.ndarray, target: np.ndarray) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backend import cra
+from backend import cra, texture
 from backend.engine import FillOptions
 from backend.inference import load_engine
 from backend.weights import write_untrained_weights
@@ -330,7 +330,7 @@ def test_upsample_box_equals_torch_bilinear_on_any_box():
             (5, 20, 7, 25),
             (0, 3, 17 * scale - 8, 17 * scale),
         ):
-            box = cra.upsample_box(image, scale, (top, bottom, left, right))
+            box = texture.upsample_box(image, scale, (top, bottom, left, right))
             assert torch.allclose(box, full[:, top:bottom, left:right], atol=1e-6)
 
 
@@ -345,7 +345,7 @@ def test_the_seam_touches_only_hole_pixels_near_the_border(engine, monkeypatch, 
     mask[40:200, 60:280] = 255
     if scaled:
         monkeypatch.setattr(cra, "SEAM_FULL_PIXELS", 5_000)
-    plain = TextureConfig()
+    plain = TextureConfig(seam_share=0.0)
     seamed = TextureConfig(seam_share=1.0, seam_reach=6.0, seam_sigma=2.0)
     saved = engine.texture
     try:

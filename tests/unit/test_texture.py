@@ -162,7 +162,7 @@ def test_a_smear_gets_the_context_texture_in_phase_and_outside_stays_bit_exact()
     mask[30:66, 34:62] = 255
     hole = mask > 0
     smeared = _fill(image, mask, None)  # the attention path at the working size: no residuals
-    copied = _fill(image, mask, TextureConfig(isophote_share=0.0))  # the patch search alone
+    copied = _fill(image, mask, TextureConfig(isophote_share=0.0, seam_share=0.0))  # the patch search alone
     shipped = _fill(image, mask, TextureConfig())
     error = lambda a: np.abs(a[hole].astype(float) - image[hole]).mean()  # noqa: E731
     detail = lambda a: np.abs(np.diff(a[30:66, 34:62, 0].astype(float), axis=1)).mean()  # noqa: E731
@@ -172,9 +172,10 @@ def test_a_smear_gets_the_context_texture_in_phase_and_outside_stays_bit_exact()
         assert detail(textured) > 0.8 * detail(image)
     assert error(copied) < 0.1 * error(smeared)  # texture copied at whole periods, not a smear (2.2)
     # Navier-Stokes smears the stripes that meet the hole's sides into bands along them; mixed into
-    # the low frequencies near the border, they cost the shipped fill here part of what they win on
-    # photos (7.0, a fifth of the smear's error; docs/evaluation.md, session 7).
-    assert error(shipped) < 0.25 * error(smeared)
+    # the low frequencies near the border (before the blur, and by the seam after it, whose 48-px band
+    # covers this whole 28-px-wide hole), they cost the shipped fill here part of what they win on
+    # photos: 12.0, about a third of the smear's error (7.0 without the seam; docs/evaluation.md).
+    assert error(shipped) < 0.4 * error(smeared), (error(shipped), error(smeared))
 
 
 def test_the_search_is_deterministic() -> None:
@@ -266,7 +267,7 @@ def test_seam_weights_fall_from_the_share_at_the_border_and_stop_after_their_rea
 def test_the_seam_mixes_only_low_frequencies_when_asked():
     """A checkerboard fill under a flat seam of share 1: sigma 0 gives the seam itself; sigma 2 the
     seam's level with the checkerboard still on it (a blur of 2 px leaves a 1-px checkerboard ~0)."""
-    from backend.cra import mix_seam
+    from backend.texture import mix_seam
 
     ys, xs = np.mgrid[0:48, 0:48]
     checker = torch.from_numpy(((ys + xs) % 2 * 0.2 - 0.1).astype(np.float32))
