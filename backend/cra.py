@@ -530,7 +530,8 @@ def compose_window_texture(
         _blend_box(filled, alpha, target)
 
 
-SEAM_FULL_PIXELS = 2_100_000  # a box up to this many pixels (any HD one) gets its seam at full resolution
+SEAM_FULL_PIXELS = 4_000_000  # a box up to this many pixels (any long side 1920) gets a full-resolution seam
+SEAM_SCALED_PIXELS = 1_000_000  # a larger one gets it at 1/2^k of the resolution, at most this many pixels
 SEAM_CHUNK = 256  # full-resolution pixels per side of the chunks a scaled seam is applied in
 
 
@@ -548,7 +549,7 @@ def blend_seam(
     around it (the context outside, the composed fill inside: backend.texture.continue_into_band) and
     mixed in with backend.texture.seam_weights times the mask's alpha; pixels with mask 0 are never
     written. Only this window's part of the region is touched. A box of more than SEAM_FULL_PIXELS
-    (8K and large 4K holes) with a low-frequency seam (sigma > 0) gets it computed at 1/2^k of the
+    (large 4K and 8K holes) with a low-frequency seam (sigma > 0) gets it computed at 1/2^k of the
     resolution and applied in chunks that touch the band only (scaled_seam).
     """
     w = reader.window
@@ -558,9 +559,11 @@ def blend_seam(
     x0, x1 = max(w.left, ox, 0), min(w.left + w.width, ox + region.shape[1], width)
     if y0 >= y1 or x0 >= x1:
         return
-    scale = 1
-    while sigma > 0 and (y1 - y0) * (x1 - x0) > SEAM_FULL_PIXELS * scale * scale:
-        scale *= 2
+    scale, area = 1, (y1 - y0) * (x1 - x0)
+    if sigma > 0 and area > SEAM_FULL_PIXELS:
+        scale = 2
+        while area > SEAM_SCALED_PIXELS * scale * scale:
+            scale *= 2
     if scale > 1:
         scaled_seam(reader, region, region_origin, (y0, y1, x0, x1), scale, share, reach, sigma)
         return

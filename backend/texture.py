@@ -27,7 +27,7 @@ fragments on top. This module replaces that sum with whole-offset copies chosen 
    edges and colours meet the border, the copied detail stays. In-hole L1 at 512² 19.87 -> 19.55,
    at HD 19.44 -> 18.30 (Navier-Stokes 19.64 / 18.60), detail 0.70 -> 0.69 / 0.76 -> 0.76; a blind
    round could not tell it from the fill without it (51 of 108 judgements; docs/study-2026-12-07,
-   round 6). A box of over 2.1 MP (8K holes) gets it at a lower resolution (scaled_seam).
+   round 6). A box of over 4 MP (large 4K and 8K holes) gets it at a lower resolution (scaled_seam).
 
 Measured on 6 validation photos at 512² (AMD EPYC, session 6): hole detail 0.66 of the ring's
 (truth 0.87; the attention path 0.04), in-hole L1 19.05 (attention 18.56). 7x7 descriptors, a

@@ -345,6 +345,7 @@ def test_the_seam_touches_only_hole_pixels_near_the_border(engine, monkeypatch, 
     mask[40:200, 60:280] = 255
     if scaled:
         monkeypatch.setattr(cra, "SEAM_FULL_PIXELS", 5_000)
+        monkeypatch.setattr(cra, "SEAM_SCALED_PIXELS", 3_000)
     plain = TextureConfig(seam_share=0.0)
     seamed = TextureConfig(seam_share=1.0, seam_reach=6.0, seam_sigma=2.0)
     saved = engine.texture
