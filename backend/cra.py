@@ -569,13 +569,7 @@ def blend_seam(
         return
     pad = ISOPHOTE_RADIUS + 1  # the known ring the inpainting reads around the box
     py0, py1, px0, px1 = max(0, y0 - pad), min(height, y1 + pad), max(0, x0 - pad), min(width, x1 + pad)
-    pixels = reader.image[py0:py1, px0:px1, :3].copy()
-    ry0, rx0 = max(py0, oy), max(px0, ox)
-    ry1, rx1 = min(py1, oy + region.shape[0]), min(px1, ox + region.shape[1])
-    pixels[ry0 - py0 : ry1 - py0, rx0 - px0 : rx1 - px0] = region[
-        ry0 - oy : ry1 - oy, rx0 - ox : rx1 - ox, :3
-    ]
-    alpha = reader.mask[py0:py1, px0:px1]
+    pixels, alpha = composed_box(reader, region, region_origin, (py0, py1, px0, px1))
     weights = seam_weights(alpha > 0, share, reach)
     inner = np.zeros_like(weights, dtype=bool)
     inner[y0 - py0 : y1 - py0, x0 - px0 : x1 - px0] = True
@@ -590,6 +584,22 @@ def blend_seam(
     composed = torch.from_numpy(to_unit_float(np.ascontiguousarray(target[..., :3])))
     mixed = mix_seam(composed.permute(2, 0, 1), seam.permute(2, 0, 1), torch.from_numpy(weights[box]), sigma)
     _blend_box(mixed, (alpha[box] * (weights[box] > 0)).astype(alpha.dtype), target)
+
+
+def composed_box(
+    reader: WindowReader, region: np.ndarray, region_origin: tuple[int, int], box: tuple[int, int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The image's RGB in box (top, bottom, left, right) with the region's composed fill pasted over
+    it where they overlap (a copy), and the mask there (a view)."""
+    top, bottom, left, right = box
+    oy, ox = region_origin
+    pixels = reader.image[top:bottom, left:right, :3].copy()
+    ry0, rx0 = max(top, oy), max(left, ox)
+    ry1, rx1 = min(bottom, oy + region.shape[0]), min(right, ox + region.shape[1])
+    pixels[ry0 - top : ry1 - top, rx0 - left : rx1 - left] = region[
+        ry0 - oy : ry1 - oy, rx0 - ox : rx1 - ox, :3
+    ]
+    return pixels, reader.mask[top:bottom, left:right]
 
 
 def scaled_seam(
@@ -616,13 +626,7 @@ def scaled_seam(
     py0, px0 = max(0, y0 - pad), max(0, x0 - pad)  # whole low-resolution pixels: a last partial row or
     py1 = py0 + (min(height, y1 + pad) - py0) // scale * scale  # column at the image's edge gets no seam
     px1 = px0 + (min(width, x1 + pad) - px0) // scale * scale
-    pixels = reader.image[py0:py1, px0:px1, :3].copy()
-    ry0, rx0 = max(py0, oy), max(px0, ox)
-    ry1, rx1 = min(py1, oy + region.shape[0]), min(px1, ox + region.shape[1])
-    pixels[ry0 - py0 : ry1 - py0, rx0 - px0 : rx1 - px0] = region[
-        ry0 - oy : ry1 - oy, rx0 - ox : rx1 - ox, :3
-    ]
-    alpha = reader.mask[py0:py1, px0:px1]
+    pixels, alpha = composed_box(reader, region, region_origin, (py0, py1, px0, px1))
     low_h, low_w = pixels.shape[0] // scale, pixels.shape[1] // scale
     low = F.avg_pool2d(torch.from_numpy(to_unit_float(pixels)).permute(2, 0, 1)[None], scale)[0]  # (3, h, w)
     hole_low = alpha.reshape(low_h, scale, low_w, scale).max(axis=(1, 3)) > 0
