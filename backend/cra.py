@@ -634,9 +634,8 @@ def scaled_seam(
     if not weights.any():
         return
     band = weights > 0
-    low_u8 = (
-        low.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    )  # one colour pass
+    # 8 bits at any depth: one colour pass of the inpainting; the low-frequency change is smooth
+    low_u8 = low.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
     continued = torch.from_numpy(continue_into_band(low_u8, band)).permute(2, 0, 1) / 255.0
     weights_low = torch.from_numpy(weights)
     change = mix_seam(low, continued, weights_low, sigma / scale) - low  # (3, h, w), 0 far from the band
