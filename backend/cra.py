@@ -477,7 +477,6 @@ def compose_window_texture(
     region: np.ndarray,
     region_origin: tuple[int, int],
     cancelled: Callable[[], bool],
-    detail_gain: float = 1.0,
 ) -> None:
     """Write bilinear_up(base_low) + matched full-resolution detail where the mask is > 0 (soft blend).
 
@@ -523,9 +522,9 @@ def compose_window_texture(
         columns = torch.arange(x0 - w.left, x1 - w.left)
         filled = upsample_rows(base_low, out_hw, band_top - w.top, band_bottom - w.top, columns)
         at = (torch.from_numpy(ys_local), torch.from_numpy(xs_local))
-        base = filled[:, at[0], at[1]]
-        copied = transfer_pixels(colour_at, sources, shift, scale, ys, xs, base)
-        filled[:, at[0], at[1]] = copied if detail_gain == 1.0 else base + (copied - base) * detail_gain
+        filled[:, at[0], at[1]] = transfer_pixels(
+            colour_at, sources, shift, scale, ys, xs, filled[:, at[0], at[1]]
+        )
         target = region[band_top - oy : band_bottom - oy, x0 - ox : x1 - ox]
         _blend_box(filled, alpha, target)
 
@@ -724,15 +723,7 @@ def fill_window(
         same_split = texture.split_sigma == texture.base_sigma  # the shipped setting: one blur
         source_low = base_low if same_split else gaussian_blur(fill_low, texture.split_sigma * factor)
         compose_window_texture(
-            reader,
-            base_low,
-            source_low,
-            sources,
-            factor,
-            region,
-            region_origin,
-            cancelled,
-            texture.detail_gain,
+            reader, base_low, source_low, sources, factor, region, region_origin, cancelled
         )
         if texture.seam_share > 0:
             blend_seam(

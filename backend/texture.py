@@ -84,7 +84,6 @@ class TextureConfig:
     fine_rounds: int = 2  # passes at each finer level
     seed: int = 0
     search_side: int = 1024  # the search runs at 1/f of the working size, f = min side // search_side
-    detail_gain: float = 1.0  # amplitude of the copied detail over the fill's low frequencies
     seam_share: float = 1.0  # share of a full-resolution Navier-Stokes seam at the hole's border
     seam_reach: float = 12.0  # full-resolution pixels over which that share falls by a factor e
     seam_sigma: float = 2.0  # > 0: the seam moves only the fill's frequencies below this blur (full px)

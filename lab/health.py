@@ -18,6 +18,12 @@ values but 44 % of those in the hole (mean gate there 0.15, outside 0.035), and 
 raises the coarse stage's in-hole L1 there from 19.10 to 20.72: alive where the fill is made, which
 the share over all pixels alone called dead. On the run's fixed training batch it sits at 81-90 % in
 the hole (89-94 % of all values) at every committed state from step 5,739 to 11,156.
+The band for the output std is 0.02..20 around the initialisation's 0.5 (backend.network
+.init_data_dependent): below 0.02 (1/25 of the start) a layer carries almost no signal through ~25
+more layers of ELU x sigmoid; above 20 (40x the start, 20x the [-1, 1] image range) gates downstream
+are pushed into saturation. The residual output layers of a prefill generator
+(Generator.RESIDUAL_OUTPUTS) output a correction that starts at exactly 0 and may stay small, so only
+the upper bound applies to them.
 """
 
 from __future__ import annotations
