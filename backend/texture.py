@@ -378,9 +378,14 @@ def isophote_weights(hole_hw: torch.Tensor, share: float, reach: float) -> torch
     border). Navier-Stokes continues the border's lines well a few pixels in and paints wedges
     and star shapes deep inside a big hole, where the generator's fill is the better guess.
     """
-    distance = ndimage.distance_transform_edt(hole_hw.numpy())
-    weights = share * np.exp(-distance / reach) * hole_hw.numpy()
-    return torch.from_numpy(weights.astype(np.float32))
+    return torch.from_numpy(isophote_share_map(hole_hw.numpy(), share, reach))
+
+
+def isophote_share_map(hole_hw: np.ndarray, share: float, reach: float) -> np.ndarray:
+    """isophote_weights on NumPy arrays: (H, W) bool -> (H, W) float32 (NumPy and SciPy only)."""
+    distance = ndimage.distance_transform_edt(hole_hw)
+    weights = share * np.exp(-distance / reach) * hole_hw
+    return weights.astype(np.float32)
 
 
 def continue_isophotes(image_chw: torch.Tensor, hole_hw: torch.Tensor) -> torch.Tensor:
@@ -391,12 +396,22 @@ def continue_isophotes(image_chw: torch.Tensor, hole_hw: torch.Tensor) -> torch.
     fill near the border (isophote_weights) under the fill's blur, the in-hole L1 at 512² drops from
     20.25 to 19.87 (docs/evaluation.md, session 7).
     """
+    filled = inpaint_isophotes(isophote_pixels(image_chw), hole_hw.numpy())
+    return torch.from_numpy(filled).permute(2, 0, 1).float() / 255.0
+
+
+def isophote_pixels(image_chw: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [0, 1] -> (H, W, 3) uint8, the input of inpaint_isophotes."""
+    pixels = (image_chw.permute(1, 2, 0).clamp(0, 1) * 255.0).round().to(torch.uint8)
+    return np.ascontiguousarray(pixels.numpy())
+
+
+def inpaint_isophotes(pixels_hwc: np.ndarray, hole_hw: np.ndarray) -> np.ndarray:
+    """continue_isophotes on NumPy arrays: (H, W, 3) uint8 and (H, W) bool -> (H, W, 3) uint8 (OpenCV's
+    serial inpainting only, no torch: safe to run beside the generator, backend.cra.isophotes_beside)."""
     import cv2
 
-    pixels = (image_chw.permute(1, 2, 0).clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
-    hole = hole_hw.to(torch.uint8).numpy() * 255
-    filled = cv2.inpaint(np.ascontiguousarray(pixels), hole, ISOPHOTE_RADIUS, cv2.INPAINT_NS)
-    return torch.from_numpy(filled).permute(2, 0, 1).float() / 255.0
+    return cv2.inpaint(pixels_hwc, hole_hw.astype(np.uint8) * 255, ISOPHOTE_RADIUS, cv2.INPAINT_NS)
 
 
 def seam_weights(hole_hw: np.ndarray, share: float, reach: float) -> np.ndarray:

@@ -34,7 +34,7 @@ import numpy as np
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from backend.allocator import release_free_memory
+from backend.allocator import HeapTrimmer
 from backend.engine import FillOptions, FillResult, InpaintEngine
 from backend.keys import CurveConfig
 from backend.server.jobs import DEFAULT_MAX_QUEUE, Job, JobQueue
@@ -127,6 +127,7 @@ class _Server:
         self.heartbeat_s = heartbeat_s
         self.stop_event = stop_event
         self.queue = JobQueue(max_queue)
+        self.trimmer = HeapTrimmer()
         self.live: dict[tuple[bytes, str], _Live] = {}
         self.started = time.monotonic()
         self.description = _plain_values(engine.describe())
@@ -519,7 +520,7 @@ class _Server:
                 f"The backend failed while filling ({type(error).__name__}); its log has the details.",
             )
             return
-        release_free_memory()  # before the reply: the fill's free heap pages go back (backend.allocator)
+        self.trimmer.after_fill()  # before the reply: a big fill's free pages go back (backend.allocator)
         log.info("request %s done in %.2f s", request_id, time.monotonic() - started)
         send(frames, True)
 

@@ -63,6 +63,44 @@ def test_releasing_free_memory_gives_freed_heap_blocks_back_to_the_system():
     assert released["held_mb"] - released["after_mb"] > 150, released  # ~199 MB free pages went back
 
 
+# In a fresh interpreter: a trimmer that keeps 64 MB; after its first trim, free 40 MB (kept resident),
+# then 150 MB (beyond what it keeps) of touched heap blocks, and report what each after_fill did.
+TRIMMER_PROBE = """
+import ctypes, json
+from backend.allocator import HeapTrimmer, fix_mmap_threshold, resident_bytes
+fix_mmap_threshold()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+def churn(megabytes):
+    blocks = [libc.malloc(1 << 20) for _ in range(megabytes + 1)]
+    for block in blocks:
+        ctypes.memset(block, 1, 1 << 20)
+    for block in blocks[:-1]:  # the last one pins the heap's top, as a live object would
+        libc.free(block)
+trimmer = HeapTrimmer(keep_bytes=64 << 20)
+steps = [("first", trimmer.after_fill(), resident_bytes())]
+churn(40)
+steps.append(("small", trimmer.after_fill(), resident_bytes()))
+churn(150)
+held = resident_bytes()
+steps.append(("large", trimmer.after_fill(), resident_bytes()))
+print(json.dumps({"steps": steps, "held": held}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim is Linux only")
+def test_the_trimmer_keeps_a_small_fills_pages_and_hands_a_large_ones_back():
+    out = run_probe(TRIMMER_PROBE, "-", {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"}, {})
+    (_, first, base), (_, small, after_small), (_, large, after_large) = out["steps"]
+    mb = 1 << 20
+    assert first is True  # nothing to compare with yet: it trims
+    assert small is False and after_small > base + 30 * mb  # the 40 MB stayed resident for the next fill
+    assert large is True and out["held"] > base + 140 * mb  # grown past the 64 MB it keeps: trimmed
+    assert after_large < out["held"] - 120 * mb, out
+
+
 # In a fresh interpreter: fix the threshold (or not), then see whether a 40 MB block is mapped and
 # whether a 1 MB block is (mallinfo2().hblks grows with each mapped block).
 THRESHOLD_PROBE = """
