@@ -121,15 +121,32 @@ def grey(image_chw: torch.Tensor) -> torch.Tensor:
 
 def valid_sources(hole_hw: torch.Tensor, reach: int) -> torch.Tensor:
     """(H, W) bool: pixels whose whole (2 reach + 1)² neighbourhood is known and inside the image."""
-    side = 2 * reach + 1  # the square's maximum as a row's then a column's (the same, and faster)
-    rows = F.max_pool2d(hole_hw.float()[None, None], (1, side), stride=1, padding=(0, reach))
-    grown = F.max_pool2d(rows, (side, 1), stride=1, padding=(reach, 0))[0, 0] > 0
+    grown = dilate(dilate(hole_hw, reach, 1), reach, 0)  # the square's: a row's, then a column's
     valid = ~grown
     valid[:reach] = False
     valid[-reach:] = False
     valid[:, :reach] = False
     valid[:, -reach:] = False
     return valid
+
+
+def dilate(mask: torch.Tensor, reach: int, dim: int) -> torch.Tensor:
+    """(H, W) bool: True where ``mask`` is True within ``reach`` pixels along ``dim`` (0 rows, 1 columns).
+
+    ORs of shifted copies over spans that double (1, 2, 4, ... up to 2 reach + 1): a handful of byte
+    operations, exact, ~10x faster than a max-pool over floats of the same window.
+    """
+    length = mask.shape[dim]
+    # Pad with reach False on both sides, grow a window of ``span`` cells forward, then read it centred.
+    padded = F.pad(mask[None].to(torch.uint8), (reach, reach) if dim == 1 else (0, 0, reach, reach))[0]
+    padded = padded.bool()
+    span, side = 1, 2 * reach + 1
+    while span < side:
+        step = min(span, side - span)  # grow [i, i + span) to [i, i + span + step)
+        size = padded.shape[dim] - step
+        padded = padded.narrow(dim, 0, size) | padded.narrow(dim, step, size)
+        span += step
+    return padded.narrow(dim, 0, length).clone()
 
 
 def patch_offsets(radius: int, step: int) -> list[tuple[int, int]]:
@@ -146,7 +163,7 @@ def gather_descriptors(
     steps = torch.tensor(offsets)  # (P, 2)
     rows = (ys[None] + steps[:, :1]).clamp_(0, height - 1)  # (P, N)
     cols = (xs[None] + steps[:, 1:]).clamp_(0, width - 1)
-    gathered = features_chw.reshape(channels, -1)[:, (rows * width + cols).flatten()]  # (C, P*N)
+    gathered = features_chw.reshape(channels, -1).index_select(1, (rows * width + cols).flatten())  # (C, P*N)
     return gathered.view(channels, len(offsets), -1).permute(2, 1, 0).reshape(len(ys), -1)
 
 
@@ -193,7 +210,13 @@ def patch_match(
     height, width = space.valid.shape
     # inf where a source is invalid, 0 where it is valid: added to a cost, the same as masking it
     invalid_cost = torch.zeros(height * width).masked_fill_(~space.valid.flatten(), math.inf)
-    limit = torch.tensor([height - 1, width - 1])
+
+    def clamp_inside(candidates: torch.Tensor) -> torch.Tensor:
+        """(n, 2) (y, x) clamped into the image in place, a column at a time (scalar bounds: ~3x faster
+        than a broadcast minimum against ``limit``)."""
+        candidates[:, 0].clamp_(0, height - 1)
+        candidates[:, 1].clamp_(0, width - 1)
+        return candidates
 
     # index_select / index_copy_ rather than tensor[index]: the same values, half the time on these
     # sizes (the search makes ~340 such passes per fill).
@@ -204,7 +227,7 @@ def patch_match(
         return cost.add_(invalid_cost.index_select(0, flat))
 
     def improve(candidates: torch.Tensor, rows: torch.Tensor | None, wanted: torch.Tensor) -> None:
-        candidates = torch.minimum(candidates.clamp_min_(0), limit)
+        candidates = clamp_inside(candidates)
         candidate_cost = cost_of(candidates, wanted)
         better = torch.nonzero(candidate_cost < (cost if rows is None else cost.index_select(0, rows)))[:, 0]
         where = better if rows is None else rows.index_select(0, better)
@@ -217,10 +240,10 @@ def patch_match(
     propagation = []
     for jump in jumps:
         for direction in torch.tensor([[-1, 0], [1, 0], [0, -1], [0, 1]]) * jump:
-            neighbour = torch.minimum((space.hole_yx + direction).clamp_min(0), limit)
-            row = space.hole_index[neighbour[:, 0], neighbour[:, 1]]
+            neighbour = clamp_inside(space.hole_yx + direction)
+            row = space.hole_index.view(-1).index_select(0, neighbour[:, 0] * width + neighbour[:, 1])
             has = torch.nonzero(row >= 0).flatten()
-            propagation.append((has, row[has], direction, targets[has]))
+            propagation.append((has, row.index_select(0, has), direction, targets.index_select(0, has)))
     for _ in range(iterations):
         for pixels, neighbours, direction, wanted in propagation:
             improve(nnf.index_select(0, neighbours).sub_(direction), pixels, wanted)
@@ -276,24 +299,26 @@ def match_level(
     detail = grey(image_chw) - grey(guide)  # (1, H, W); the hole's own detail is the generator's
     offsets = patch_offsets(reach, 1)
     hole_index = torch.full((height, width), -1, dtype=torch.long)
-    hole_index[hole_yx[:, 0], hole_yx[:, 1]] = torch.arange(len(hole_yx))
-    valid_yx = torch.nonzero(valid)
     hole_flat = hole_yx[:, 0] * width + hole_yx[:, 1]
-    random_start = valid_yx[torch.randint(len(valid_yx), (len(hole_yx),), generator=generator)]
+    hole_index.view(-1).index_copy_(0, hole_flat, torch.arange(len(hole_yx)))
+    valid_yx = torch.nonzero(valid)
+    drawn = torch.randint(len(valid_yx), (len(hole_yx),), generator=generator)
+    random_start = valid_yx.index_select(0, drawn)
     if start is None:
         nnf = random_start
     else:
-        nnf = start[hole_yx[:, 0], hole_yx[:, 1]]
+        nnf = start.view(-1, 2).index_select(0, hole_flat)
         usable = (nnf[:, 0] >= 0) & (nnf[:, 0] < height) & (nnf[:, 1] >= 0) & (nnf[:, 1] < width)
         usable[usable.clone()] = valid[nnf[usable, 0], nnf[usable, 1]]
         nnf = torch.where(usable[:, None], nnf, random_start)
-        detail[:, hole_yx[:, 0], hole_yx[:, 1]] = detail[:, nnf[:, 0], nnf[:, 1]]
+        copy_detail(detail, hole_flat, nnf)
     basis_weight = None
     for round_index in range(rounds):
         detail_weight = 0.0 if (round_index == 0 and start is None) else config.detail_weight
         features = torch.cat([guide, detail * detail_weight])  # (4, H, W)
         if detail_weight != basis_weight:  # the basis changes with the detail weight only
-            picks = valid_yx[torch.randint(len(valid_yx), (min(2048, len(valid_yx)),), generator=generator)]
+            drawn = torch.randint(len(valid_yx), (min(2048, len(valid_yx)),), generator=generator)
+            picks = valid_yx.index_select(0, drawn)
             sample = gather_descriptors(features, picks[:, 0], picks[:, 1], offsets)
             mean, basis = pca_basis(sample, min(config.descriptor_dims, sample.shape[1]))
             basis_weight = detail_weight
@@ -302,7 +327,7 @@ def match_level(
         refining = start is not None  # from a coarser level: local search only
         nnf, _ = patch_match(
             space,
-            projected[hole_flat],
+            projected.index_select(0, hole_flat),
             nnf,
             config.search_iterations,
             generator,
@@ -310,10 +335,18 @@ def match_level(
             max_radius=REFINE_RADIUS if refining else None,
         )
         if round_index + 1 < rounds:
-            detail = detail.clone()
-            detail[:, hole_yx[:, 0], hole_yx[:, 1]] = detail[:, nnf[:, 0], nnf[:, 1]]
-    result[hole_yx[:, 0], hole_yx[:, 1]] = nnf
+            detail = copy_detail(detail.clone(), hole_flat, nnf)
+    result.view(-1, 2).index_copy_(0, hole_flat, nnf)
     return result
+
+
+def copy_detail(detail_1hw: torch.Tensor, hole_flat: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+    """Write each hole pixel's source's detail over it, in place: detail (1, H, W); hole_flat (N,) flat
+    indices; sources (N, 2) (y, x). Returns detail."""
+    flat = detail_1hw.view(-1)
+    width = detail_1hw.shape[-1]
+    flat.index_copy_(0, hole_flat, flat.index_select(0, sources[:, 0] * width + sources[:, 1]))
+    return detail_1hw
 
 
 def upsample_matches(matches_hw2: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
@@ -321,7 +354,7 @@ def upsample_matches(matches_hw2: torch.Tensor, out_hw: tuple[int, int]) -> torc
     doubled, plus its own position inside the parent. -1 where the parent had none."""
     ys = (torch.arange(out_hw[0]) // 2).clamp(max=matches_hw2.shape[0] - 1)
     xs = (torch.arange(out_hw[1]) // 2).clamp(max=matches_hw2.shape[1] - 1)
-    parent = matches_hw2[ys][:, xs]  # (H, W, 2)
+    parent = matches_hw2.index_select(0, ys).index_select(1, xs)  # (H, W, 2)
     inside = torch.stack(
         torch.meshgrid(torch.arange(out_hw[0]) % 2, torch.arange(out_hw[1]) % 2, indexing="ij"), -1
     )

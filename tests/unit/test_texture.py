@@ -311,3 +311,16 @@ def test_the_isophotes_computed_beside_the_generator_equal_those_computed_in_lin
     assert torch.equal(torch.from_numpy(continued).permute(2, 0, 1).float() / 255.0, expected)
     weights = texture.isophote_weights(hole, config.isophote_share, config.isophote_reach)
     assert torch.equal(torch.from_numpy(share), weights)
+
+
+@pytest.mark.parametrize("reach", [1, 2, 3, 5])
+def test_dilation_by_shifted_ors_equals_a_window_maximum(reach: int) -> None:
+    mask = torch.rand(23, 31, generator=torch.Generator().manual_seed(reach)) > 0.93
+    for dim in (0, 1):
+        expected = torch.zeros_like(mask)
+        for y in range(mask.shape[0]):
+            for x in range(mask.shape[1]):
+                lo = max(0, (y if dim == 0 else x) - reach)
+                hi = (y if dim == 0 else x) + reach + 1
+                expected[y, x] = bool(mask[lo:hi, x].any()) if dim == 0 else bool(mask[y, lo:hi].any())
+        assert torch.equal(texture.dilate(mask, reach, dim), expected)
