@@ -524,9 +524,10 @@ def compose_window_texture(
         xs = torch.from_numpy(xs_local + (x0 - w.left))
         columns = torch.arange(x0 - w.left, x1 - w.left)
         filled = upsample_rows(base_low, out_hw, band_top - w.top, band_bottom - w.top, columns)
-        at = (torch.from_numpy(ys_local), torch.from_numpy(xs_local))
-        filled[:, at[0], at[1]] = transfer_pixels(
-            colour_at, sources, shift, scale, ys, xs, filled[:, at[0], at[1]]
+        at = torch.from_numpy(ys_local * (x1 - x0) + xs_local)  # flat, in the band's (rows, columns)
+        flat = filled.view(filled.shape[0], -1)  # index_select / index_copy_: ~2x faster than indexing
+        flat.index_copy_(
+            1, at, transfer_pixels(colour_at, sources, shift, scale, ys, xs, flat.index_select(1, at))
         )
         target = region[band_top - oy : band_bottom - oy, x0 - ox : x1 - ox]
         _blend_box(filled, alpha, target)

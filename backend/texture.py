@@ -511,6 +511,31 @@ def upsample_box(image_chw: torch.Tensor, scale: int, box: tuple[int, int, int, 
     return top_row * (1 - wy) + bottom_row * wy
 
 
+def bilinear_axis(
+    positions: torch.Tensor, scale: float, size: int, stride: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear taps along one axis for full-resolution ``positions`` (N,) long, on a grid of ``size``
+    cells of ``scale`` pixels (centres aligned, edges clamped): (lower tap * stride, upper tap * stride,
+    weight of the upper tap), each (N,).
+
+    Computed once per position in the range the positions span and gathered: the same values as
+    computed per pixel, at a fraction of the cost (a band's million pixels share a few thousand rows
+    and columns).
+    """
+    if positions.numel() == 0:
+        empty = positions.new_empty(0)
+        return empty, empty, empty.float()
+    first = int(positions.min())
+    span = torch.arange(first, int(positions.max()) + 1)
+    cell = ((span.float() + 0.5) / scale - 0.5).clamp(0, size - 1)
+    lower = cell.floor().long()
+    weight = cell - lower
+    upper = (lower + 1).clamp(max=size - 1)
+    at = positions - first
+    lower, upper = (lower * stride).index_select(0, at), (upper * stride).index_select(0, at)
+    return lower, upper, weight.index_select(0, at)
+
+
 def transfer_pixels(
     colour_at,
     sources_hw2: torch.Tensor,
@@ -539,26 +564,28 @@ def transfer_pixels(
     off_y_grid = torch.round((sources_hw2[..., 0] - rows).float() * sy).long().view(-1) * matched_grid
     off_x_grid = torch.round((sources_hw2[..., 1] - cols).float() * sx).long().view(-1) * matched_grid
     key_grid = off_y_grid * (1 << 32) + off_x_grid
-    fy = ((ys.float() + 0.5) / sy - 0.5).clamp(0, h - 1)
-    fx = ((xs.float() + 0.5) / sx - 0.5).clamp(0, w - 1)
-    y0, x0 = fy.floor().long(), fx.floor().long()
-    wy, wx = fy - y0, fx - x0
-    y1, x1 = (y0 + 1).clamp(max=h - 1), (x0 + 1).clamp(max=w - 1)
-    y0, y1 = y0 * w, y1 * w
+    y0, y1, wy = bilinear_axis(ys, sy, h, w)
+    x0, x1, wx = bilinear_axis(xs, sx, w, 1)
     taps = torch.stack([y0 + x0, y0 + x1, y1 + x0, y1 + x1], 1)  # (N, 4) flat search pixels
+    # Gathers through index_select on flat views: the same values as tensor indexing, ~2x faster here.
+    count, flat_taps = taps.shape[0], taps.view(-1)
     weights = torch.stack([(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx], 1)
-    weights *= matched_grid[taps]
-    shift = shift_chw.reshape(shift_chw.shape[0], -1)[:, taps] * weights  # (C, N, 4): weighted shifts
+    weights *= matched_grid.index_select(0, flat_taps).view(count, 4)
+    channels = shift_chw.shape[0]
+    shift = shift_chw.reshape(channels, -1).index_select(1, flat_taps).view(channels, count, 4) * weights
     # Taps that share an offset read the same pixel: read it once with their summed weight.
-    key = key_grid[taps]
+    key = key_grid.index_select(0, flat_taps).view(count, 4)
     for later in range(1, 4):
         for earlier in range(later):
             same = (key[:, later] == key[:, earlier]) & (weights[:, earlier] > 0)
             weights[:, earlier] += weights[:, later] * same
             weights[:, later] *= ~same
-    pixel, tap = torch.nonzero(weights > 0, as_tuple=True)
-    chosen = taps[pixel, tap]
-    read = colour_at(ys[pixel] + off_y_grid[chosen], xs[pixel] + off_x_grid[chosen])  # (C, M)
-    total = shift.sum(2).index_add_(1, pixel, read * weights[pixel, tap])
+    read_at = torch.nonzero(weights.view(-1) > 0).squeeze(1)  # flat (pixel, tap) entries to read
+    pixel, chosen = read_at // 4, flat_taps.index_select(0, read_at)
+    read = colour_at(
+        ys.index_select(0, pixel) + off_y_grid.index_select(0, chosen),
+        xs.index_select(0, pixel) + off_x_grid.index_select(0, chosen),
+    )  # (C, M)
+    total = shift.sum(2).index_add_(1, pixel, read * weights.view(-1).index_select(0, read_at))
     weight_sum = weights.sum(1)
     return torch.where(weight_sum > 0, total / weight_sum.clamp_min(1e-6), fallback)
