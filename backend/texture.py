@@ -505,9 +505,9 @@ def upsample_box(image_chw: torch.Tensor, scale: int, box: tuple[int, int, int, 
     wx = (xs - xs.floor()).clamp(0, 1)[None, :]
     wy = torch.where((ys < 0)[:, None], torch.zeros_like(wy), wy)
     wx = torch.where((xs < 0)[None, :], torch.zeros_like(wx), wx)
-    rows_lo, rows_hi = image_chw[:, y_lo], image_chw[:, y_hi]
-    top_row = rows_lo[:, :, x_lo] * (1 - wx) + rows_lo[:, :, x_hi] * wx
-    bottom_row = rows_hi[:, :, x_lo] * (1 - wx) + rows_hi[:, :, x_hi] * wx
+    rows_lo, rows_hi = image_chw.index_select(1, y_lo), image_chw.index_select(1, y_hi)
+    top_row = rows_lo.index_select(2, x_lo) * (1 - wx) + rows_lo.index_select(2, x_hi) * wx
+    bottom_row = rows_hi.index_select(2, x_lo) * (1 - wx) + rows_hi.index_select(2, x_hi) * wx
     return top_row * (1 - wy) + bottom_row * wy
 
 
