@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "figure": ("lab.evaluation.figure", "README figure: real object removals, ours beside the baselines"),
     "import-official": ("lab.official.convert", "convert the official TF checkpoint to our weights"),
     "build-dataset": ("lab.dataset.build", "build the training/validation photo folders"),
+    "build-vgg": ("lab.perceptual", "VGG16 features for training's optional perceptual term"),
     "build-datapack": ("lab.datapack", "pack the training photos into one file of tiles for GPU machines"),
     "model-card": ("lab.model_card", "write the shipped weights' model card from their metadata"),
 }

@@ -42,6 +42,7 @@ from backend.prefill import PREFILL_KINDS
 from backend.weights import DEFAULT_WEIGHTS, ModelConfig, save_generator
 from lab.health import HealthLog, check
 from lab.masks import mask_batch
+from lab.perceptual import DEFAULT_VGG, PerceptualError, VggFeatures, perceptual_loss
 from shared_protocol import HiFillError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -70,6 +71,7 @@ class TrainConfig:
     )
     grad_clip: float = 0.0  # max L2 norm of each stage's gradient per step (0: off)
     refine_lr_scale: float = 1.0  # the refine stage's Adam learning rate is lr_g * this
+    perceptual_weight: float = 0.0  # VGG16 feature L1 of both stages' pasted fills (lab.perceptual; 0: off)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,9 +419,13 @@ def train_step(
     config: TrainConfig,
     step: int,
     autocast_kwargs: dict,
+    vgg: VggFeatures | None = None,
 ) -> dict[str, float]:
     """One generator update (Eq. 10-14) and, when the adversarial term is on, one critic update
-    (Eq. 9) every critic_every steps. Returns the step's losses and per-stage gradient norms."""
+    (Eq. 9) every critic_every steps. Returns the step's losses and per-stage gradient norms.
+
+    With config.perceptual_weight > 0 (and ``vgg``) the update adds that weight times the perceptual
+    term (lab.perceptual) of each stage's fill pasted into the photo."""
     with torch.autocast(**autocast_kwargs):
         out = generator(real, hole)
     pasted = out.refined.float() * hole + real * (1 - hole)
@@ -444,7 +450,15 @@ def train_step(
         adversarial = -critic(pasted).mean()
         for p in critic.parameters():
             p.requires_grad_(True)
-    (rec_coarse + rec_refined + config.adversarial_weight * adversarial).backward()
+    perceptual = torch.zeros(())
+    if config.perceptual_weight > 0:
+        if vgg is None:
+            raise ValueError("perceptual_weight > 0 needs the VGG features (lab.perceptual.VggFeatures)")
+        pasted_coarse = out.coarse.float() * hole + real * (1 - hole)
+        with torch.autocast(**autocast_kwargs):
+            perceptual = perceptual_loss(vgg, pasted_coarse, real) + perceptual_loss(vgg, pasted, real)
+    total = rec_coarse + rec_refined + config.adversarial_weight * adversarial
+    (total + config.perceptual_weight * perceptual).backward()
     norms = {}
     for name, params in stage_parameters(generator).items():
         clip = config.grad_clip if config.grad_clip > 0 else math.inf
@@ -455,6 +469,7 @@ def train_step(
         "in_hole_l1_refined": hole_l1_refined.item(),
         "critic": critic_loss.item(),
         "adversarial": adversarial.item(),
+        "perceptual": float(perceptual.item()),
         **norms,
     }
 
@@ -491,6 +506,7 @@ def train(args: argparse.Namespace) -> int:
         "grad_clip": args.grad_clip,
         "refine_lr_scale": args.refine_lr_scale,
         "open_output_gates": args.open_output_gates,
+        "perceptual_weight": args.perceptual_weight,
     }
     overrides.update({k: v for k, v in given.items() if v is not None})
     if args.lr:
@@ -535,6 +551,12 @@ def train(args: argparse.Namespace) -> int:
         critic.to(memory_format=torch.channels_last)
     opt_g = generator_optimiser(generator, config)
     opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr_d, betas=(0.5, 0.9))
+    vgg = None
+    if config.perceptual_weight > 0:
+        try:
+            vgg = VggFeatures.load(Path(args.vgg)).to(device)
+        except PerceptualError as error:
+            raise SystemExit(f"--perceptual-weight: {error}") from None
 
     losses_csv = run / "losses.csv"
     new_csv = not losses_csv.exists()
@@ -619,7 +641,9 @@ def train(args: argparse.Namespace) -> int:
                 hole.contiguous(memory_format=torch.channels_last),
             )
         try:
-            values = train_step(generator, critic, opt_g, opt_d, real, hole, config, step, autocast_kwargs)
+            values = train_step(
+                generator, critic, opt_g, opt_d, real, hole, config, step, autocast_kwargs, vgg
+            )
         except torch.cuda.OutOfMemoryError:
             values = None  # handled below, once the traceback no longer holds the step's tensors
         if values is None:
@@ -773,6 +797,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     solvers = "exact (SuperLU, CPU), device (conjugate gradients, lab.gpu_prefill), auto (device on CUDA)"
     p.add_argument("--prefill-solver", choices=("auto", "exact", "device"), default="auto", help=solvers)
+    p.add_argument(
+        "--perceptual-weight",
+        type=float,
+        default=None,
+        help="weight of the VGG16 perceptual term of both stages (0: off, the default for a new run; "
+        "needs 'python -m backend build-vgg' once)",
+    )
+    p.add_argument("--vgg", default=str(DEFAULT_VGG), help=f"VGG16 features (default {DEFAULT_VGG})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", help="auto (bf16 on CUDA), fp32, bf16 or fp16 autocast")
