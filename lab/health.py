@@ -18,6 +18,11 @@ values but 44 % of those in the hole (mean gate there 0.15, outside 0.035), and 
 raises the coarse stage's in-hole L1 there from 19.10 to 20.72: alive where the fill is made, which
 the share over all pixels alone called dead. On the run's fixed training batch it sits at 81-90 % in
 the hole (89-94 % of all values) at every committed state from step 5,739 to 11,156.
+That batch held 4 crops until session 10, too few for a share near a line: at step 13,478 the layer
+was shut on 87 % of its in-hole values on those 4 crops (seed 1234), on 53-92 % (median 68 %) on 12
+other batches of 4 training crops with training holes, on 60-71 % on four batches of 16 and on 60 and
+72 % on two of 32. The training run's checks now use a fixed batch of 16 crops (lab.train.HEALTH_CROPS;
+samples.png keeps the 4).
 The band for the output std is 0.02..20 around the initialisation's 0.5 (backend.network
 .init_data_dependent): below 0.02 (1/25 of the start) a layer carries almost no signal through ~25
 more layers of ELU x sigmoid; above 20 (40x the start, 20x the [-1, 1] image range) gates downstream

@@ -350,10 +350,23 @@ def peek_config(state_path: Path, init_from: Path | None) -> dict:
     return {}
 
 
+HEALTH_CROPS = 16  # the health checks' fixed batch (4 crops proved too few: lab.health's docstring)
+
+
 def open_data(args: argparse.Namespace, config: TrainConfig, device: torch.device, rng, step: int):
-    """The training crops (photos, or a datapack's tiles on the device) and a fixed batch of 4 with its
-    holes (samples.png and the health checks)."""
-    fixed_rng = np.random.default_rng(1234)
+    """The training crops (photos, or a datapack's tiles on the device), a fixed batch of 4 with its holes
+    (samples.png) and a fixed batch of HEALTH_CROPS with theirs (the health checks)."""
+
+    def fixed_batch(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        fixed_rng = np.random.default_rng(seed)
+        if args.datapack:
+            real = TileCrops(tiles, config.size, count, torch.Generator().manual_seed(seed)).batch()
+        else:
+            sized = TrainConfig(**{**asdict(config), "batch": count})
+            real = to_device(PhotoCrops(Path(args.photos), sized, fixed_rng).batch(), device)
+        hole = to_device(torch.from_numpy(mask_batch(fixed_rng, count, config.size, config.size)), device)
+        return real, hole
+
     if args.datapack:
         from lab.datapack import TileCrops, load_tiles
 
@@ -362,13 +375,9 @@ def open_data(args: argparse.Namespace, config: TrainConfig, device: torch.devic
         print(f"Datapack: {meta['count']} tiles of {meta['tile']} px ({meta['photos']} photos)")
         draw = torch.Generator().manual_seed(args.seed + step)
         data = TileCrops(tiles, config.size, config.batch, draw)
-        fixed_real = TileCrops(tiles, config.size, 4, torch.Generator().manual_seed(1234)).batch()
     else:
         data = PhotoCrops(Path(args.photos), config, rng)
-        fixed = PhotoCrops(Path(args.photos), TrainConfig(**{**asdict(config), "batch": 4}), fixed_rng)
-        fixed_real = to_device(fixed.batch(), device)
-    fixed_hole = to_device(torch.from_numpy(mask_batch(fixed_rng, 4, config.size, config.size)), device)
-    return data, fixed_real, fixed_hole
+    return data, fixed_batch(4, 1234), fixed_batch(HEALTH_CROPS, 4321)
 
 
 def prefill_on_device(choice: str, device: torch.device) -> bool:
@@ -524,7 +533,7 @@ def train(args: argparse.Namespace) -> int:
     step, config, extra = restore_state(generator, critic, state_path, init_from, config, overrides)
     extra.setdefault("seed", args.seed)
     rng = np.random.default_rng(args.seed + step)
-    data, fixed_real, fixed_hole = open_data(args, config, device, rng, step)
+    data, (fixed_real, fixed_hole), (health_real, health_hole) = open_data(args, config, device, rng, step)
     masks = open_masks(args, config, device, rng, step)
     if config.prefill != "none" and prefill_on_device(args.prefill_solver, device):
         from lab.gpu_prefill import harmonic_fill_cg
@@ -588,7 +597,7 @@ def train(args: argparse.Namespace) -> int:
 
     def check_health() -> None:
         if extra.get("health", {}).get("last_step") != step:  # once per step
-            health_log.record(step, check(generator, fixed_real, fixed_hole), running, bar.write)
+            health_log.record(step, check(generator, health_real, health_hole), running, bar.write)
 
     def checkpoint() -> None:
         check_health()
