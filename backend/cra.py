@@ -19,9 +19,7 @@ Pixels with mask 0 are never written, so they come back bit-exact.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,9 +33,7 @@ from backend.texture import (
     TextureConfig,
     continue_into_band,
     gaussian_blur,
-    inpaint_isophotes,
-    isophote_pixels,
-    isophote_share_map,
+    isophotes_beside,
     low_frequency_shift,
     match_context,
     mix_seam,
@@ -681,34 +677,6 @@ def _blend_box(filled: torch.Tensor, alpha: np.ndarray, target: np.ndarray) -> N
     else:
         result = blended.numpy().astype(target.dtype, copy=False)
     np.copyto(rgb, result, where=(alpha > 0)[..., None], casting="unsafe")
-
-
-_BESIDE: ThreadPoolExecutor | None = None
-_BESIDE_LOCK = threading.Lock()
-
-
-def isophotes_beside(
-    image_chw: torch.Tensor, hole_hw: torch.Tensor, texture: TextureConfig
-) -> Future[tuple[np.ndarray, np.ndarray]]:
-    """Start the Navier-Stokes continuation of the hole's border (backend.texture.inpaint_isophotes) and
-    its share map on a thread of their own, while this one runs the generator. Returns their future:
-    (H, W, 3) uint8 continuation and (H, W) float32 share, the same values as computed in line.
-
-    The generator's first step, the harmonic prefill's sparse factorisation, runs on one core; both jobs
-    need only the window and its mask, so they fit beside it (a 512² fill: 0.025 s of its ~0.3 s, on
-    AMD EPYC, 2 cores). The thread runs OpenCV's serial inpainting and SciPy only, never torch: a
-    second thread's torch parallel region gives OpenMP more threads than cores, after which libgomp
-    stops spinning and every small torch operation costs 2-3x as much (measured: 0.29 s fills became
-    0.39 s when run off the thread whose OpenMP team already existed).
-    """
-    global _BESIDE
-    pixels = isophote_pixels(image_chw)  # torch's part, here
-    hole = hole_hw.numpy().copy()
-    with _BESIDE_LOCK:
-        if _BESIDE is None:
-            _BESIDE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hifill-isophotes")
-    share, reach = texture.isophote_share, texture.isophote_reach
-    return _BESIDE.submit(lambda: (inpaint_isophotes(pixels, hole), isophote_share_map(hole, share, reach)))
 
 
 def fill_window(

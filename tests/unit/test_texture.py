@@ -300,13 +300,11 @@ def test_continue_into_band_fills_only_the_band_on_the_pixels_own_scale():
 
 
 def test_the_isophotes_computed_beside_the_generator_equal_those_computed_in_line() -> None:
-    from backend.cra import isophotes_beside
-
     image = torch.rand(3, 64, 80, generator=torch.Generator().manual_seed(5))
     hole = torch.zeros(64, 80, dtype=torch.bool)
     hole[20:44, 10:50] = True
     config = texture.TextureConfig()
-    continued, share = isophotes_beside(image, hole, config).result(timeout=30)
+    continued, share = texture.isophotes_beside(image, hole, config).result(timeout=30)
     expected = texture.continue_isophotes(image, hole)
     assert torch.equal(torch.from_numpy(continued).permute(2, 0, 1).float() / 255.0, expected)
     weights = texture.isophote_weights(hole, config.isophote_share, config.isophote_reach)
