@@ -34,6 +34,7 @@ from backend.texture import (
     continue_into_band,
     gaussian_blur,
     isophotes_beside,
+    isophotes_chw,
     low_frequency_shift,
     match_context,
     mix_seam,
@@ -719,8 +720,7 @@ def fill_window(
         progress(0.8, "Composing the full-resolution fill")
         if isophotes is not None:
             continued_hwc, share_hw = isophotes.result()
-            continued = torch.from_numpy(continued_hwc).permute(2, 0, 1).float() / 255.0
-            share = torch.from_numpy(share_hw)
+            continued, share = isophotes_chw(continued_hwc), torch.from_numpy(share_hw)
             fill_low = fill_low * (1.0 - share) + continued * share
         base_low = gaussian_blur(fill_low, texture.base_sigma * factor)
         same_split = texture.split_sigma == texture.base_sigma  # the shipped setting: one blur

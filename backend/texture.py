@@ -406,33 +406,17 @@ def low_frequency_shift(
     return (base_chw - source_low[:, ys, xs]) * matched
 
 
-def isophote_weights(hole_hw: torch.Tensor, share: float, reach: float) -> torch.Tensor:
+def isophote_share_map(hole_hw: np.ndarray, share: float, reach: float) -> np.ndarray:
     """Per-pixel share of the isophote continuation: share * exp(-distance / reach) in the hole, 0 out.
 
-    hole_hw: (H, W) bool; distance: Euclidean, in pixels, to the nearest known pixel (1 at the
-    border). Navier-Stokes continues the border's lines well a few pixels in and paints wedges
-    and star shapes deep inside a big hole, where the generator's fill is the better guess.
+    hole_hw: (H, W) bool -> (H, W) float32 (NumPy and SciPy only); distance: Euclidean, in pixels, to
+    the nearest known pixel (1 at the border). Navier-Stokes continues the border's lines well a few
+    pixels in and paints wedges and star shapes deep inside a big hole, where the generator's fill is
+    the better guess.
     """
-    return torch.from_numpy(isophote_share_map(hole_hw.numpy(), share, reach))
-
-
-def isophote_share_map(hole_hw: np.ndarray, share: float, reach: float) -> np.ndarray:
-    """isophote_weights on NumPy arrays: (H, W) bool -> (H, W) float32 (NumPy and SciPy only)."""
     distance = ndimage.distance_transform_edt(hole_hw)
     weights = share * np.exp(-distance / reach) * hole_hw
     return weights.astype(np.float32)
-
-
-def continue_isophotes(image_chw: torch.Tensor, hole_hw: torch.Tensor) -> torch.Tensor:
-    """OpenCV's Navier-Stokes inpainting (Bertalmio et al. 2001) of the hole: (3, H, W) in [0, 1].
-
-    image_chw: (3, H, W) in [0, 1]; hole_hw: (H, W) bool. It carries the lines and edges that meet the
-    hole's border on into it, which the generator at this training budget does not: mixed into its
-    fill near the border (isophote_weights) under the fill's blur, the in-hole L1 at 512² drops from
-    20.25 to 19.87 (docs/evaluation.md, session 7).
-    """
-    filled = inpaint_isophotes(isophote_pixels(image_chw), hole_hw.numpy())
-    return torch.from_numpy(filled).permute(2, 0, 1).float() / 255.0
 
 
 def isophote_pixels(image_chw: torch.Tensor) -> np.ndarray:
@@ -442,11 +426,22 @@ def isophote_pixels(image_chw: torch.Tensor) -> np.ndarray:
 
 
 def inpaint_isophotes(pixels_hwc: np.ndarray, hole_hw: np.ndarray) -> np.ndarray:
-    """continue_isophotes on NumPy arrays: (H, W, 3) uint8 and (H, W) bool -> (H, W, 3) uint8 (OpenCV's
-    serial inpainting only, no torch: safe to run beside the generator, isophotes_beside)."""
+    """OpenCV's Navier-Stokes inpainting (Bertalmio et al. 2001) of the hole: (H, W, 3) uint8 and
+    (H, W) bool -> (H, W, 3) uint8 (OpenCV's serial inpainting only, no torch: safe to run beside the
+    generator, isophotes_beside).
+
+    It carries the lines and edges that meet the hole's border on into it, which the generator at this
+    training budget does not: mixed into its fill near the border (isophote_share_map) under the fill's
+    blur, the in-hole L1 at 512² drops from 20.25 to 19.87 (docs/evaluation.md, session 7).
+    """
     import cv2
 
     return cv2.inpaint(pixels_hwc, hole_hw.astype(np.uint8) * 255, ISOPHOTE_RADIUS, cv2.INPAINT_NS)
+
+
+def isophotes_chw(pixels_hwc: np.ndarray) -> torch.Tensor:
+    """inpaint_isophotes' (H, W, 3) uint8 -> (3, H, W) float in [0, 1] (a torch op: on the fill's thread)."""
+    return torch.from_numpy(pixels_hwc).permute(2, 0, 1).float() / 255.0
 
 
 _BESIDE: ThreadPoolExecutor | None = None

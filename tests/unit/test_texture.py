@@ -121,7 +121,7 @@ def test_isophote_continuation_carries_an_edge_through_the_hole_and_keeps_the_co
     hole[16:32, 12:36] = True
     painted = image.clone()
     painted[:, hole] = 0.5  # whatever lies under the hole must not matter
-    filled = texture.continue_isophotes(painted, hole)
+    filled = texture.isophotes_chw(texture.inpaint_isophotes(texture.isophote_pixels(painted), hole.numpy()))
     assert filled.shape == image.shape and filled.dtype == torch.float32
     quantised = (image * 255).round() / 255
     assert torch.equal(filled[:, ~hole], quantised[:, ~hole])  # the context comes back as it was
@@ -244,7 +244,7 @@ def test_transfer_at_any_scale_equals_an_explicit_bilinear_blend_of_the_four_cop
 def test_isophote_weights_fall_with_the_distance_from_the_border_and_are_zero_outside() -> None:
     hole = torch.zeros(40, 40, dtype=torch.bool)
     hole[5:35, 5:35] = True
-    weights = texture.isophote_weights(hole, 0.8, 4.0)
+    weights = torch.from_numpy(texture.isophote_share_map(hole.numpy(), 0.8, 4.0))
     assert float(weights[~hole].abs().max()) == 0.0
     assert weights[5, 20].item() == pytest.approx(0.8 * np.exp(-1 / 4.0), rel=1e-5)  # border: distance 1
     row = weights[20, 5:20]  # from the left border to the centre: falling
@@ -305,10 +305,11 @@ def test_the_isophotes_computed_beside_the_generator_equal_those_computed_in_lin
     hole[20:44, 10:50] = True
     config = texture.TextureConfig()
     continued, share = texture.isophotes_beside(image, hole, config).result(timeout=30)
-    expected = texture.continue_isophotes(image, hole)
-    assert torch.equal(torch.from_numpy(continued).permute(2, 0, 1).float() / 255.0, expected)
-    weights = texture.isophote_weights(hole, config.isophote_share, config.isophote_reach)
-    assert torch.equal(torch.from_numpy(share), weights)
+    pixels, hole_np = texture.isophote_pixels(image), hole.numpy()
+    assert np.array_equal(continued, texture.inpaint_isophotes(pixels, hole_np))
+    assert np.array_equal(
+        share, texture.isophote_share_map(hole_np, config.isophote_share, config.isophote_reach)
+    )
 
 
 @pytest.mark.parametrize("reach", [1, 2, 3, 5])
