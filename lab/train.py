@@ -18,7 +18,8 @@ import math
 import resource
 import signal
 import time
-from dataclasses import asdict, dataclass, replace
+from contextlib import nullcontext
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,40 +40,15 @@ from backend.network import (
     zero_residual_outputs,
 )
 from backend.prefill import PREFILL_KINDS
-from backend.weights import DEFAULT_WEIGHTS, ModelConfig, save_generator
-from lab.health import HealthLog, check
+from backend.weights import ModelConfig, save_generator
+from lab.health import HealthLog, check, recorded_output_stds, std_excess
 from lab.masks import mask_batch
-from lab.perceptual import DEFAULT_VGG, PerceptualError, VggFeatures, perceptual_loss
+from lab.perceptual import PerceptualError, VggFeatures, perceptual_loss
+from lab.train_config import TrainConfig, build_parser
 from lab.train_visuals import plot_losses, sample_sheet
 from shared_protocol import HiFillError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters; stored with the state so a resumed run keeps them."""
-
-    size: int = 256  # training crop side
-    batch: int = 4
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    in_hole_weight: float = 1.0  # alpha_1, Eq. 13
-    context_weight: float = 1.2  # alpha_2, Eq. 13
-    adversarial_weight: float = 1e-4  # beta, Eq. 14
-    gradient_penalty: float = 10.0  # sigma, Eq. 9 (official WGAN_GP_LAMBDA)
-    critic_every: int = 1  # critic updates every N generator steps (Algorithm 1 uses 5 per step)
-    adversarial_start: int = 0  # steps of reconstruction-only warm-up before the critic and Eq. 14's term
-    hole_min: float = 0.05
-    hole_max: float = 0.35
-    cache_short_side: int = 640  # photos are cached at this short side; crops come from rescales of it
-    prefill: str = "none"  # the generator's prefill (backend.network.Generator); "harmonic" for ours
-    open_output_gates: bool = (
-        True  # prefill generators: residual output gates held open (see open_output_gates)
-    )
-    grad_clip: float = 0.0  # max L2 norm of each stage's gradient per step (0: off)
-    refine_lr_scale: float = 1.0  # the refine stage's Adam learning rate is lr_g * this
-    perceptual_weight: float = 0.0  # VGG16 feature L1 of both stages' pasted fills (lab.perceptual; 0: off)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,9 +363,12 @@ def train_step(
     (Eq. 9) every critic_every steps. Returns the step's losses and per-stage gradient norms.
 
     With config.perceptual_weight > 0 (and ``vgg``) the update adds that weight times the perceptual
-    term (lab.perceptual) of each stage's fill pasted into the photo."""
-    with torch.autocast(**autocast_kwargs):
+    term (lab.perceptual) of each stage's fill pasted into the photo; with config.std_weight > 0 it
+    adds that weight times lab.health.std_excess of the gated layers' output stds on this batch."""
+    recording = recorded_output_stds(generator) if config.std_weight > 0 else nullcontext([])
+    with recording as stds, torch.autocast(**autocast_kwargs):
         out = generator(real, hole)
+    bound = std_excess(stds, config.std_ceiling)
     pasted = out.refined.float() * hole + real * (1 - hole)
 
     adversarial_on = step >= config.adversarial_start
@@ -420,7 +399,7 @@ def train_step(
         with torch.autocast(**autocast_kwargs):
             perceptual = perceptual_loss(vgg, pasted_coarse, real) + perceptual_loss(vgg, pasted, real)
     total = rec_coarse + rec_refined + config.adversarial_weight * adversarial
-    (total + config.perceptual_weight * perceptual).backward()
+    (total + config.perceptual_weight * perceptual + config.std_weight * bound).backward()
     norms = {}
     for name, params in stage_parameters(generator).items():
         clip = config.grad_clip if config.grad_clip > 0 else math.inf
@@ -432,6 +411,7 @@ def train_step(
         "critic": critic_loss.item(),
         "adversarial": adversarial.item(),
         "perceptual": float(perceptual.item()),
+        "std_excess": float(bound.item()),
         **norms,
     }
 
@@ -469,6 +449,8 @@ def train(args: argparse.Namespace) -> int:
         "refine_lr_scale": args.refine_lr_scale,
         "open_output_gates": args.open_output_gates,
         "perceptual_weight": args.perceptual_weight,
+        "std_ceiling": args.std_ceiling,
+        "std_weight": args.std_weight,
     }
     overrides.update({k: v for k, v in given.items() if v is not None})
     if args.lr:
@@ -650,129 +632,6 @@ def train(args: argparse.Namespace) -> int:
         f"{time.time() - started:.0f} s since start; {health_log.summary()}"
     )
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m backend train", description=__doc__.splitlines()[0])
-    p.add_argument("--photos", default="data/photos/train", help="folder of training photos (recursive)")
-    p.add_argument(
-        "--datapack",
-        default="",
-        help="train from this datapack (python -m backend build-datapack) instead of --photos",
-    )
-    p.add_argument("--run", default="runs/cpu", help="run folder: state, samples.png, losses.csv/png")
-    p.add_argument(
-        "--init",
-        default="lab/state/training-state.safetensors",
-        help="state to start from when the run folder has none (the committed state)",
-    )
-    p.add_argument(
-        "--export", default=str(DEFAULT_WEIGHTS), help="where to write the shipped generator ('' = nowhere)"
-    )
-    p.add_argument(
-        "--commit-state",
-        default="lab/state/training-state.safetensors",
-        help="compact (fp16) copy of the state written at each checkpoint, for the repository ('' = none)",
-    )
-    p.add_argument(
-        "--export-working-size",
-        type=int,
-        default=0,
-        help="generator input side stored with the exported weights (0: 512 with a prefill, else the crop)",
-    )
-    p.add_argument("--steps", type=int, default=0, help="stop after this many more steps (0: no limit)")
-    p.add_argument(
-        "--minutes",
-        type=float,
-        default=0,
-        help="stop so that the whole command, start-up and last checkpoint included, takes about this "
-        "long (0: no limit)",
-    )
-    p.add_argument("--save-minutes", type=float, default=10)
-    p.add_argument(
-        "--health-every",
-        type=int,
-        default=250,
-        help="check the generator's health every N steps as well as at checkpoints (0: checkpoints only)",
-    )
-    p.add_argument(
-        "--size", type=int, default=None, help="training crop side (default: the resumed run's, else 256)"
-    )
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument(
-        "--lr", type=float, default=None, help="Adam learning rate (default: the resumed run's, else 2e-4)"
-    )
-    p.add_argument("--critic-every", type=int, default=1)
-    p.add_argument(
-        "--adversarial-start",
-        type=int,
-        default=None,
-        help="train with the reconstruction loss alone until this step, then add the critic "
-        "(default: the resumed run's, else 0 = from the start as in Algorithm 1)",
-    )
-    p.add_argument(
-        "--adversarial-weight",
-        type=float,
-        default=None,
-        help=f"beta of Eq. 14 (default: the resumed run's, else {TrainConfig.adversarial_weight})",
-    )
-    p.add_argument(
-        "--open-output-gates",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="with a prefill, hold the residual output layers' gates open (constant 0.5) so that a stage "
-        "cannot shut itself off (default: the resumed run's, else on)",
-    )
-    p.add_argument(
-        "--grad-clip",
-        type=float,
-        default=None,
-        help="clip each stage's gradient to this L2 norm per step, 0 = off (default: the resumed run's, "
-        f"else {TrainConfig.grad_clip})",
-    )
-    p.add_argument(
-        "--refine-lr-scale",
-        type=float,
-        default=None,
-        help="the refine stage's learning rate as a multiple of --lr (default: the resumed run's, "
-        f"else {TrainConfig.refine_lr_scale})",
-    )
-    p.add_argument(
-        "--prefill",
-        choices=PREFILL_KINDS,
-        default=None,
-        help="start the hole from a smooth fill, learn corrections (default: the resumed run's, else none)",
-    )
-    p.add_argument(
-        "--renormalise",
-        default="",
-        metavar="PREFIX",
-        help="on resuming, rescale the layers named PREFIX* (e.g. 'refine') to output std 0.5 on a batch: "
-        "revives a stage whose activations blew up and whose gates saturated",
-    )
-    p.add_argument(
-        "--mask-pool",
-        type=int,
-        default=None,
-        help="draw this many masks at the start and reuse them flipped/transposed (default: 4096 on CUDA, "
-        "else 0 = new masks every step on the CPU)",
-    )
-    solvers = "exact (SuperLU, CPU), device (conjugate gradients, lab.gpu_prefill), auto (device on CUDA)"
-    p.add_argument("--prefill-solver", choices=("auto", "exact", "device"), default="auto", help=solvers)
-    p.add_argument(
-        "--perceptual-weight",
-        type=float,
-        default=None,
-        help="weight of the VGG16 perceptual term of both stages (0: off, the default for a new run; "
-        "needs 'python -m backend build-vgg' once)",
-    )
-    p.add_argument("--vgg", default=str(DEFAULT_VGG), help=f"VGG16 features (default {DEFAULT_VGG})")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", help="auto (bf16 on CUDA), fp32, bf16 or fp16 autocast")
-    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (CUDA)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
-    return p
 
 
 def main(argv: list[str]) -> int:

@@ -11,7 +11,16 @@ import pytest
 import torch
 
 from backend.network import Generator, init_data_dependent, zero_residual_outputs
-from lab.health import STD_BAND, HealthLog, LayerHealth, check, measure, verdict
+from lab.health import (
+    STD_BAND,
+    HealthLog,
+    LayerHealth,
+    check,
+    measure,
+    recorded_output_stds,
+    std_excess,
+    verdict,
+)
 from lab.masks import mask_batch
 
 torch.set_num_threads(1)
@@ -64,6 +73,46 @@ def test_a_blown_up_decoder_fails_naming_the_layer():
     assert not health.healthy
     assert any(p.startswith("refine.re_de_conv_128 output std") and "above 20" in p for p in health.problems)
     assert "HEALTH RED" in health.summary() and "refine.re_de_conv_128" in health.summary()
+
+
+def test_std_excess_is_zero_inside_the_bound_and_squares_what_lies_above_it():
+    stds = [torch.tensor(v) for v in (0.5, 2.0, 3.0, 5.5)]
+    assert std_excess(stds, 2.0).item() == pytest.approx(1.0**2 + 3.5**2)
+    assert std_excess(stds[:2], 2.0).item() == 0.0 and std_excess([], 2.0).item() == 0.0
+
+
+def test_recorded_stds_match_the_health_measure_and_the_hooks_go_away():
+    generator, (image, mask) = fresh("harmonic"), batch()
+    with recorded_output_stds(generator) as stds:
+        generator(image, mask)
+    layers, _ = measure(generator, image, mask)
+    assert [s.item() for s in stds] == pytest.approx([layer.output_std for layer in layers], rel=1e-5)
+    assert all(s.requires_grad for s in stds)
+    generator(image, mask)
+    assert len(stds) == 48  # the hooks were removed with the block
+
+
+def test_the_std_bound_pulls_a_grown_decoder_back_inside_it():
+    """A refine decoder grown 12x (std ~6, as in the CPU run) falls inside the ceiling of 2 within a
+    few Adam steps on the penalty alone, without anything else leaving it."""
+    generator, (image, mask) = fresh("harmonic"), batch()
+    with torch.no_grad():
+        dict(generator.named_modules())["refine.re_de_conv_128"].feature.weight.mul_(12)
+    names = [layer.name for layer in measure(generator, image, mask)[0]]
+    at = names.index("refine.re_de_conv_128")
+    optimiser = torch.optim.Adam(generator.parameters(), lr=2e-3)
+    before = None
+    for _ in range(30):
+        with recorded_output_stds(generator) as stds:
+            generator(image, mask)
+        penalty = std_excess(stds, 2.0)
+        before = penalty.item() if before is None else before
+        optimiser.zero_grad()
+        penalty.backward()
+        optimiser.step()
+    layers, _ = measure(generator, image, mask)
+    assert before > 4 and layers[at].output_std < 2.0 + 0.1
+    assert std_excess([torch.tensor(layer.output_std) for layer in layers], 2.0).item() < 0.01
 
 
 def test_a_shut_output_gate_fails_and_so_does_a_stage_whose_gates_are_mostly_shut():

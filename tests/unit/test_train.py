@@ -227,16 +227,43 @@ def test_size_and_stage_options_override_a_resumed_run_and_the_critic_restarts_a
 
     photos = write_photos(tmp_path / "photos", 2, seed=6)
     assert main(tiny_run_args(tmp_path, photos, "--size", "64", "--steps", "1")) == 0
+    config, _ = run_meta(tmp_path)
+    assert (config["std_ceiling"], config["std_weight"]) == (2.0, 1e-2)  # the bound is on by default
     more = ["--steps", "1", "--size", "80", "--refine-lr-scale", "0.25", "--grad-clip", "1.5"]
+    more += ["--std-ceiling", "3", "--std-weight", "0.5"]
     assert main(tiny_run_args(tmp_path, photos, *more)) == 0
     assert "critic starts afresh" in capsys.readouterr().out
+    kept = ("size", "refine_lr_scale", "grad_clip", "std_ceiling", "std_weight")
     config, _ = run_meta(tmp_path)
-    assert (config["size"], config["refine_lr_scale"], config["grad_clip"]) == (80, 0.25, 1.5)
+    assert tuple(config[k] for k in kept) == (80, 0.25, 1.5, 3.0, 0.5)
     assert main(tiny_run_args(tmp_path, photos, "--steps", "1")) == 0  # nothing given: all kept
     config, _ = run_meta(tmp_path)
-    assert (config["size"], config["refine_lr_scale"], config["grad_clip"]) == (80, 0.25, 1.5)
+    assert tuple(config[k] for k in kept) == (80, 0.25, 1.5, 3.0, 0.5)
     groups = generator_optimiser(Generator(), TrainConfig(**config)).param_groups
     assert [(g["name"], g["lr"]) for g in groups] == [("coarse", 2e-4), ("refine", 2e-4 * 0.25)]
+
+
+def test_a_train_step_adds_the_std_bound_only_when_a_layer_leaves_it():
+    from lab.train import train_step
+
+    torch.manual_seed(0)
+    generator, critic = Generator("harmonic"), Discriminator(64)
+    real = torch.rand(2, 3, 64, 64) * 2 - 1
+    hole = torch.zeros(2, 1, 64, 64)
+    hole[:, :, 16:40, 20:44] = 1
+
+    def step_with(config: TrainConfig) -> dict[str, float]:
+        opt_g = torch.optim.Adam(generator.parameters(), lr=0.0)  # lr 0: the weights stay put
+        opt_d = torch.optim.Adam(critic.parameters(), lr=0.0)
+        autocast = {"device_type": "cpu", "dtype": torch.float32, "enabled": False}
+        return train_step(generator, critic, opt_g, opt_d, real, hole, config, 0, autocast)
+
+    with torch.no_grad():
+        dict(generator.named_modules())["refine.re_de_conv_128"].feature.weight.mul_(0.0).add_(0.05)
+    grown = step_with(TrainConfig(std_ceiling=1e-3))
+    assert grown["std_excess"] > 0
+    assert step_with(TrainConfig(std_ceiling=1e6))["std_excess"] == 0.0
+    assert step_with(TrainConfig(std_ceiling=1e-3, std_weight=0.0))["std_excess"] == 0.0
 
 
 def test_an_empty_export_path_checkpoints_without_writing_weights(tmp_path: Path, monkeypatch):
