@@ -497,10 +497,14 @@ def compose_window_texture(
         return
     rows_per_band = max(1, TEXTURE_BAND_PIXELS // (x1 - x0))
 
-    def colour_at(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-        ys, xs = ys.clamp(0, w.height - 1), xs.clamp(0, w.width - 1)
-        pixels = reader.pixels_at(ys.numpy(), xs.numpy())  # (N, 3)
-        return torch.from_numpy(to_unit_float(np.ascontiguousarray(pixels))).T
+    unit = {np.dtype(np.uint8): np.float32(1 / 255), np.dtype(np.uint16): np.float32(1 / 65535)}
+
+    def colour_at(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """(N, 3) float32 in [0, 1]; NumPy only (transfer_pixels calls it on two threads), the same values
+        as to_unit_float."""
+        pixels = reader.pixels_at(np.clip(ys, 0, w.height - 1), np.clip(xs, 0, w.width - 1))
+        scale = unit.get(pixels.dtype)
+        return pixels.astype(np.float32) if scale is None else pixels.astype(np.float32) * scale
 
     def at_search_size(image: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(image[None], search_factor)[0] if search_factor > 1 else image
@@ -517,14 +521,14 @@ def compose_window_texture(
         if not inside.any():
             continue
         ys_local, xs_local = np.nonzero(inside)
-        ys = torch.from_numpy(ys_local + (band_top - w.top))
-        xs = torch.from_numpy(xs_local + (x0 - w.left))
+        ys, xs = ys_local + (band_top - w.top), xs_local + (x0 - w.left)
         columns = torch.arange(x0 - w.left, x1 - w.left)
         filled = upsample_rows(base_low, out_hw, band_top - w.top, band_bottom - w.top, columns)
         at = torch.from_numpy(ys_local * (x1 - x0) + xs_local)  # flat, in the band's (rows, columns)
         flat = filled.view(filled.shape[0], -1)  # index_select / index_copy_: ~2x faster than indexing
+        fallback = flat.index_select(1, at).numpy()
         flat.index_copy_(
-            1, at, transfer_pixels(colour_at, sources, shift, scale, ys, xs, flat.index_select(1, at))
+            1, at, torch.from_numpy(transfer_pixels(colour_at, sources, shift, scale, ys, xs, fallback))
         )
         target = region[band_top - oy : band_bottom - oy, x0 - ox : x1 - ox]
         _blend_box(filled, alpha, target)

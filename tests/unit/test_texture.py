@@ -84,13 +84,20 @@ def test_transfer_at_scale_one_copies_the_source_plus_the_low_frequency_shift() 
     shift = texture.low_frequency_shift(base, sources)
     assert shift[0, 4, 5] == base[0, 4, 5] - base[0, 1, 2] and int((shift != 0).sum()) == 1
 
-    def colour_at(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-        return field[:, ys, xs]
+    def colour_at(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        return field[:, ys, xs].T.numpy()
 
     got = texture.transfer_pixels(
-        colour_at, sources, shift, (1.0, 1.0), torch.tensor([4, 0]), torch.tensor([5, 0]), torch.zeros(1, 2)
+        colour_at,
+        sources,
+        shift,
+        (1.0, 1.0),
+        np.array([4, 0]),
+        np.array([5, 0]),
+        np.zeros((1, 2), np.float32),
     )
-    assert torch.allclose(got, torch.tensor([[field[0, 1, 2] + shift[0, 4, 5], 0.0]]))  # unmatched: fallback
+    expected = torch.tensor([[field[0, 1, 2] + shift[0, 4, 5], 0.0]])  # unmatched: fallback
+    assert torch.allclose(torch.from_numpy(got), expected)
 
 
 def test_the_shift_takes_the_target_from_the_base_and_the_source_from_its_own_low_frequencies() -> None:
@@ -200,7 +207,7 @@ def test_official_weights_keep_the_papers_attention_and_ours_use_the_patch_searc
     assert default_texture(ModelConfig(source=source)) == expected
 
 
-def test_transfer_at_any_scale_equals_an_explicit_bilinear_blend_of_the_four_copies() -> None:
+def test_transfer_at_any_scale_equals_an_explicit_bilinear_blend_of_the_four_copies(monkeypatch) -> None:
     generator = torch.Generator().manual_seed(0)
     h, w, scale = 9, 11, 2.5  # (y + 0.5) / 2.5 - 0.5 never lands on a tap exactly: no float32 edge cases
     sources = torch.stack(
@@ -214,12 +221,22 @@ def test_transfer_at_any_scale_equals_an_explicit_bilinear_blend_of_the_four_cop
     field = torch.rand(2, 60, 60, generator=generator)
     shift = texture.low_frequency_shift(torch.rand(2, h, w, generator=generator), sources)
 
-    def colour_at(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-        return field[:, ys.clamp(0, 59), xs.clamp(0, 59)]
+    def colour_at(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        return field[:, np.clip(ys, 0, 59), np.clip(xs, 0, 59)].T.numpy()
 
     ys, xs = (grid.flatten() for grid in torch.meshgrid(torch.arange(23), torch.arange(28), indexing="ij"))
     fallback = torch.full((2, len(ys)), -1.0)
-    got = texture.transfer_pixels(colour_at, sources, shift, (scale, scale), ys, xs, fallback)
+    got = torch.from_numpy(
+        texture.transfer_pixels(
+            colour_at, sources, shift, (scale, scale), ys.numpy(), xs.numpy(), fallback.numpy()
+        )
+    )
+    # Split between two threads (as more than TRANSFER_SPLIT_PIXELS pixels are): the same values, exactly.
+    monkeypatch.setattr(texture, "TRANSFER_SPLIT_PIXELS", 100)
+    split = texture.transfer_pixels(
+        colour_at, sources, shift, (scale, scale), ys.numpy(), xs.numpy(), fallback.numpy()
+    )
+    assert np.array_equal(split, got.numpy())
     for n, (y, x) in enumerate(zip(ys.tolist(), xs.tolist(), strict=True)):
         fy = min(max((y + 0.5) / scale - 0.5, 0.0), h - 1)
         fx = min(max((x + 0.5) / scale - 0.5, 0.0), w - 1)
