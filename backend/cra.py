@@ -39,6 +39,7 @@ from backend.texture import (
     match_context,
     mix_seam,
     seam_weights,
+    split_between_threads,
     transfer_pixels,
     upsample_box,
 )
@@ -218,6 +219,9 @@ def mirror_indices(start: int, length: int, limit: int) -> np.ndarray:
     period = 2 * limit
     idx = np.mod(idx, period)
     return np.where(idx >= limit, period - 1 - idx, idx)
+
+
+_UNIT_SCALE = {np.dtype(np.uint8): np.float32(1.0 / 255.0), np.dtype(np.uint16): np.float32(1.0 / 65535.0)}
 
 
 def to_unit_float(pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -462,7 +466,8 @@ def compose_window(
             filled[:, :, c0 - wx0 : c1 - wx0] += cell_pixels[
                 :, wy0 - g * w.cell_h : wy1 - g * w.cell_h, c0 - cell * w.cell_w : c1 - cell * w.cell_w
             ]
-        _blend_box(filled, reader.mask[y0:y1, x0:x1], region[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
+        target = region[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+        _blend_box(filled.permute(1, 2, 0).numpy(), reader.mask[y0:y1, x0:x1], target)
 
 
 TEXTURE_BAND_PIXELS = 1 << 20  # hole pixels composed at a time by compose_window_texture
@@ -497,13 +502,11 @@ def compose_window_texture(
         return
     rows_per_band = max(1, TEXTURE_BAND_PIXELS // (x1 - x0))
 
-    unit = {np.dtype(np.uint8): np.float32(1 / 255), np.dtype(np.uint16): np.float32(1 / 65535)}
-
     def colour_at(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """(N, 3) float32 in [0, 1]; NumPy only (transfer_pixels calls it on two threads), the same values
         as to_unit_float."""
         pixels = reader.pixels_at(np.clip(ys, 0, w.height - 1), np.clip(xs, 0, w.width - 1))
-        scale = unit.get(pixels.dtype)
+        scale = _UNIT_SCALE.get(pixels.dtype)
         return pixels.astype(np.float32) if scale is None else pixels.astype(np.float32) * scale
 
     def at_search_size(image: torch.Tensor) -> torch.Tensor:
@@ -531,7 +534,7 @@ def compose_window_texture(
             1, at, torch.from_numpy(transfer_pixels(colour_at, sources, shift, scale, ys, xs, fallback))
         )
         target = region[band_top - oy : band_bottom - oy, x0 - ox : x1 - ox]
-        _blend_box(filled, alpha, target)
+        _blend_box(filled.permute(1, 2, 0).numpy(), alpha, target)
 
 
 SEAM_FULL_PIXELS = 4_000_000  # a box up to this many pixels (any long side 1920) gets a full-resolution seam
@@ -587,7 +590,7 @@ def blend_seam(
     seam = torch.from_numpy(np.ascontiguousarray(continued[box]) / np.float32(unit))
     composed = torch.from_numpy(to_unit_float(np.ascontiguousarray(target[..., :3])))
     mixed = mix_seam(composed.permute(2, 0, 1), seam.permute(2, 0, 1), torch.from_numpy(weights[box]), sigma)
-    _blend_box(mixed, (alpha[box] * (weights[box] > 0)).astype(alpha.dtype), target)
+    _blend_box(mixed.permute(1, 2, 0).numpy(), (alpha[box] * (weights[box] > 0)).astype(alpha.dtype), target)
 
 
 def composed_box(
@@ -645,6 +648,7 @@ def scaled_seam(
     change = mix_seam(low, continued, weights_low, sigma / scale) - low  # (3, h, w), 0 far from the band
     reach_low = int(math.ceil(3 * sigma / scale)) + 1  # the blur spreads the change this far
     near = F.max_pool2d(torch.from_numpy(band).float()[None, None], 2 * reach_low + 1, 1, reach_low)[0, 0] > 0
+    chunks = []
     for top in range(max(y0, py0), min(y1, py1), SEAM_CHUNK):
         bottom = min(top + SEAM_CHUNK, y1, py1)
         for left in range(max(x0, px0), min(x1, px1), SEAM_CHUNK):
@@ -653,35 +657,54 @@ def scaled_seam(
             lx0, lx1 = (left - px0) // scale, -(-(right - px0) // scale)
             if not bool(near[max(0, ly0 - 1) : ly1 + 1, max(0, lx0 - 1) : lx1 + 1].any()):
                 continue
-            chunk_alpha = alpha[top - py0 : bottom - py0, left - px0 : right - px0]
-            if not chunk_alpha.any():
-                continue
+            if alpha[top - py0 : bottom - py0, left - px0 : right - px0].any():
+                chunks.append((top, bottom, left, right))
+    change_hwc = change.permute(1, 2, 0).contiguous().numpy()  # (h, w, 3)
+    unit = _UNIT_SCALE.get(region.dtype, np.float32(1))
+
+    def apply(first: int, last: int) -> None:  # NumPy only: half of the chunks run on the second thread
+        for top, bottom, left, right in chunks[first:last]:
             target = region[top - oy : bottom - oy, left - ox : right - ox]
-            composed = torch.from_numpy(to_unit_float(np.ascontiguousarray(target[..., :3]))).permute(2, 0, 1)
-            up = upsample_box(change, scale, (top - py0, bottom - py0, left - px0, right - px0))
-            _blend_box(composed + up, chunk_alpha, target)
+            up = upsample_box(change_hwc, scale, (top - py0, bottom - py0, left - px0, right - px0))
+            up += target[..., :3].astype(np.float32) * unit
+            _blend_rows(up, alpha[top - py0 : bottom - py0, left - px0 : right - px0], target)
+
+    split_between_threads(len(chunks), apply, 2)
 
 
-def _blend_box(filled: torch.Tensor, alpha: np.ndarray, target: np.ndarray) -> None:
-    """Soft-blend ``filled`` (3, h, w) in [0, 1] into ``target`` (h, w, C) where ``alpha`` (h, w) > 0.
+BLEND_SPLIT_PIXELS = 1 << 17  # _blend_box splits a larger box's rows between the fill's two threads
+
+
+def _blend_box(filled: np.ndarray, alpha: np.ndarray, target: np.ndarray) -> None:
+    """Soft-blend ``filled`` (h, w, 3) float32 in [0, 1] (any strides) into ``target`` (h, w, C) where
+    ``alpha`` (h, w) > 0.
 
     target = target + (fill - target) * alpha / 255, computed over the box and written only where
-    alpha > 0; colour channels only (alpha, if any, is never touched).
+    alpha > 0; colour channels only (alpha, if any, is never touched). NumPy only: a box of
+    BLEND_SPLIT_PIXELS or more is blended half on each of the fill's two threads (split_between_threads).
     """
+
+    def rows(start: int, stop: int) -> None:
+        _blend_rows(filled[start:stop], alpha[start:stop], target[start:stop])
+
+    split_between_threads(alpha.shape[0], rows, 2 * max(1, BLEND_SPLIT_PIXELS // max(1, alpha.shape[1])))
+
+
+def _blend_rows(filled: np.ndarray, alpha: np.ndarray, target: np.ndarray) -> None:
     rgb = target[..., :3]  # a view into region
-    original = torch.from_numpy(to_unit_float(rgb))  # (h, w, 3)
-    values = filled.permute(1, 2, 0)
-    if target.dtype != np.float32:
-        values = values.clamp(0.0, 1.0)
-    a = torch.from_numpy(np.multiply(alpha, np.float32(1.0 / 255.0), dtype=np.float32))[..., None]
-    blended = torch.sub(values, original).mul_(a).add_(original)
-    if target.dtype == np.uint8:
-        result = blended.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
-    elif target.dtype == np.uint16:
-        result = blended.mul_(65535.0).round_().clamp_(0, 65535).to(torch.int32).numpy()
-    else:
-        result = blended.numpy().astype(target.dtype, copy=False)
-    np.copyto(rgb, result, where=(alpha > 0)[..., None], casting="unsafe")
+    scale = _UNIT_SCALE.get(target.dtype)
+    original = rgb.astype(np.float32)
+    if scale is not None:
+        original *= scale
+    values = np.clip(filled, np.float32(0), np.float32(1)) if target.dtype != np.float32 else filled
+    blended = np.subtract(values, original, dtype=np.float32)
+    blended *= np.multiply(alpha, np.float32(1.0 / 255.0), dtype=np.float32)[..., None]
+    blended += original
+    if scale is not None:
+        top = np.float32(255.0 if target.dtype == np.uint8 else 65535.0)
+        blended *= top
+        np.clip(np.round(blended, out=blended), 0, top, out=blended)
+    np.copyto(rgb, blended, where=(alpha > 0)[..., None], casting="unsafe")
 
 
 def fill_window(

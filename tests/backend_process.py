@@ -24,7 +24,6 @@ START_TIMEOUT_S = 120.0
 FAKE_SERVER = (sys.executable, "-m", "tests.fake_engines")
 
 
-
 @contextlib.contextmanager
 def raw_dealer(endpoint: str, curve: CurveKeys | None = None) -> Iterator[zmq.Socket]:
     """A plain DEALER socket connected to the endpoint, without the Client's logic (what is sent is

@@ -119,7 +119,6 @@ def run_folder(prefix: str) -> Iterator[tuple[Path, Path]]:
 # ------------------------------------------------------------------------------------------ processes
 
 
-
 def start_process(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start `command` in its own process group (in the checkout), output to `log_path`."""
     with open(log_path, "wb") as log:

@@ -80,7 +80,6 @@ def non_loopback_ip() -> str:
     return "127.0.0.1" if address.startswith("127.") or address == "0.0.0.0" else address
 
 
-
 # ------------------------------------------------------------------------------------------- the keys
 
 

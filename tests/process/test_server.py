@@ -48,7 +48,6 @@ NUMPY_DTYPE = {DType.U8: np.uint8, DType.U16: np.uint16, DType.F32: np.float32}
 # ---------------------------------------------------------------------------------------- backends
 
 
-
 @dataclass
 class Backend:
     """A fake-engine backend process (tests.backend_process.start_fake_backend: the shared launcher)."""

@@ -618,7 +618,6 @@ def test_private_apt_options_never_point_at_the_host_sources(tmp_path: Path) -> 
     )
 
 
-
 @pytest.mark.skipif(
     shutil.which("apt-get") is None or not packages.DEBIAN_KEYRING.is_file(),
     reason="needs apt-get and the Debian keyring",

@@ -438,7 +438,6 @@ def test_nesting_scan_handles_large_strings_and_containers() -> None:
 # ---------------------------------------------------------------------------------------- client, locally
 
 
-
 @pytest.mark.parametrize(
     ("call", "kind", "words"),
     [
