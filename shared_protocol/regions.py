@@ -11,7 +11,7 @@ window at least MIN_WINDOW_SIDE across), pads the window to whole attention cell
 GRID_PAD_PX more) and shifts it inward where it meets the image's edge. `request_rect` sends the
 selection's box grown by twice (margin + padding) plus a block, with its origin on the layer's block
 grid, clamped to the layer: every window the backend opens then lies inside what it receives, at the
-same place as on the whole layer (tests/test_regions.py checks this against backend.cra.plan_windows).
+same place as on the whole layer (tests/test_regions.py checks this against backend.windows.plan_windows).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """shared_protocol.regions: the rectangle both plug-ins send for a selection, checked against the
-backend's own window planning (backend.cra.plan_windows), plus the rectangle maths it rests on."""
+backend's own window planning (backend.windows.plan_windows), plus the rectangle maths it rests on."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def test_the_request_always_holds_the_selection_inside_the_layer(x, y, w, h, con
 )
 def test_the_backend_opens_the_same_windows_as_on_the_whole_layer(layer_w, layer_h, data, context) -> None:
     """For holes anywhere inside the selection, the backend's windows on the request equal its windows
-    on the whole layer (backend.cra.plan_windows), so sending the request instead of the layer changes
+    on the whole layer (backend.windows.plan_windows), so sending the request instead of the layer changes
     nothing."""
     import torch
 
@@ -128,11 +128,11 @@ def test_the_backend_opens_the_same_windows_as_on_the_whole_layer(layer_w, layer
 
 
 def test_the_backend_takes_its_context_constants_from_here() -> None:
-    from backend import cra
+    from backend import windows
 
-    assert cra.MIN_WINDOW_SIDE is regions.MIN_WINDOW_SIDE
-    assert cra.AUTO_CONTEXT_FACTOR is regions.AUTO_CONTEXT_FACTOR
-    assert cra.hole_boxes.__defaults__ == (regions.BLOCK_PX,)
+    assert windows.MIN_WINDOW_SIDE is regions.MIN_WINDOW_SIDE
+    assert windows.AUTO_CONTEXT_FACTOR is regions.AUTO_CONTEXT_FACTOR
+    assert windows.hole_boxes.__defaults__ == (regions.BLOCK_PX,)
 
 
 def test_result_placement_and_empty_masks() -> None:
