@@ -1,10 +1,11 @@
 """Contextual Residual Aggregation at any size (sections 3.1-3.2), memory bounded by the hole's window.
 
 For each hole (or group of nearby holes) a context window is chosen around it (backend.windows),
-clamped to the image, and covered by an exact grid of gh x gw attention cells of ch x cw full-resolution pixels (the grid
-keeps the window's aspect ratio; the window may reach a few pixels past the image edge, which is read
-mirrored). The generator sees the window averaged down to (16 gh) x (16 gw) -- about 512 x 512 --
-and returns its fill plus attention scores over the gh x gw cells. Then, Eq. 4:
+clamped to the image, and covered by an exact grid of gh x gw attention cells of ch x cw
+full-resolution pixels (the grid keeps the window's aspect ratio; the window may reach a few pixels
+past the image edge, which is read mirrored). The generator sees the window averaged down to
+(16 gh) x (16 gw) -- about 512 x 512 -- and returns its fill plus attention scores over the
+gh x gw cells. Then, Eq. 4:
 
     blurry    = bilinear_up(average_down(window))
     residual  = window - blurry                               (contextual residuals, background cells)
@@ -37,7 +38,6 @@ from backend.texture import (
     match_context,
     mix_seam,
     seam_weights,
-    split_between_threads,
     transfer_pixels,
     upsample_box,
 )
@@ -64,9 +64,6 @@ def mirror_indices(start: int, length: int, limit: int) -> np.ndarray:
     period = 2 * limit
     idx = np.mod(idx, period)
     return np.where(idx >= limit, period - 1 - idx, idx)
-
-
-_UNIT_SCALE = {np.dtype(np.uint8): np.float32(1.0 / 255.0), np.dtype(np.uint16): np.float32(1.0 / 65535.0)}
 
 
 def to_unit_float(pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -311,8 +308,7 @@ def compose_window(
             filled[:, :, c0 - wx0 : c1 - wx0] += cell_pixels[
                 :, wy0 - g * w.cell_h : wy1 - g * w.cell_h, c0 - cell * w.cell_w : c1 - cell * w.cell_w
             ]
-        target = region[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
-        _blend_box(filled.permute(1, 2, 0).numpy(), reader.mask[y0:y1, x0:x1], target)
+        _blend_box(filled, reader.mask[y0:y1, x0:x1], region[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
 
 
 TEXTURE_BAND_PIXELS = 1 << 20  # hole pixels composed at a time by compose_window_texture
@@ -347,11 +343,13 @@ def compose_window_texture(
         return
     rows_per_band = max(1, TEXTURE_BAND_PIXELS // (x1 - x0))
 
+    unit = {np.dtype(np.uint8): np.float32(1 / 255), np.dtype(np.uint16): np.float32(1 / 65535)}
+
     def colour_at(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """(N, 3) float32 in [0, 1]; NumPy only (transfer_pixels calls it on two threads), the same values
         as to_unit_float."""
         pixels = reader.pixels_at(np.clip(ys, 0, w.height - 1), np.clip(xs, 0, w.width - 1))
-        scale = _UNIT_SCALE.get(pixels.dtype)
+        scale = unit.get(pixels.dtype)
         return pixels.astype(np.float32) if scale is None else pixels.astype(np.float32) * scale
 
     def at_search_size(image: torch.Tensor) -> torch.Tensor:
@@ -379,7 +377,7 @@ def compose_window_texture(
             1, at, torch.from_numpy(transfer_pixels(colour_at, sources, shift, scale, ys, xs, fallback))
         )
         target = region[band_top - oy : band_bottom - oy, x0 - ox : x1 - ox]
-        _blend_box(filled.permute(1, 2, 0).numpy(), alpha, target)
+        _blend_box(filled, alpha, target)
 
 
 SEAM_FULL_PIXELS = 4_000_000  # a box up to this many pixels (any long side 1920) gets a full-resolution seam
@@ -435,7 +433,7 @@ def blend_seam(
     seam = torch.from_numpy(np.ascontiguousarray(continued[box]) / np.float32(unit))
     composed = torch.from_numpy(to_unit_float(np.ascontiguousarray(target[..., :3])))
     mixed = mix_seam(composed.permute(2, 0, 1), seam.permute(2, 0, 1), torch.from_numpy(weights[box]), sigma)
-    _blend_box(mixed.permute(1, 2, 0).numpy(), (alpha[box] * (weights[box] > 0)).astype(alpha.dtype), target)
+    _blend_box(mixed, (alpha[box] * (weights[box] > 0)).astype(alpha.dtype), target)
 
 
 def composed_box(
@@ -493,7 +491,6 @@ def scaled_seam(
     change = mix_seam(low, continued, weights_low, sigma / scale) - low  # (3, h, w), 0 far from the band
     reach_low = int(math.ceil(3 * sigma / scale)) + 1  # the blur spreads the change this far
     near = F.max_pool2d(torch.from_numpy(band).float()[None, None], 2 * reach_low + 1, 1, reach_low)[0, 0] > 0
-    chunks = []
     for top in range(max(y0, py0), min(y1, py1), SEAM_CHUNK):
         bottom = min(top + SEAM_CHUNK, y1, py1)
         for left in range(max(x0, px0), min(x1, px1), SEAM_CHUNK):
@@ -502,54 +499,35 @@ def scaled_seam(
             lx0, lx1 = (left - px0) // scale, -(-(right - px0) // scale)
             if not bool(near[max(0, ly0 - 1) : ly1 + 1, max(0, lx0 - 1) : lx1 + 1].any()):
                 continue
-            if alpha[top - py0 : bottom - py0, left - px0 : right - px0].any():
-                chunks.append((top, bottom, left, right))
-    change_hwc = change.permute(1, 2, 0).contiguous().numpy()  # (h, w, 3)
-    unit = _UNIT_SCALE.get(region.dtype, np.float32(1))
-
-    def apply(first: int, last: int) -> None:  # NumPy only: half of the chunks run on the second thread
-        for top, bottom, left, right in chunks[first:last]:
+            chunk_alpha = alpha[top - py0 : bottom - py0, left - px0 : right - px0]
+            if not chunk_alpha.any():
+                continue
             target = region[top - oy : bottom - oy, left - ox : right - ox]
-            up = upsample_box(change_hwc, scale, (top - py0, bottom - py0, left - px0, right - px0))
-            up += target[..., :3].astype(np.float32) * unit
-            _blend_rows(up, alpha[top - py0 : bottom - py0, left - px0 : right - px0], target)
-
-    split_between_threads(len(chunks), apply, 2)
+            composed = torch.from_numpy(to_unit_float(np.ascontiguousarray(target[..., :3]))).permute(2, 0, 1)
+            up = upsample_box(change, scale, (top - py0, bottom - py0, left - px0, right - px0))
+            _blend_box(composed + up, chunk_alpha, target)
 
 
-BLEND_SPLIT_PIXELS = 1 << 17  # _blend_box splits a larger box's rows between the fill's two threads
-
-
-def _blend_box(filled: np.ndarray, alpha: np.ndarray, target: np.ndarray) -> None:
-    """Soft-blend ``filled`` (h, w, 3) float32 in [0, 1] (any strides) into ``target`` (h, w, C) where
-    ``alpha`` (h, w) > 0.
+def _blend_box(filled: torch.Tensor, alpha: np.ndarray, target: np.ndarray) -> None:
+    """Soft-blend ``filled`` (3, h, w) in [0, 1] into ``target`` (h, w, C) where ``alpha`` (h, w) > 0.
 
     target = target + (fill - target) * alpha / 255, computed over the box and written only where
-    alpha > 0; colour channels only (alpha, if any, is never touched). NumPy only: a box of
-    BLEND_SPLIT_PIXELS or more is blended half on each of the fill's two threads (split_between_threads).
+    alpha > 0; colour channels only (alpha, if any, is never touched).
     """
-
-    def rows(start: int, stop: int) -> None:
-        _blend_rows(filled[start:stop], alpha[start:stop], target[start:stop])
-
-    split_between_threads(alpha.shape[0], rows, 2 * max(1, BLEND_SPLIT_PIXELS // max(1, alpha.shape[1])))
-
-
-def _blend_rows(filled: np.ndarray, alpha: np.ndarray, target: np.ndarray) -> None:
     rgb = target[..., :3]  # a view into region
-    scale = _UNIT_SCALE.get(target.dtype)
-    original = rgb.astype(np.float32)
-    if scale is not None:
-        original *= scale
-    values = np.clip(filled, np.float32(0), np.float32(1)) if target.dtype != np.float32 else filled
-    blended = np.subtract(values, original, dtype=np.float32)
-    blended *= np.multiply(alpha, np.float32(1.0 / 255.0), dtype=np.float32)[..., None]
-    blended += original
-    if scale is not None:
-        top = np.float32(255.0 if target.dtype == np.uint8 else 65535.0)
-        blended *= top
-        np.clip(np.round(blended, out=blended), 0, top, out=blended)
-    np.copyto(rgb, blended, where=(alpha > 0)[..., None], casting="unsafe")
+    original = torch.from_numpy(to_unit_float(rgb))  # (h, w, 3)
+    values = filled.permute(1, 2, 0)
+    if target.dtype != np.float32:
+        values = values.clamp(0.0, 1.0)
+    a = torch.from_numpy(np.multiply(alpha, np.float32(1.0 / 255.0), dtype=np.float32))[..., None]
+    blended = torch.sub(values, original).mul_(a).add_(original)
+    if target.dtype == np.uint8:
+        result = blended.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+    elif target.dtype == np.uint16:
+        result = blended.mul_(65535.0).round_().clamp_(0, 65535).to(torch.int32).numpy()
+    else:
+        result = blended.numpy().astype(target.dtype, copy=False)
+    np.copyto(rgb, result, where=(alpha > 0)[..., None], casting="unsafe")
 
 
 def fill_window(

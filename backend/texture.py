@@ -445,7 +445,6 @@ def isophotes_chw(pixels_hwc: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pixels_hwc).permute(2, 0, 1).float() / 255.0
 
 
-BESIDE_NAME = "hifill-beside"
 _BESIDE: ThreadPoolExecutor | None = None
 _BESIDE_LOCK = threading.Lock()
 
@@ -455,23 +454,8 @@ def beside_thread() -> ThreadPoolExecutor:
     global _BESIDE
     with _BESIDE_LOCK:
         if _BESIDE is None:
-            _BESIDE = ThreadPoolExecutor(max_workers=1, thread_name_prefix=BESIDE_NAME)
+            _BESIDE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hifill-beside")
     return _BESIDE
-
-
-def split_between_threads(count: int, job: Callable[[int, int], None], minimum: int) -> None:
-    """job(start, stop) over 0..count: the first half on this thread and the second on beside_thread()
-    at the same time when count >= minimum, else all of it here. The job must use NumPy only (see
-    isophotes_beside) and write disjoint outputs for disjoint ranges."""
-    if count < minimum or threading.current_thread().name.startswith(BESIDE_NAME):  # (no waiting on itself)
-        job(0, count)
-        return
-    half = count // 2
-    second = beside_thread().submit(job, half, count)
-    try:
-        job(0, half)
-    finally:
-        second.result()
 
 
 def isophotes_beside(
@@ -540,30 +524,24 @@ def mix_seam(
     return composed_chw + (seam_chw - composed_chw) * share_hw
 
 
-def upsample_box(image_hwc: np.ndarray, scale: int, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The (top, bottom, left, right) box of image_hwc (h, w, C) float32 bilinearly upsampled by
-    ``scale`` (pixel centres aligned, edges replicated), computed from the low-resolution pixels around
-    the box only: (bottom - top, right - left, C). NumPy only (it runs on either thread)."""
+def upsample_box(image_chw: torch.Tensor, scale: int, box: tuple[int, int, int, int]) -> torch.Tensor:
+    """The (top, bottom, left, right) box of image_chw bilinearly upsampled by ``scale`` (pixel centres
+    aligned, edges replicated), computed from the low-resolution pixels around the box only."""
     top, bottom, left, right = box
-    height, width = image_hwc.shape[:2]
-
-    def taps(start: int, stop: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        at = (np.arange(start, stop, dtype=np.float32) + np.float32(0.5)) / np.float32(scale) - np.float32(
-            0.5
-        )
-        floor = np.floor(at)
-        lower = np.clip(floor, 0, size - 1).astype(np.int64)
-        weight = np.where(at < 0, np.float32(0), np.clip(at - floor, 0, 1)).astype(np.float32)
-        return lower, np.minimum(lower + 1, size - 1), weight
-
-    y_lo, y_hi, wy = taps(top, bottom, height)
-    x_lo, x_hi, wx = taps(left, right, width)
-    wy, wx = wy[:, None, None], wx[None, :, None]
-    one = np.float32(1)
-    rows_lo, rows_hi = image_hwc.take(y_lo, axis=0), image_hwc.take(y_hi, axis=0)
-    top_row = rows_lo.take(x_lo, axis=1) * (one - wx) + rows_lo.take(x_hi, axis=1) * wx
-    bottom_row = rows_hi.take(x_lo, axis=1) * (one - wx) + rows_hi.take(x_hi, axis=1) * wx
-    return top_row * (one - wy) + bottom_row * wy
+    channels, height, width = image_chw.shape
+    ys = (torch.arange(top, bottom, dtype=torch.float32) + 0.5) / scale - 0.5
+    xs = (torch.arange(left, right, dtype=torch.float32) + 0.5) / scale - 0.5
+    y_lo = ys.floor().clamp(0, height - 1).long()
+    x_lo = xs.floor().clamp(0, width - 1).long()
+    y_hi, x_hi = (y_lo + 1).clamp(max=height - 1), (x_lo + 1).clamp(max=width - 1)
+    wy = (ys - ys.floor()).clamp(0, 1)[:, None]
+    wx = (xs - xs.floor()).clamp(0, 1)[None, :]
+    wy = torch.where((ys < 0)[:, None], torch.zeros_like(wy), wy)
+    wx = torch.where((xs < 0)[None, :], torch.zeros_like(wx), wx)
+    rows_lo, rows_hi = image_chw.index_select(1, y_lo), image_chw.index_select(1, y_hi)
+    top_row = rows_lo.index_select(2, x_lo) * (1 - wx) + rows_lo.index_select(2, x_hi) * wx
+    bottom_row = rows_hi.index_select(2, x_lo) * (1 - wx) + rows_hi.index_select(2, x_hi) * wx
+    return top_row * (1 - wy) + bottom_row * wy
 
 
 def bilinear_axis(positions: np.ndarray, scale: float, size: int, stride: int) -> tuple[np.ndarray, ...]:
@@ -647,12 +625,15 @@ def transfer_pixels(
     """
     tables = match_tables(sources_hw2, shift_chw, scale_yx)
     out = np.empty_like(fallback)
-
-    def part(start: int, stop: int) -> None:
-        span = slice(start, stop)
-        _transfer_part(tables, colour_at, ys[span], xs[span], fallback[:, span], out[:, span])
-
-    split_between_threads(len(ys), part, TRANSFER_SPLIT_PIXELS + 1)
+    count = len(ys)
+    if count <= TRANSFER_SPLIT_PIXELS:
+        _transfer_part(tables, colour_at, ys, xs, fallback, out)
+        return out
+    half = count // 2
+    parts = (ys[half:], xs[half:], fallback[:, half:], out[:, half:])
+    second = beside_thread().submit(_transfer_part, tables, colour_at, *parts)
+    _transfer_part(tables, colour_at, ys[:half], xs[:half], fallback[:, :half], out[:, :half])
+    second.result()
     return out
 
 
