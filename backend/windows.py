@@ -53,6 +53,14 @@ class Window:
 # ---------------------------------------------------------------------------------------------
 
 
+def block_any(mask: np.ndarray, block_h: int, block_w: int) -> np.ndarray:
+    """(H, W) bool, H and W multiples of the block -> (H / block_h, W / block_w): any True per block.
+
+    Rows first, then columns: 6-10x faster than any(axis=(1, 3)) of the 4-D view on 8K masks."""
+    rows = mask.reshape(mask.shape[0] // block_h, block_h, -1).any(axis=1)
+    return rows.reshape(rows.shape[0], -1, block_w).any(axis=2)
+
+
 def hole_boxes(mask: np.ndarray, block: int = BLOCK_PX) -> list[tuple[int, int, int, int]]:
     """Bounding boxes (top, left, bottom, right) of connected holes (mask > 0), found on a block grid."""
     h, w = mask.shape
@@ -63,10 +71,8 @@ def hole_boxes(mask: np.ndarray, block: int = BLOCK_PX) -> list[tuple[int, int, 
         n = rows.shape[0]
         padded = np.zeros((-(-n // block) * block, gw * block), dtype=bool)
         padded[:n, :w] = rows
-        # any over each block: its rows first, then its columns (10x faster than any(axis=(1, 3)))
-        block_rows = padded.reshape(padded.shape[0] // block, block, -1).any(axis=1)
         first = y // block
-        occupied[first : first + block_rows.shape[0]] = block_rows.reshape(-1, gw, block).any(axis=2)
+        occupied[first : first + padded.shape[0] // block] = block_any(padded, block, block)
     labels, _ = ndimage.label(occupied, structure=np.ones((3, 3), dtype=bool))
     boxes = []
     for sl in ndimage.find_objects(labels):
