@@ -425,6 +425,12 @@ def _report_header(args: argparse.Namespace, methods: dict[str, Method], photos:
             f"- {METHOD_TITLES['coarse']}: the same weights with the refine stage's contribution removed, "
             "i.e. the coarse stage's result pasted into the hole, through the same CRA path"
         )
+    if "refine" in methods:
+        lines.append(
+            f"- {METHOD_TITLES['refine']}: the same weights and path with the generator's refine stage "
+            "run (the patch path of weights that start from a prefill skips it: backend/texture.py); "
+            "against HiFill (ours) it shows what the refine stage adds to the shipped path"
+        )
     if "telea" in methods or "ns" in methods:
         lines.append(f"- OpenCV inpaint radius {args.opencv_radius}")
     lines.append(

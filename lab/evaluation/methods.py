@@ -74,6 +74,7 @@ def engine_method(
     corrections: bool = True,
     refine: bool = True,
     detail: str = "auto",
+    refine_stage: bool = False,
 ) -> Method:
     """Our HiFill engine (backend.engine, CRA path) as a Method; raises EvaluationError if unusable.
 
@@ -83,6 +84,8 @@ def engine_method(
     contribution removed (section 3.3: its input, the coarse result pasted into the hole, is the
     fill), through the same CRA (which still uses the refine stage's attention scores).
     detail: "attention" (the paper's residual aggregation), "patch" (backend.texture) or "auto".
+    refine_stage=True runs the refine stage where the patch path would skip it (TextureConfig.
+    refine_stage): the "with the refine stage" row, which shows what the stage adds to the shipped path.
     """
     try:
         from backend.inference import load_engine
@@ -102,6 +105,8 @@ def engine_method(
         )
     except HiFillError as error:
         raise EvaluationError(error.message) from error
+    if refine_stage:
+        engine.refine_stage = True
     if not corrections:
         _switch_off_corrections(engine)
     if not refine:
@@ -281,6 +286,7 @@ METHOD_FACTORIES: dict[str, Callable[[MethodConfig], Method]] = {
     "attention": lambda config: _ours(config, detail="attention"),
     "prefill": lambda config: _ours(config, corrections=False),
     "coarse": lambda config: _ours(config, refine=False),
+    "refine": lambda config: _ours(config, refine_stage=True),
     "telea": lambda config: opencv_method(_cv2_flag("telea"), config.opencv_radius),
     "ns": lambda config: opencv_method(_cv2_flag("ns"), config.opencv_radius),
     "mean": lambda config: mean_colour_method,
@@ -292,6 +298,7 @@ METHOD_TITLES = {
     "attention": "ours, detail by attention (paper's CRA)",
     "prefill": "prefill only (ablation)",
     "coarse": "coarse stage only (ablation)",
+    "refine": "with the refine stage (ablation)",
     "telea": "OpenCV Telea",
     "ns": "OpenCV Navier-Stokes",
     "mean": "mean colour",

@@ -386,6 +386,39 @@ def test_the_coarse_ablation_is_the_same_weights_without_the_refine_stage(tmp_pa
     assert "coarse stage only (ablation)" in report_header
 
 
+def test_the_refine_row_shows_what_the_refine_stage_adds_to_the_shipped_path(tmp_path: Path) -> None:
+    """The patch path skips the refine stage of weights with a prefill, so 'coarse' equals 'hifill'
+    there; 'refine' runs the stage on the same path: it differs exactly where the stage adds something."""
+    import dataclasses
+
+    import torch
+
+    from backend.network import zero_residual_outputs
+    from backend.weights import load_generator, save_generator
+
+    torch.set_num_threads(1)
+    weights = _harmonic_untrained_weights(tmp_path / "harmonic.safetensors")  # refine correction +0.2
+    generator, card = load_generator(weights)
+    zero_residual_outputs(generator, "refine")
+    save_generator(tmp_path / "no-refine.safetensors", generator, dataclasses.replace(card, notes="copy"))
+    config = ev.MethodConfig(weights=weights, device="cpu", allow_untrained=True, detail="patch")
+    methods = ev.build_methods(["hifill", "coarse", "refine"], config)
+    image, mask = _test_image()
+    hole = mask > 0
+    full, coarse, refined = (methods[name](image, mask) for name in ("hifill", "coarse", "refine"))
+    assert np.array_equal(full, coarse)  # the shipped path has no refine stage to remove
+    assert np.array_equal(refined[~hole], image[~hole])
+    # the +0.2 correction shows through the search and the isophote mix (4.7 levels on this case)
+    assert np.abs(refined[hole].astype(float) - full[hole]).mean() > 2
+    dead = dataclasses.replace(config, weights=tmp_path / "no-refine.safetensors")
+    dead_methods = ev.build_methods(["hifill", "refine"], dead)
+    assert np.array_equal(dead_methods["refine"](image, mask), dead_methods["hifill"](image, mask))
+    args = argparse.Namespace(
+        argv=[], photos="p", seed=0, mask_kind="mixed", hole_fraction=(0.1, 0.2), opencv_radius=3
+    )
+    assert "with the refine stage (ablation)" in ev._report_header(args, methods, [])
+
+
 def test_the_coarse_ablation_works_for_paper_style_weights(untrained_weights: Path) -> None:
     import torch
 
