@@ -259,22 +259,41 @@ def patch_match(
 
 
 def project_patches(
-    features_chw: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor, radius: int
+    features_chw: torch.Tensor,
+    mean: torch.Tensor,
+    basis: torch.Tensor,
+    radius: int,
+    box: tuple[int, int, int, int] | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """PCA coordinates of every pixel's dense (2r+1)² patch descriptor: (H*W, K), edges replicated.
 
     Equal to (gather_descriptors(features, every pixel, patch_offsets(radius, 1)) - mean) @ basis,
-    computed as one convolution with the basis as filters.
+    computed as one convolution with the basis as filters. box (top, bottom, left, right) and out
+    (H*W, K): recompute only the box's pixels, written into out (the rest of out is kept).
     """
-    channels = features_chw.shape[0]
+    channels, height, width = features_chw.shape
     side = 2 * radius + 1
     # Descriptor layout is offset-major, channel-minor: index = offset * C + channel.
     # Channels-last throughout, so that the result comes out row-major, (H*W, K) with K contiguous: the
     # search gathers whole rows of it ~340 times per fill (and the convolution is ~2x faster so).
     filters = basis.T.reshape(-1, side, side, channels).permute(0, 3, 1, 2)  # (K, C, s, s), channels last
     padded = F.pad(features_chw[None], (radius,) * 4, mode="replicate")
-    projected = F.conv2d(padded.contiguous(memory_format=torch.channels_last), filters)  # (1, K, H, W)
-    return projected.permute(0, 2, 3, 1).reshape(-1, filters.shape[0]) - mean @ basis
+    if box is not None and out is not None:
+        top, bottom, left, right = box
+        padded = padded[:, :, top : bottom + 2 * radius, left : right + 2 * radius]
+    projected = F.conv2d(padded.contiguous(memory_format=torch.channels_last), filters)  # (1, K, h, w)
+    rows = projected.permute(0, 2, 3, 1).sub_(mean @ basis)  # (1, h, w, K)
+    if box is None or out is None:
+        return rows.reshape(-1, filters.shape[0])
+    out.view(height, width, -1)[top:bottom, left:right] = rows[0]
+    return out
+
+
+def changed_box(hole_yx: torch.Tensor, reach: int, hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the pixels whose (2 reach + 1)² patch touches a hole pixel."""
+    low, high = hole_yx.min(0).values - reach, hole_yx.max(0).values + reach + 1
+    return (max(0, int(low[0])), min(hw[0], int(high[0])), max(0, int(low[1])), min(hw[1], int(high[1])))
 
 
 def match_level(
@@ -315,7 +334,8 @@ def match_level(
         usable[usable.clone()] = valid[nnf[usable, 0], nnf[usable, 1]]
         nnf = torch.where(usable[:, None], nnf, random_start)
         copy_detail(detail, hole_flat, nnf)
-    basis_weight = None
+    basis_weight, projected = None, None
+    box = changed_box(hole_yx, reach, (height, width))  # rounds change the detail in the hole only
     for round_index in range(rounds):
         detail_weight = 0.0 if (round_index == 0 and start is None) else config.detail_weight
         features = torch.cat([guide, detail * detail_weight])  # (4, H, W)
@@ -324,8 +344,9 @@ def match_level(
             picks = valid_yx.index_select(0, drawn)
             sample = gather_descriptors(features, picks[:, 0], picks[:, 1], offsets)
             mean, basis = pca_basis(sample, min(config.descriptor_dims, sample.shape[1]))
-            basis_weight = detail_weight
-        projected = project_patches(features, mean, basis, reach)  # (H*W, K)
+            basis_weight, projected = detail_weight, None
+        # (H*W, K); with the same basis as the last round, only the patches that touch the hole changed
+        projected = project_patches(features, mean, basis, reach, box, projected)
         space = SearchSpace(valid, hole_yx, hole_index, projected)
         refining = start is not None  # from a coarser level: local search only
         nnf, _ = patch_match(

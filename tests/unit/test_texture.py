@@ -64,6 +64,29 @@ def test_projected_patches_equal_gathered_descriptors_times_the_basis() -> None:
     assert torch.allclose(texture.project_patches(features, mean, basis, 2), expected, atol=1e-5)
 
 
+def test_a_box_update_of_the_projection_equals_projecting_everything_again() -> None:
+    """Rounds after the first change the features in the hole only: recomputing the box of patches
+    that touch it (changed_box) gives what a full projection gives, at every pixel."""
+    features = torch.rand(4, 15, 17, generator=torch.Generator().manual_seed(2))
+    hole = torch.zeros(15, 17, dtype=torch.bool)
+    hole[1:5, 9:16] = True  # near the top and right edges: the box is clipped there
+    ys, xs = torch.meshgrid(torch.arange(15), torch.arange(17), indexing="ij")
+    descriptors = texture.gather_descriptors(
+        features, ys.flatten(), xs.flatten(), texture.patch_offsets(2, 1)
+    )
+    mean, basis = texture.pca_basis(descriptors, 6)
+    projected = texture.project_patches(features, mean, basis, 2)
+    changed = features.clone()
+    changed[:, hole] = torch.rand(4, int(hole.sum()), generator=torch.Generator().manual_seed(3))
+    box = texture.changed_box(torch.nonzero(hole), 2, (15, 17))
+    assert box == (0, 7, 7, 17)
+    updated = texture.project_patches(changed, mean, basis, 2, box, projected.clone())
+    assert torch.allclose(updated, texture.project_patches(changed, mean, basis, 2), atol=1e-6)
+    outside = torch.ones(15, 17, dtype=torch.bool)
+    outside[box[0] : box[1], box[2] : box[3]] = False
+    assert torch.equal(updated.view(15, 17, -1)[outside], projected.view(15, 17, -1)[outside])
+
+
 def test_upsampled_matches_double_the_parent_source_plus_the_position_inside_it() -> None:
     coarse = torch.full((3, 4, 2), -1, dtype=torch.long)
     coarse[1, 2] = torch.tensor([0, 3])
