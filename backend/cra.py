@@ -20,6 +20,7 @@ Pixels with mask 0 are never written, so they come back bit-exact.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -83,7 +84,10 @@ def to_unit_float(pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
         out[...] = pixels
         return out
     target = torch.empty(pixels.shape) if out is None else torch.from_numpy(out)
-    target.copy_(torch.from_numpy(pixels)).mul_(float(np.float32(scale)))
+    with warnings.catch_warnings():  # pixels from a message are read-only; they are only read here
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+        source = torch.from_numpy(pixels)
+    target.copy_(source).mul_(float(np.float32(scale)))
     return target.numpy()
 
 

@@ -307,6 +307,19 @@ def test_unit_float_conversion_equals_numpy_on_strided_views(dtype):
     assert np.array_equal(to_unit_float(view), expected)
 
 
+def test_a_read_only_image_converts_without_a_warning():
+    """Images unpacked from a message are read-only buffers: reading them must not warn in the log."""
+    import warnings
+
+    from backend.cra import to_unit_float
+
+    pixels = np.frombuffer(bytes(range(256)) * 3, np.uint8).reshape(16, 16, 3)
+    assert not pixels.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(to_unit_float(pixels), pixels.astype(np.float32) * np.float32(1 / 255))
+
+
 @pytest.mark.parametrize("channels", [3, 4])
 def test_pixels_at_equals_indexing_the_mirrored_window_contiguous_or_not(channels):
     image = photo_like(37, 53, channels, np.uint16)
