@@ -70,6 +70,24 @@ def test_the_fill_equals_the_dense_harmonic_solution(seed: int):
     assert hole_error.max() < 1e-5 * value_range, hole_error.max()  # float32 output of an exact solve
 
 
+def test_nested_dissection_orders_each_half_before_the_line_that_separates_them():
+    from backend.prefill import nested_dissection_order
+
+    ys, xs = np.nonzero(np.ones((9, 7), bool))  # a 9 x 7 box: cut across its rows at row 4
+    order = nested_dissection_order(ys, xs, leaf_side=2)
+    assert sorted(order.tolist()) == list(range(63))  # a permutation
+    position = np.empty(63, int)
+    position[order] = np.arange(63)
+    separator = ys == 4
+    assert position[separator].min() > position[~separator].max()  # the first cut comes last
+    assert position[ys < 4].max() < position[ys > 4].min()  # the lower half before the upper
+    # within the upper half (rows 5-8, 4 x 7: cut across its columns at column 3), the same again
+    upper = ys > 4
+    assert position[upper & (xs == 3)].min() > position[upper & (xs != 3)].max()
+    ragged = nested_dissection_order(np.array([5, 5, 6, 40]), np.array([1, 2, 1, 9]))
+    assert sorted(ragged.tolist()) == [0, 1, 2, 3]
+
+
 def test_a_large_hole_stays_within_1e_3_of_the_double_precision_solve():
     """The single-precision factorisation against the same system solved in float64 (a 60 % hole)."""
     import scipy.sparse
