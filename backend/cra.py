@@ -367,21 +367,24 @@ def compose_window_texture(
         if cancelled():
             raise FillCancelled
         band_bottom = min(band_top + rows_per_band, y1)
-        alpha = reader.mask[band_top:band_bottom, x0:x1]
-        inside = alpha > 0
-        if not inside.any():
+        used = np.flatnonzero((reader.mask[band_top:band_bottom, x0:x1] > 0).any(0))
+        if used.size == 0:
             continue
-        ys_local, xs_local = np.nonzero(inside)
-        ys, xs = ys_local + (band_top - w.top), xs_local + (x0 - w.left)
-        columns = torch.arange(x0 - w.left, x1 - w.left)
+        # the band's own hole columns: a round hole's bands are narrower than its bounding box (8K 25 %
+        # bench hole: 9.2 of 10.8 M pixels), and everything below is per pixel
+        c0, c1 = x0 + int(used[0]), x0 + int(used[-1]) + 1
+        alpha = reader.mask[band_top:band_bottom, c0:c1]
+        ys_local, xs_local = np.nonzero(alpha > 0)
+        ys, xs = ys_local + (band_top - w.top), xs_local + (c0 - w.left)
+        columns = torch.arange(c0 - w.left, c1 - w.left)
         filled = upsample_rows(base_low, out_hw, band_top - w.top, band_bottom - w.top, columns)
-        at = torch.from_numpy(ys_local * (x1 - x0) + xs_local)  # flat, in the band's (rows, columns)
+        at = torch.from_numpy(ys_local * (c1 - c0) + xs_local)  # flat, in the band's (rows, columns)
         flat = filled.view(filled.shape[0], -1)  # index_select / index_copy_: ~2x faster than indexing
         fallback = flat.index_select(1, at).numpy()
         flat.index_copy_(
             1, at, torch.from_numpy(transfer_pixels(colour_at, sources, shift, scale, ys, xs, fallback))
         )
-        target = region[band_top - oy : band_bottom - oy, x0 - ox : x1 - ox]
+        target = region[band_top - oy : band_bottom - oy, c0 - ox : c1 - ox]
         _blend_box(filled, alpha, target)
 
 
