@@ -84,9 +84,12 @@ def to_unit_float(pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
         out[...] = pixels
         return out
     target = torch.empty(pixels.shape) if out is None else torch.from_numpy(out)
-    with warnings.catch_warnings():  # pixels from a message are read-only; they are only read here
-        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+    if pixels.flags.writeable:
         source = torch.from_numpy(pixels)
+    else:  # pixels from a message are read-only; they are only read here
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+            source = torch.from_numpy(pixels)
     target.copy_(source).mul_(float(np.float32(scale)))
     return target.numpy()
 

@@ -60,6 +60,8 @@ def nested_dissection_order(ys: np.ndarray, xs: np.ndarray, leaf_side: int = ND_
     1 upper half, 2 separator, one digit per level), and sorting the keys gives the order.
     """
     count = len(ys)
+    if count == 0:
+        return np.empty(0, np.intp)
     top, bottom = np.full(count, ys.min()), np.full(count, ys.max() + 1)
     left, right = np.full(count, xs.min()), np.full(count, xs.max() + 1)
     key = np.zeros(count, np.int64)

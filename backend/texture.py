@@ -270,7 +270,9 @@ def project_patches(
 
     Equal to (gather_descriptors(features, every pixel, patch_offsets(radius, 1)) - mean) @ basis,
     computed as one convolution with the basis as filters. box (top, bottom, left, right) and out
-    (H*W, K): recompute only the box's pixels, written into out (the rest of out is kept).
+    (H*W, K) together: recompute only the box's pixels and write them into out, in place (the rest
+    of out is kept; a box without out is ignored). The box's values equal a full projection's to
+    float rounding (the convolution runs on a crop; the fills measured were bit-identical).
     """
     channels, height, width = features_chw.shape
     side = 2 * radius + 1

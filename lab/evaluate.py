@@ -429,7 +429,9 @@ def _report_header(args: argparse.Namespace, methods: dict[str, Method], photos:
         lines.append(
             f"- {METHOD_TITLES['refine']}: the same weights and path with the generator's refine stage "
             "run (the patch path of weights that start from a prefill skips it: backend/texture.py); "
-            "against HiFill (ours) it shows what the refine stage adds to the shipped path"
+            "against HiFill (ours) it shows what the refine stage adds to the shipped path (with "
+            "--detail attention, or weights without a prefill, HiFill runs the stage already and the rows "
+            "are the same)"
         )
     if "telea" in methods or "ns" in methods:
         lines.append(f"- OpenCV inpaint radius {args.opencv_radius}")

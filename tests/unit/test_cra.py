@@ -307,17 +307,42 @@ def test_unit_float_conversion_equals_numpy_on_strided_views(dtype):
     assert np.array_equal(to_unit_float(view), expected)
 
 
+def test_composing_in_narrow_bands_gives_the_same_fill(engine, monkeypatch):
+    """Each band of the composed fill covers its own hole columns (compose_window_texture): bands of a
+    few rows, some with no hole at all, give the fill of one band, pixel for pixel."""
+    image = photo_like(96, 120, 4, np.uint16, seed=3)
+    yy, xx = np.mgrid[0:96, 0:120]
+    diamond = np.abs(yy - 28) + np.abs(xx - 100) < 22  # runs off the right edge
+    lower = np.abs(yy - 75) + np.abs(xx - 40) < 14  # rows 62-88: rows 50-61 have no hole
+    mask = np.where(diamond | lower, 255, 0).astype(np.uint8)
+    mask[(np.abs(yy - 75) + np.abs(xx - 40)) == 13] = 128  # a soft edge
+    whole = engine.fill(image, mask)
+    monkeypatch.setattr(cra, "TEXTURE_BAND_PIXELS", 300)  # bands of 2-4 rows
+    banded = engine.fill(image, mask)
+    assert (whole.x, whole.y) == (banded.x, banded.y)
+    assert np.array_equal(whole.pixels, banded.pixels)
+    assert not np.array_equal(apply(image, whole), image)  # something was filled
+
+
 def test_a_read_only_image_converts_without_a_warning():
-    """Images unpacked from a message are read-only buffers: reading them must not warn in the log."""
-    import warnings
+    """Images unpacked from a message are read-only buffers: reading them must not warn in the log.
+    In a process of its own: torch gives this warning once per process, so another test could have
+    used it up."""
+    import subprocess
+    import sys
 
-    from backend.cra import to_unit_float
-
-    pixels = np.frombuffer(bytes(range(256)) * 3, np.uint8).reshape(16, 16, 3)
-    assert not pixels.flags.writeable
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert np.array_equal(to_unit_float(pixels), pixels.astype(np.float32) * np.float32(1 / 255))
+    script = (
+        "import numpy as np\n"
+        "from backend.cra import to_unit_float\n"
+        "pixels = np.frombuffer(bytes(range(256)) * 3, np.uint8).reshape(16, 16, 3)\n"
+        "assert not pixels.flags.writeable\n"
+        "assert np.array_equal(to_unit_float(pixels), pixels.astype(np.float32) * np.float32(1 / 255))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("channels", [3, 4])
