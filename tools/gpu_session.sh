@@ -8,7 +8,7 @@
 #   there:       OUT=... tools/gpu_session.sh               (carry data/train-pack.safetensors and .whl)
 #
 # Settings (environment): DEVICE (cuda), DATAPACK (data/train-pack.safetensors), INIT (the committed
-# training state), TRAIN_MINUTES (4.5; 0 skips training), BATCH (32), SIZE (256), TEST_SECONDS (150; 0
+# training state; INIT='' a fresh run), TRAIN_MINUTES (4.5; 0 skips training), BATCH (32), SIZE (256), TEST_SECONDS (150; 0
 # skips the tests), BENCH_SIZES (512,2k,4k,8k; empty skips the benchmark), PYTHON (python3), TRAIN_ARGS
 # (more train options, e.g. "--perceptual-weight 0.01": then carry data/vgg16-hed.safetensors too).
 # A CPU dry run of the whole path (tests/process/test_gpu_session.py runs a smaller one):
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder whose files come back}"
 DEVICE=${DEVICE:-cuda}
 DATAPACK=${DATAPACK:-data/train-pack.safetensors}
-INIT=${INIT:-lab/state/training-state.safetensors}
+INIT=${INIT-lab/state/training-state.safetensors}  # set but empty: a fresh run
 TRAIN_MINUTES=${TRAIN_MINUTES:-4.5}
 BATCH=${BATCH:-32}
 SIZE=${SIZE:-256}

@@ -24,13 +24,14 @@ def test_the_gpu_session_script_trains_and_benchmarks_on_the_cpu(tmp_path: Path)
         "DEVICE": "cpu",
         "DATAPACK": str(pack),
         "INIT": "",
-        "TRAIN_MINUTES": "0.15",
+        "TRAIN_MINUTES": "3",  # a bound only: --steps ends the run (a time budget alone can pass with
+        # no step on a loaded machine, start-up counting against it)
         "BATCH": "1",
         "SIZE": "64",
         "TEST_SECONDS": "0",
         "BENCH_SIZES": "128",
         "PYTHON": sys.executable,
-        "TRAIN_ARGS": "--mask-pool 8 --threads 1",
+        "TRAIN_ARGS": "--mask-pool 8 --threads 1 --steps 2",
     }
     done = subprocess.run(
         ["bash", str(ROOT / "tools" / "gpu_session.sh")],
@@ -40,7 +41,8 @@ def test_the_gpu_session_script_trains_and_benchmarks_on_the_cpu(tmp_path: Path)
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "== training (0.15 min, batch 1, size 64, cpu)" in done.stdout
+    assert "== training (3 min, batch 1, size 64, cpu)" in done.stdout
+    assert "Stopped at step 2;" in done.stdout
     assert (
         "Mask pool: 8 masks" in (out / "train.log").read_text()
         and "Stopped at step" in done.stdout
