@@ -8,8 +8,8 @@
 #   there:       OUT=... tools/gpu_session.sh               (carry data/train-pack.safetensors and .whl)
 #
 # Settings (environment): DEVICE (cuda), DATAPACK (data/train-pack.safetensors), INIT (the committed
-# training state; INIT='' a fresh run), TRAIN_MINUTES (4.5; 0 skips training), BATCH (32), SIZE (256), TEST_SECONDS (150; 0
-# skips the tests), BENCH_SIZES (512,2k,4k,8k; empty skips the benchmark), PYTHON (python3), TRAIN_ARGS
+# training state; INIT='' a fresh run), TRAIN_MINUTES (4.5; 0 skips training), BATCH (32), SIZE (256),
+# TEST_SECONDS (150; 0 skips the tests), BENCH_SIZES (512,2k,4k,8k; empty skips the benchmark), PYTHON (python3), TRAIN_ARGS
 # (more train options, e.g. "--perceptual-weight 0.01": then carry data/vgg16-hed.safetensors too).
 # A CPU dry run of the whole path (tests/process/test_gpu_session.py runs a smaller one):
 #   OUT=/tmp/gpu-dry DEVICE=cpu TRAIN_MINUTES=0.5 BATCH=2 SIZE=64 TEST_SECONDS=0 BENCH_SIZES=256 \
