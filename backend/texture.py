@@ -49,6 +49,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from backend.search_kernels import search_passes
+
 GUIDE_SIGMA = 4.0  # search pixels: the generator's fill is trusted below this frequency
 PATCH_RADIUS = 3  # descriptors span (2r+1)² search pixels
 DESCRIPTOR_DIMS = 16  # PCA components kept of each patch descriptor
@@ -208,54 +210,48 @@ def patch_match(
     Each iteration tries, for every pixel, its neighbours' sources shifted back (propagation, at
     jumps of 4, 2 and 1 pixels so good matches spread fast) and random sources around its own at
     halving radii (random search); a candidate replaces the current source when it is valid and
-    its descriptor is closer.
+    its descriptor is closer. The passes run compiled (backend.search_kernels); the random offsets
+    come from ``generator``, one torch.randint per pass, as they always did.
     """
     height, width = space.valid.shape
-    # inf where a source is invalid, 0 where it is valid: added to a cost, the same as masking it
-    invalid_cost = torch.zeros(height * width).masked_fill_(~space.valid.flatten(), math.inf)
-
-    def clamp_inside(candidates: torch.Tensor) -> torch.Tensor:
-        """(n, 2) (y, x) clamped into the image in place, a column at a time (scalar bounds: ~3x faster
-        than a broadcast minimum against ``limit``)."""
-        candidates[:, 0].clamp_(0, height - 1)
-        candidates[:, 1].clamp_(0, width - 1)
-        return candidates
-
-    # index_select / index_copy_ rather than tensor[index]: the same values, half the time on these
-    # sizes (the search makes ~340 such passes per fill).
-    def cost_of(candidates: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
-        """Cost of candidates (inside the image) against target descriptors ``wanted`` (n, K)."""
-        flat = candidates[:, 0] * width + candidates[:, 1]
-        cost = torch.sub(space.sources.index_select(0, flat), wanted).square_().sum(1)
-        return cost.add_(invalid_cost.index_select(0, flat))
-
-    def improve(candidates: torch.Tensor, rows: torch.Tensor | None, wanted: torch.Tensor) -> None:
-        candidates = clamp_inside(candidates)
-        candidate_cost = cost_of(candidates, wanted)
-        better = torch.nonzero(candidate_cost < (cost if rows is None else cost.index_select(0, rows)))[:, 0]
-        where = better if rows is None else rows.index_select(0, better)
-        nnf.index_copy_(0, where, candidates.index_select(0, better))
-        cost.index_copy_(0, where, candidate_cost.index_select(0, better))
-
-    nnf = nnf.clone()
-    cost = cost_of(nnf, targets)
     # For each jump and direction: the hole pixels with a hole neighbour there, and that neighbour's row.
-    propagation = []
+    pixels, neighbours, shifts = [], [], []
     for jump in jumps:
         for direction in torch.tensor([[-1, 0], [1, 0], [0, -1], [0, 1]]) * jump:
-            neighbour = clamp_inside(space.hole_yx + direction)
+            neighbour = space.hole_yx + direction
+            neighbour[:, 0].clamp_(0, height - 1)
+            neighbour[:, 1].clamp_(0, width - 1)
             row = space.hole_index.view(-1).index_select(0, neighbour[:, 0] * width + neighbour[:, 1])
             has = torch.nonzero(row >= 0).flatten()
-            propagation.append((has, row.index_select(0, has), direction, targets.index_select(0, has)))
-    for _ in range(iterations):
-        for pixels, neighbours, direction, wanted in propagation:
-            improve(nnf.index_select(0, neighbours).sub_(direction), pixels, wanted)
-        radius = max(height, width) if max_radius is None else max_radius
-        while radius >= 1:
-            jitter = torch.randint(-radius, radius + 1, nnf.shape, generator=generator)
-            improve(nnf + jitter, None, targets)
-            radius //= 2
-    return nnf, cost
+            pixels.append(has)
+            neighbours.append(row.index_select(0, has))
+            shifts.append(direction)
+    bounds = torch.tensor([0] + [len(p) for p in pixels]).cumsum(0)
+    # Random offsets at halving radii, drawn in the order the passes use them (one draw per pass).
+    radii = []
+    radius = max(height, width) if max_radius is None else max_radius
+    while radius >= 1:
+        radii.append(radius)
+        radius //= 2
+    jitters = torch.empty((iterations, len(radii), len(nnf), 2), dtype=torch.long)
+    for iteration in range(iterations):
+        for r, radius in enumerate(radii):
+            jitters[iteration, r] = torch.randint(-radius, radius + 1, nnf.shape, generator=generator)
+    nnf = nnf.clone().contiguous()
+    cost = search_passes(
+        nnf.numpy(),
+        space.sources.contiguous().numpy(),
+        (~space.valid).flatten().numpy(),
+        targets.contiguous().numpy(),
+        torch.cat(pixels).numpy(),
+        torch.cat(neighbours).numpy(),
+        bounds.numpy(),
+        torch.stack(shifts).numpy(),
+        jitters.numpy(),
+        height,
+        width,
+    )
+    return nnf, torch.from_numpy(cost)
 
 
 def project_patches(
