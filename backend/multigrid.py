@@ -1,0 +1,306 @@
+"""The harmonic prefill's linear system solved by conjugate gradients with a multigrid preconditioner.
+
+The system (backend.prefill): every hole pixel equals the mean of its 4 neighbours (image edges
+replicated), known pixels are boundary values. Multiplied by 4 and with the replicated neighbour
+moved left: deg(p) u_p - (its hole neighbours' u) = (its known neighbours' values), with deg(p) the
+number of its neighbours inside the image. The matrix is symmetric positive definite.
+
+Preconditioner: one V-cycle per iteration over a pyramid of masks (a cell is in the hole at the next
+level when any of its 2x2 children is), with red-black Gauss-Seidel smoothing (red then black going
+down, black then red going up, so that the cycle is a symmetric operator, as conjugate gradients
+needs), cell-centred bilinear prolongation (weights 9, 3, 3, 1 / 16) and its transpose as the
+restriction; the coarse operators are the same 5-point Laplacian on the coarse masks, with the image
+edges replicated as on the finest level. The coarsest level gets symmetric Gauss-Seidel sweeps.
+
+Arrays carry a border of one zero cell, and every correction is 0 off its level's mask, so a cell's
+neighbour sum needs no tests. Runs on the hole's bounding box plus a 1-pixel margin, all colour
+channels at once, in double precision; the kernels are compiled with numba, one thread.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from numba.typed import List
+
+SMOOTHING_SWEEPS = 2  # red-black sweeps before and after the coarse correction
+COARSEST_SWEEPS = 16  # symmetric sweep pairs at the coarsest level
+COARSEST_SIDE = 8  # coarsening stops below this side or this many hole cells
+COARSEST_CELLS = 64
+RELATIVE_TOLERANCE = 1e-6  # on each channel's residual norm against its right-hand side's
+MAX_ITERATIONS = 100
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def smooth(x: np.ndarray, rhs: np.ndarray, inverse_degree: np.ndarray, colour: int) -> None:
+    """Gauss-Seidel half-sweep over the cells with (i + j) % 2 == colour, in place. x, rhs: (C, h+2, w+2)
+    padded; inverse_degree: (h+2, w+2), 1/deg on the mask, 0 elsewhere (so x stays 0 off it)."""
+    channels, height, width = x.shape
+    for c in range(channels):
+        for i in range(1, height - 1):
+            for j in range(1 + (i + colour + 1) % 2, width - 1, 2):
+                x[c, i, j] = (
+                    rhs[c, i, j] + x[c, i - 1, j] + x[c, i + 1, j] + x[c, i, j - 1] + x[c, i, j + 1]
+                ) * inverse_degree[i, j]
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def apply_operator(x: np.ndarray, degree: np.ndarray, on_mask: np.ndarray, out: np.ndarray) -> None:
+    """out = A x on the mask (0 elsewhere); x 0 off the mask. All (.., h+2, w+2) padded."""
+    channels, height, width = x.shape
+    for c in range(channels):
+        for i in range(1, height - 1):
+            for j in range(1, width - 1):
+                out[c, i, j] = (
+                    degree[i, j] * x[c, i, j]
+                    - x[c, i - 1, j]
+                    - x[c, i + 1, j]
+                    - x[c, i, j - 1]
+                    - x[c, i, j + 1]
+                ) * on_mask[i, j]
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def residual_of(
+    z: np.ndarray, rhs: np.ndarray, degree: np.ndarray, on_mask: np.ndarray, out: np.ndarray
+) -> None:
+    """out = (rhs - A z) on the mask, 0 elsewhere (off the mask the rhs may hold restricted values that
+    no cell uses: they must not go further down). All padded."""
+    channels, height, width = z.shape
+    for c in range(channels):
+        for i in range(1, height - 1):
+            for j in range(1, width - 1):
+                product = (
+                    degree[i, j] * z[c, i, j]
+                    - z[c, i - 1, j]
+                    - z[c, i + 1, j]
+                    - z[c, i, j - 1]
+                    - z[c, i, j + 1]
+                )
+                out[c, i, j] = (rhs[c, i, j] - product) * on_mask[i, j]
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _other(index: int, coarse_side: int, low_edge: bool, high_edge: bool) -> tuple[int, int]:
+    """Padded (parent, other) coarse rows (or columns) of fine row ``index``: the parent holds it, the
+    other is the nearer neighbour of the parent. Beyond an image edge the other is the parent itself
+    (edges replicated); beyond another side it is the zero border (a known cell: no correction)."""
+    parent = index // 2 + 1
+    other = parent - 1 if index % 2 == 0 else parent + 1
+    if (other == 0 and low_edge) or (other == coarse_side + 1 and high_edge):
+        other = parent
+    return parent, other
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def restrict(fine: np.ndarray, coarse: np.ndarray, edges: np.ndarray) -> None:
+    """coarse = P^T fine (the transpose of prolong_add's bilinear P); both padded, coarse overwritten.
+    edges: (4,) bool, which sides (top, bottom, left, right) are the image's edges."""
+    channels, height, width = fine.shape
+    coarse_height, coarse_width = coarse.shape[1] - 2, coarse.shape[2] - 2
+    coarse[:] = 0.0
+    for c in range(channels):
+        for i in range(height - 2):
+            parent_i, other_i = _other(i, coarse_height, edges[0], edges[1])
+            for j in range(width - 2):
+                parent_j, other_j = _other(j, coarse_width, edges[2], edges[3])
+                value = fine[c, i + 1, j + 1] * (1.0 / 16.0)
+                coarse[c, parent_i, parent_j] += 9.0 * value
+                coarse[c, other_i, parent_j] += 3.0 * value
+                coarse[c, parent_i, other_j] += 3.0 * value
+                coarse[c, other_i, other_j] += value
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def prolong_add(coarse: np.ndarray, fine: np.ndarray, on_mask: np.ndarray, edges: np.ndarray) -> None:
+    """fine += the cell-centred bilinear interpolation of coarse, on the fine mask; both padded."""
+    channels, height, width = fine.shape
+    coarse_height, coarse_width = coarse.shape[1] - 2, coarse.shape[2] - 2
+    for c in range(channels):
+        for i in range(height - 2):
+            parent_i, other_i = _other(i, coarse_height, edges[0], edges[1])
+            for j in range(width - 2):
+                parent_j, other_j = _other(j, coarse_width, edges[2], edges[3])
+                value = (
+                    9.0 * coarse[c, parent_i, parent_j]
+                    + 3.0 * (coarse[c, other_i, parent_j] + coarse[c, parent_i, other_j])
+                    + coarse[c, other_i, other_j]
+                ) * (1.0 / 16.0)
+                fine[c, i + 1, j + 1] += value * on_mask[i + 1, j + 1]
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def v_cycle(
+    degrees, inverse_degrees, on_masks, edges, rhss, zs, residuals, sweeps: int, coarsest_sweeps: int
+) -> None:
+    """One V-cycle from rhss[0] into zs[0] (rhss, zs, residuals: per-level scratch): a symmetric
+    linear operator of rhss[0] that approximates A^-1."""
+    last = len(zs) - 1
+    for level in range(last):
+        z, rhs, inverse = zs[level], rhss[level], inverse_degrees[level]
+        z[:] = 0.0
+        for _ in range(sweeps):
+            smooth(z, rhs, inverse, 0)
+            smooth(z, rhs, inverse, 1)
+        residual_of(z, rhs, degrees[level], on_masks[level], residuals[level])
+        restrict(residuals[level], rhss[level + 1], edges)
+    zs[last][:] = 0.0
+    for _ in range(coarsest_sweeps):
+        smooth(zs[last], rhss[last], inverse_degrees[last], 0)
+        smooth(zs[last], rhss[last], inverse_degrees[last], 1)
+    for _ in range(coarsest_sweeps):
+        smooth(zs[last], rhss[last], inverse_degrees[last], 1)
+        smooth(zs[last], rhss[last], inverse_degrees[last], 0)
+    for level in range(last - 1, -1, -1):
+        z, rhs, inverse = zs[level], rhss[level], inverse_degrees[level]
+        prolong_add(zs[level + 1], z, on_masks[level], edges)
+        for _ in range(sweeps):
+            smooth(z, rhs, inverse, 1)
+            smooth(z, rhs, inverse, 0)
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(C,) per-channel sums of a * b."""
+    channels, height, width = a.shape
+    out = np.zeros(channels)
+    for c in range(channels):
+        total = 0.0
+        for i in range(height):
+            for j in range(width):
+                total += a[c, i, j] * b[c, i, j]
+        out[c] = total
+    return out
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def conjugate_gradients(
+    degrees, inverse_degrees, on_masks, edges, rhss, zs, residuals, sweeps, coarsest_sweeps, tolerance, limit
+):
+    """Preconditioned CG for A x = rhss[0], each channel on its own: (x, iterations, worst relative
+    residual). rhss[0] is overwritten (it carries each residual into the V-cycle)."""
+    residual = rhss[0].copy()
+    channels, height, width = residual.shape
+    scale = np.sqrt(_dots(residual, residual))
+    x = np.zeros_like(residual)
+    product = np.zeros_like(residual)  # its one-cell border stays 0
+    v_cycle(degrees, inverse_degrees, on_masks, edges, rhss, zs, residuals, sweeps, coarsest_sweeps)
+    direction = zs[0].copy()
+    rz = _dots(residual, zs[0])
+    norms = scale.copy()
+    iterations = 0
+    while iterations < limit and np.any(norms > tolerance * scale):
+        apply_operator(direction, degrees[0], on_masks[0], product)
+        curvature = _dots(direction, product)
+        for c in range(channels):
+            step = rz[c] / curvature[c] if curvature[c] > 0 else 0.0
+            for i in range(height):
+                for j in range(width):
+                    x[c, i, j] += step * direction[c, i, j]
+                    residual[c, i, j] -= step * product[c, i, j]
+                    rhss[0][c, i, j] = residual[c, i, j]
+        v_cycle(degrees, inverse_degrees, on_masks, edges, rhss, zs, residuals, sweeps, coarsest_sweeps)
+        rz_next = _dots(residual, zs[0])
+        z = zs[0]
+        for c in range(channels):
+            ratio = rz_next[c] / rz[c] if rz[c] > 0 else 0.0
+            for i in range(height):
+                for j in range(width):
+                    direction[c, i, j] = z[c, i, j] + ratio * direction[c, i, j]
+        rz = rz_next
+        norms = np.sqrt(_dots(residual, residual))
+        iterations += 1
+    worst = 0.0
+    for c in range(channels):
+        if scale[c] > 0:
+            worst = max(worst, norms[c] / scale[c])
+    return x, iterations, worst
+
+
+def coarser_mask(mask: np.ndarray) -> np.ndarray:
+    """(h, w) bool -> (ceil(h/2), ceil(w/2)): a cell is set when any of its 2x2 children is."""
+    height, width = mask.shape
+    padded = np.zeros((height + height % 2, width + width % 2), bool)
+    padded[:height, :width] = mask
+    return padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2).any(axis=(1, 3))
+
+
+def level_degree(mask: np.ndarray, image_edges: tuple[bool, bool, bool, bool]) -> np.ndarray:
+    """(h+2, w+2) padded neighbour counts on the mask (0 off it): 4, less one for each side of the
+    grid that is the image's edge (its outside neighbour is the cell itself, replicated)."""
+    degree = np.full(mask.shape, 4.0)
+    top, bottom, left, right = image_edges
+    if top:
+        degree[0] -= 1
+    if bottom:
+        degree[-1] -= 1
+    if left:
+        degree[:, 0] -= 1
+    if right:
+        degree[:, -1] -= 1
+    return np.pad(degree * mask, 1)
+
+
+def typed_list(arrays) -> List:
+    """A numba typed list of the arrays (appended one by one: no reflected Python list)."""
+    out = List()
+    for array in arrays:
+        out.append(array)
+    return out
+
+
+def solve(
+    rhs: np.ndarray, mask: np.ndarray, image_edges: tuple[bool, bool, bool, bool]
+) -> tuple[np.ndarray, int, float]:
+    """A x = rhs on the mask's cells by preconditioned conjugate gradients, each channel on its own.
+
+    rhs: (C, h, w) float64, 0 off the mask; mask: (h, w) bool; image_edges: which sides (top, bottom,
+    left, right) of the grid are the image's. Returns (x (C, h, w), iterations, worst relative residual).
+    """
+    channels = rhs.shape[0]
+    masks = [mask]
+    # Coarser while big, and while a level keeps a known cell or a side that is not the image's edge
+    # (without one the Laplacian with replicated edges is singular).
+    while min(mask.shape) > COARSEST_SIDE and int(mask.sum()) > COARSEST_CELLS:
+        coarser = coarser_mask(mask)
+        if coarser.all() and all(image_edges):
+            break
+        masks.append(mask := coarser)
+    degrees = typed_list(level_degree(m, image_edges) for m in masks)
+    inverse_degrees = typed_list(np.divide(1.0, d, out=np.zeros_like(d), where=d > 0) for d in degrees)
+    on_masks = typed_list(np.pad(m, 1).astype(np.float64) for m in masks)
+    padded_rhs = np.pad(rhs.astype(np.float64), ((0, 0), (1, 1), (1, 1)))
+    rhss = typed_list(
+        [padded_rhs] + [np.zeros((channels, m.shape[0] + 2, m.shape[1] + 2)) for m in masks[1:]]
+    )
+    zs = typed_list(np.zeros((channels, m.shape[0] + 2, m.shape[1] + 2)) for m in masks)
+    residuals = typed_list(np.zeros((channels, m.shape[0] + 2, m.shape[1] + 2)) for m in masks)
+    x, iterations, worst = conjugate_gradients(
+        degrees, inverse_degrees, on_masks, np.array(image_edges), rhss, zs, residuals,
+        SMOOTHING_SWEEPS, COARSEST_SWEEPS, RELATIVE_TOLERANCE, MAX_ITERATIONS,
+    )  # fmt: skip
+    return x[:, 1:-1, 1:-1], iterations, worst
+
+
+def harmonic_fill_box(image_chw: np.ndarray, known_hw: np.ndarray) -> tuple[np.ndarray, int, float]:
+    """The harmonic fill of image_chw's hole (~known_hw) by solve(): (C, H, W) float64 with known
+    pixels unchanged, the iterations, and the worst relative residual. Needs a known pixel."""
+    hole = ~known_hw
+    height, width = hole.shape
+    rows, cols = np.nonzero(hole.any(axis=1))[0], np.nonzero(hole.any(axis=0))[0]
+    top, bottom = max(0, rows[0] - 1), min(height, rows[-1] + 2)
+    left, right = max(0, cols[0] - 1), min(width, cols[-1] + 2)
+    box_hole = np.ascontiguousarray(hole[top:bottom, left:right])
+    values = image_chw[:, top:bottom, left:right].astype(np.float64) * ~box_hole
+    # Right-hand side: the sum of each hole pixel's known neighbours (inside the box: the margin).
+    rhs = np.zeros_like(values)
+    rhs[:, 1:] += values[:, :-1]
+    rhs[:, :-1] += values[:, 1:]
+    rhs[:, :, 1:] += values[:, :, :-1]
+    rhs[:, :, :-1] += values[:, :, 1:]
+    rhs *= box_hole
+    edges = (top == 0, bottom == height, left == 0, right == width)
+    solution, iterations, residual = solve(rhs, box_hole, edges)
+    out = image_chw.astype(np.float64, copy=True)
+    out[:, top:bottom, left:right] = np.where(box_hole, solution, out[:, top:bottom, left:right])
+    return out, iterations, residual

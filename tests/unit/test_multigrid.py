@@ -1,0 +1,68 @@
+"""The multigrid-preconditioned prefill solver (backend.multigrid) against the direct sparse solve."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend import multigrid
+from backend.prefill import harmonic_fill_direct
+
+
+def holes(kind: str, height: int, width: int) -> np.ndarray:
+    """(H, W) bool holes of a few kinds: a disc, a disc touching two image edges, rings, scattered."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    if kind == "disc":
+        return (yy - height / 2) ** 2 + (xx - width / 2) ** 2 < (0.3 * min(height, width)) ** 2
+    if kind == "corner":
+        return yy**2 + (xx - width) ** 2 < (0.6 * min(height, width)) ** 2
+    if kind == "ring":
+        radius = np.hypot(yy - height / 2, xx - width / 3)
+        return (radius > 10) & (radius < 30) | ((yy > height - 20) & (xx < 25))
+    if kind == "nearly_all":  # all but a few pixels on the image's edge
+        hole = np.ones((height, width), bool)
+        hole[0, :5] = hole[-1, -3:] = False
+        return hole
+    rng = np.random.default_rng(3)
+    return rng.random((height, width)) < 0.4
+
+
+@pytest.mark.parametrize("kind", ["disc", "corner", "ring", "nearly_all", "scattered"])
+def test_the_multigrid_fill_matches_the_exact_solve(kind: str) -> None:
+    rng = np.random.default_rng(0)
+    height, width = 97, 130  # odd and even sides: coarse levels with half-empty cells
+    image = rng.standard_normal((3, height, width))
+    known = ~holes(kind, height, width)
+    exact = harmonic_fill_direct(image, known)
+    filled, iterations, residual = multigrid.harmonic_fill_box(image, known)
+    assert residual <= multigrid.RELATIVE_TOLERANCE and iterations < 40
+    assert np.abs(filled - exact).max() < 1e-4  # values of order 1; the direct solve runs in float32
+    assert np.array_equal(filled[:, known], image[:, known])  # known pixels untouched
+
+
+def test_the_v_cycle_is_a_symmetric_operator() -> None:
+    """Conjugate gradients needs a symmetric preconditioner: <u, M v> = <M u, v> to rounding."""
+    rng = np.random.default_rng(1)
+    mask = holes("ring", 70, 90)
+    edges = (True, False, True, False)
+    apply = []
+    for _ in range(2):
+        rhs = rng.standard_normal((1, 70, 90)) * mask
+        masks = [mask]
+        while min(masks[-1].shape) > multigrid.COARSEST_SIDE:
+            masks.append(multigrid.coarser_mask(masks[-1]))
+        degrees = multigrid.typed_list(multigrid.level_degree(m, edges) for m in masks)
+        inverse = multigrid.typed_list(np.divide(1.0, d, out=np.zeros_like(d), where=d > 0) for d in degrees)
+        on_masks = multigrid.typed_list(np.pad(m, 1).astype(float) for m in masks)
+        shapes = [(1, m.shape[0] + 2, m.shape[1] + 2) for m in masks]
+        rhss = multigrid.typed_list(
+            [np.pad(rhs, ((0, 0), (1, 1), (1, 1)))] + [np.zeros(s) for s in shapes[1:]]
+        )
+        zs = multigrid.typed_list(np.zeros(s) for s in shapes)
+        scratch = multigrid.typed_list(np.zeros(s) for s in shapes)
+        padded = rhss[0].copy()
+        multigrid.v_cycle(degrees, inverse, on_masks, np.array(edges), rhss, zs, scratch, 2, 16)
+        apply.append((padded, zs[0].copy()))
+    (u, mu), (v, mv) = apply
+    assert abs(np.sum(u * mv) - np.sum(mu * v)) < 1e-9 * np.sqrt(np.sum(u * mu) * np.sum(v * mv))
+    assert np.sum(u * mu) > 0 and np.sum(v * mv) > 0  # and positive: a definite preconditioner
