@@ -5,34 +5,36 @@ a blank hole and learn a correction on top of it (backend.network.Generator). It
 paper: official weights run without it.
 
 Every hole pixel is set to the mean of its 4 neighbours (image edges replicated), with the known
-pixels as boundary values: one sparse, symmetric linear system per image, solved exactly by SuperLU
-(scipy.sparse.linalg.splu) for all colour channels at once. An earlier iterative version (pull-push
+pixels as boundary values: one sparse, symmetric linear system per image, for all colour channels at
+once (solvers below). An earlier iterative version (pull-push
 plus 8 Jacobi sweeps per level) stayed 3.5 levels (0-255) off the exact fill on 256² photos with
 13-30 % holes, and its fills scored 2.0 in-hole L1 worse on the evaluation at 512² (prefill alone,
 working size 512); a factorisation costs ~0.05 s for such a hole at 256² and 0.3-0.8 s for a 25-56 %
 hole at 512², no more than the iterations that came close.
 
-Why the direct solve stays (issue 15, AMD EPYC, 2 cores, bench's blob holes in a 512² window, the
-largest the default working size gives), in double precision: 0.08 s for a 10 % hole, 0.29 s for
-25 %, 0.71 s for 50 %, 1.19 s for 75 %. Measured against it: smoothed-aggregation AMG + CG (pyamg,
-session 8) 0.79 s at 10 % and 2.2 s at 50 % (setup included); a cascade (the exact solve at half size,
-upsampled, then CG at full size to 1e-6) 0.37 s at 10 % and 2.6 s at 50 %, within 3e-5 of the direct
-solve. What runs now is the same direct solve in single precision (session 10): 0.064 / 0.25 / 0.54 /
-0.89 s at 10 / 25 / 50 / 75 %, against 0.089 / 0.33 / 0.75 / 1.23 s in double precision in the same
-run, and within 3.4e-5 / 7.7e-5 / 1.8e-4 / 5.4e-4 of it (images in [-1, 1]; 5.4e-4 is 0.07 of a level
-in 0-255). Fills change through the patch search (a guide a few 1e-5 off draws other matches) but
-score the same on the validation photos: in-hole L1 / PSNR / detail 19.55 / 18.85 / 0.69 at 512²
-(double: 19.55 / 18.86 / 0.69) and 18.31 / 19.40 / 0.76 at HD (18.30 / 19.40 / 0.76).
+What solves it since session 13: conjugate gradients preconditioned by a multigrid V-cycle
+(backend.multigrid), to a relative residual of 1e-6. Against the exact (double precision) fill, on
+the bench's blob holes in a 512² window: within 1e-6 … 2e-6 at 10 / 25 / 50 / 75 % holes, where the
+direct single-precision solve is 1.2e-5 / 6.3e-5 / 9.8e-5 / 3.5e-4 off. In 10 / 11 / 11 / 16
+iterations, 0.05 / 0.15 / 0.34 / 0.6-0.8 s against 0.10-0.15 / 0.24-0.38 / 0.54-0.85 / 0.9-1.5 s for
+the direct solve (AMD EPYC, 2 cores, AVX2, a noisy stretch; docs/bench-2026-12-07-s13.md). Its time
+grows in proportion to the hole's area, the factorisation's faster.
 
-Since session 12 the unknowns are numbered in a nested-dissection order (nested_dissection_order) and
-SuperLU factorises them in that order, in place of its own minimum-degree ordering (MMD_AT_PLUS_A).
-Paired, in the same minutes (AMD EPYC, 2 cores, a slow stretch of the machine): 0.066 / 0.19 / 0.47 /
-0.78 s at 10 / 25 / 50 / 75 % against 0.083-0.093 / 0.24-0.27 / 0.66-0.73 / 1.17-1.18 s, 0.43-0.44
-against 0.50-0.63 s for a 10 % hole at 1024²; within 9e-6 / 6e-5 / 8e-5 / 3.4e-4 of the double
-precision solve. Through the engine, a 512² fill with a 10 % hole: 0.025 s less (median of 15 pairs).
-Scores unchanged: 512² 19.55 / 18.85 / 0.69 (paired differences -0.002 ± 0.009 L1), HD 18.30 / 19.41 /
-0.76. Left as measured, not taken: qdldl's LDL^T (AMD order, double) at 0.038 / 0.15 / 0.44 / 0.84 s
-(a new dependency for less), cholespy's CHOLMOD at 0.10 / 0.39 / 0.71 / 1.28 s.
+But each iteration sweeps the hole's whole bounding box, so scattered holes cost more: on 12 masks
+of the evaluation (lab.masks "mixed", 11-30 % of a 512² window, strokes and shapes spread over it,
+holes 0.17-0.57 of their box), 0.1-1.1 s against 0.1-0.37 s for the direct solve (12-21
+iterations); on the bench's blobs (0.74-0.75 of their box) 0.04 / 0.08 / 0.19 / 0.39 s at 5 / 10 /
+25 / 50 % against 0.05 / 0.13 / 0.36 / 0.85 s. Equal at 0.57. So multigrid runs for holes that cover
+at least 0.6 of their bounding box (a selection around an object, as editors' users make), the
+direct solve for the rest.
+
+The direct solve (harmonic_fill_direct) stays, as the tests' reference and as a backstop should the
+iterations ever stop short of a 1e-4 residual. Its history: sessions 8-12 kept it against
+smoothed-aggregation AMG + CG (pyamg: 0.79 s at 10 %, setup included) and a cascade (0.37 s), then
+made it single precision (25-30 % faster) and numbered the unknowns in a nested-dissection order
+(nested_dissection_order: SuperLU factorises them in that order instead of its own minimum-degree
+order, 25-34 % faster). Not taken: qdldl's LDL^T (a new dependency for 0.038 s at 10 %), cholespy's
+CHOLMOD (slower).
 """
 
 from __future__ import annotations
@@ -89,19 +91,30 @@ def nested_dissection_order(ys: np.ndarray, xs: np.ndarray, leaf_side: int = ND_
 
 
 MULTIGRID_ACCEPTED_RESIDUAL = 1e-4  # above this relative residual the direct solve is used instead
+MULTIGRID_MIN_FILL = 0.6  # multigrid when the hole covers at least this share of its bounding box
+
+
+def hole_fill_ratio(hole_hw: np.ndarray) -> float:
+    """Hole pixels over the area of their bounding box (1 for a rectangle, low for scattered strokes)."""
+    rows, cols = np.nonzero(hole_hw.any(axis=1))[0], np.nonzero(hole_hw.any(axis=0))[0]
+    return float(hole_hw.sum()) / ((rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1))
 
 
 def harmonic_fill_one(image_chw: np.ndarray, known_hw: np.ndarray) -> np.ndarray:
     """Harmonic fill of one image. image_chw: (C, H, W) float; known_hw: (H, W) bool.
 
-    Returns (C, H, W) float64 with known pixels unchanged; zeros when nothing is known. Solved by
-    multigrid-preconditioned conjugate gradients (backend.multigrid) to a relative residual of 1e-6;
-    should that ever stop short of 1e-4, by the direct solve (harmonic_fill_direct).
+    Returns (C, H, W) float64 with known pixels unchanged; zeros when nothing is known. A compact hole
+    (hole_fill_ratio >= MULTIGRID_MIN_FILL) is solved by multigrid-preconditioned conjugate gradients
+    (backend.multigrid) to a relative residual of 1e-6 (should that ever stop short of 1e-4: by the
+    direct solve), a scattered one by the direct solve (harmonic_fill_direct): the multigrid works on
+    the whole bounding box, the factorisation on the hole's pixels only (module docstring).
     """
     if not (~known_hw).any():
         return image_chw.astype(np.float64, copy=True)
     if not known_hw.any():
         return np.zeros(image_chw.shape)
+    if hole_fill_ratio(~known_hw) < MULTIGRID_MIN_FILL:
+        return harmonic_fill_direct(image_chw, known_hw)
     filled, _, residual = multigrid.harmonic_fill_box(image_chw, known_hw)
     if residual <= MULTIGRID_ACCEPTED_RESIDUAL:
         return filled

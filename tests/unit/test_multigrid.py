@@ -66,3 +66,18 @@ def test_the_v_cycle_is_a_symmetric_operator() -> None:
     (u, mu), (v, mv) = apply
     assert abs(np.sum(u * mv) - np.sum(mu * v)) < 1e-9 * np.sqrt(np.sum(u * mu) * np.sum(v * mv))
     assert np.sum(u * mu) > 0 and np.sum(v * mv) > 0  # and positive: a definite preconditioner
+
+
+def test_compact_holes_go_to_multigrid_and_scattered_ones_to_the_direct_solve(monkeypatch) -> None:
+    import backend.prefill as prefill
+
+    used = []
+    monkeypatch.setattr(prefill, "harmonic_fill_direct", lambda image, known: used.append("direct") or image)
+    real = multigrid.harmonic_fill_box
+    monkeypatch.setattr(
+        multigrid, "harmonic_fill_box", lambda image, known: used.append("multigrid") or real(image, known)
+    )
+    image = np.random.default_rng(2).standard_normal((3, 97, 130))
+    prefill.harmonic_fill_one(image, ~holes("disc", 97, 130))
+    prefill.harmonic_fill_one(image, ~holes("scattered", 97, 130))
+    assert used == ["multigrid", "direct"]
