@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from numba.typed import List
 
 SMOOTHING_SWEEPS = 2  # red-black sweeps before and after the coarse correction
 COARSEST_SWEEPS = 16  # symmetric sweep pairs at the coarsest level
@@ -130,30 +129,60 @@ def prolong_add(coarse: np.ndarray, fine: np.ndarray, on_mask: np.ndarray, edges
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
+def _grid(buffer: np.ndarray, levels: np.ndarray, level: int) -> np.ndarray:
+    """Level ``level``'s (h+2, w+2) grid inside a flat buffer; levels: (L, 3) rows of (offset, h+2, w+2)."""
+    offset, height, width = levels[level, 0], levels[level, 1], levels[level, 2]
+    return buffer[offset : offset + height * width].reshape((height, width))
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _grids(buffer: np.ndarray, levels: np.ndarray, level: int, channels: int) -> np.ndarray:
+    """Level ``level``'s (C, h+2, w+2) grids inside a flat buffer of C values per cell."""
+    offset, height, width = levels[level, 0], levels[level, 1], levels[level, 2]
+    return buffer[channels * offset : channels * (offset + height * width)].reshape((channels, height, width))
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
 def v_cycle(
-    degrees, inverse_degrees, on_masks, edges, rhss, zs, residuals, sweeps: int, coarsest_sweeps: int
+    levels: np.ndarray,
+    degrees: np.ndarray,
+    inverse_degrees: np.ndarray,
+    on_masks: np.ndarray,
+    edges: np.ndarray,
+    rhss: np.ndarray,
+    zs: np.ndarray,
+    residuals: np.ndarray,
+    channels: int,
+    sweeps: int,
+    coarsest_sweeps: int,
 ) -> None:
-    """One V-cycle from rhss[0] into zs[0] (rhss, zs, residuals: per-level scratch): a symmetric
-    linear operator of rhss[0] that approximates A^-1."""
-    last = len(zs) - 1
+    """One V-cycle from level 0's rhs into level 0's z: a symmetric linear operator of the rhs that
+    approximates A^-1. Per-level arrays live in flat buffers (_grid, _grids): degrees, inverse_degrees,
+    on_masks one value per cell; rhss, zs, residuals (scratch) C values per cell."""
+    last = levels.shape[0] - 1
     for level in range(last):
-        z, rhs, inverse = zs[level], rhss[level], inverse_degrees[level]
+        z, rhs = _grids(zs, levels, level, channels), _grids(rhss, levels, level, channels)
+        inverse = _grid(inverse_degrees, levels, level)
         z[:] = 0.0
         for _ in range(sweeps):
             smooth(z, rhs, inverse, 0)
             smooth(z, rhs, inverse, 1)
-        residual_of(z, rhs, degrees[level], on_masks[level], residuals[level])
-        restrict(residuals[level], rhss[level + 1], edges)
-    zs[last][:] = 0.0
+        residual = _grids(residuals, levels, level, channels)
+        residual_of(z, rhs, _grid(degrees, levels, level), _grid(on_masks, levels, level), residual)
+        restrict(residual, _grids(rhss, levels, level + 1, channels), edges)
+    z, rhs = _grids(zs, levels, last, channels), _grids(rhss, levels, last, channels)
+    inverse = _grid(inverse_degrees, levels, last)
+    z[:] = 0.0
     for _ in range(coarsest_sweeps):
-        smooth(zs[last], rhss[last], inverse_degrees[last], 0)
-        smooth(zs[last], rhss[last], inverse_degrees[last], 1)
+        smooth(z, rhs, inverse, 0)
+        smooth(z, rhs, inverse, 1)
     for _ in range(coarsest_sweeps):
-        smooth(zs[last], rhss[last], inverse_degrees[last], 1)
-        smooth(zs[last], rhss[last], inverse_degrees[last], 0)
+        smooth(z, rhs, inverse, 1)
+        smooth(z, rhs, inverse, 0)
     for level in range(last - 1, -1, -1):
-        z, rhs, inverse = zs[level], rhss[level], inverse_degrees[level]
-        prolong_add(zs[level + 1], z, on_masks[level], edges)
+        z, rhs = _grids(zs, levels, level, channels), _grids(rhss, levels, level, channels)
+        inverse = _grid(inverse_degrees, levels, level)
+        prolong_add(_grids(zs, levels, level + 1, channels), z, _grid(on_masks, levels, level), edges)
         for _ in range(sweeps):
             smooth(z, rhs, inverse, 1)
             smooth(z, rhs, inverse, 0)
@@ -175,22 +204,38 @@ def _dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @njit(cache=True, nogil=True, boundscheck=False)
 def conjugate_gradients(
-    degrees, inverse_degrees, on_masks, edges, rhss, zs, residuals, sweeps, coarsest_sweeps, tolerance, limit
-):
-    """Preconditioned CG for A x = rhss[0], each channel on its own: (x, iterations, worst relative
-    residual). rhss[0] is overwritten (it carries each residual into the V-cycle)."""
-    residual = rhss[0].copy()
-    channels, height, width = residual.shape
+    levels, degrees, inverse_degrees, on_masks, edges, rhss, zs, residuals, channels, sweeps, coarsest_sweeps,
+    tolerance, limit,
+):  # fmt: skip
+    """Preconditioned CG for A x = level 0's rhs, each channel on its own: (x, iterations, worst
+    relative residual). Level 0's rhs is overwritten (it carries each residual into the V-cycle)."""
+    rhs = _grids(rhss, levels, 0, channels)
+    z = _grids(zs, levels, 0, channels)
+    degree, on_mask = _grid(degrees, levels, 0), _grid(on_masks, levels, 0)
+    residual = rhs.copy()
+    _, height, width = residual.shape
     scale = np.sqrt(_dots(residual, residual))
     x = np.zeros_like(residual)
     product = np.zeros_like(residual)  # its one-cell border stays 0
-    v_cycle(degrees, inverse_degrees, on_masks, edges, rhss, zs, residuals, sweeps, coarsest_sweeps)
-    direction = zs[0].copy()
-    rz = _dots(residual, zs[0])
+    v_cycle(
+        levels,
+        degrees,
+        inverse_degrees,
+        on_masks,
+        edges,
+        rhss,
+        zs,
+        residuals,
+        channels,
+        sweeps,
+        coarsest_sweeps,
+    )
+    direction = z.copy()
+    rz = _dots(residual, z)
     norms = scale.copy()
     iterations = 0
     while iterations < limit and np.any(norms > tolerance * scale):
-        apply_operator(direction, degrees[0], on_masks[0], product)
+        apply_operator(direction, degree, on_mask, product)
         curvature = _dots(direction, product)
         for c in range(channels):
             step = rz[c] / curvature[c] if curvature[c] > 0 else 0.0
@@ -198,10 +243,21 @@ def conjugate_gradients(
                 for j in range(width):
                     x[c, i, j] += step * direction[c, i, j]
                     residual[c, i, j] -= step * product[c, i, j]
-                    rhss[0][c, i, j] = residual[c, i, j]
-        v_cycle(degrees, inverse_degrees, on_masks, edges, rhss, zs, residuals, sweeps, coarsest_sweeps)
-        rz_next = _dots(residual, zs[0])
-        z = zs[0]
+                    rhs[c, i, j] = residual[c, i, j]
+        v_cycle(
+            levels,
+            degrees,
+            inverse_degrees,
+            on_masks,
+            edges,
+            rhss,
+            zs,
+            residuals,
+            channels,
+            sweeps,
+            coarsest_sweeps,
+        )
+        rz_next = _dots(residual, z)
         for c in range(channels):
             ratio = rz_next[c] / rz[c] if rz[c] > 0 else 0.0
             for i in range(height):
@@ -241,12 +297,47 @@ def level_degree(mask: np.ndarray, image_edges: tuple[bool, bool, bool, bool]) -
     return np.pad(degree * mask, 1)
 
 
-def typed_list(arrays) -> List:
-    """A numba typed list of the arrays (appended one by one: no reflected Python list)."""
-    out = List()
-    for array in arrays:
-        out.append(array)
-    return out
+class Levels:
+    """The pyramid's per-level arrays packed into flat buffers (no numba typed lists: building those
+    compiles list code at every start, ~2 s). rows: (L, 3) int64 of (cell offset, h+2, w+2)."""
+
+    def __init__(
+        self, masks: list[np.ndarray], image_edges: tuple[bool, bool, bool, bool], channels: int
+    ) -> None:
+        shapes = [(m.shape[0] + 2, m.shape[1] + 2) for m in masks]
+        sizes = [h * w for h, w in shapes]
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        self.rows = np.array([(offsets[i], *shapes[i]) for i in range(len(masks))], np.int64)
+        self.channels = channels
+        degrees = [level_degree(m, image_edges) for m in masks]
+        self.degrees = np.concatenate([d.ravel() for d in degrees])
+        self.inverse_degrees = np.divide(
+            1.0, self.degrees, out=np.zeros_like(self.degrees), where=self.degrees > 0
+        )
+        self.on_masks = np.concatenate([np.pad(m, 1).ravel() for m in masks]).astype(np.float64)
+        self.rhss = np.zeros(channels * int(offsets[-1]))
+        self.zs = np.zeros_like(self.rhss)
+        self.residuals = np.zeros_like(self.rhss)
+
+    def grids(self, buffer: np.ndarray, level: int) -> np.ndarray:
+        """Level ``level``'s (C, h+2, w+2) view into a C-valued buffer."""
+        offset, height, width = (int(v) for v in self.rows[level])
+        size = self.channels * height * width
+        return buffer[self.channels * offset : self.channels * offset + size].reshape(
+            self.channels, height, width
+        )
+
+
+def pyramid(mask: np.ndarray, image_edges: tuple[bool, bool, bool, bool]) -> list[np.ndarray]:
+    """The masks from fine to coarse: coarser while big, and while a level keeps a known cell or a side
+    that is not the image's edge (without one the Laplacian with replicated edges is singular)."""
+    masks = [mask]
+    while min(mask.shape) > COARSEST_SIDE and int(mask.sum()) > COARSEST_CELLS:
+        coarser = coarser_mask(mask)
+        if coarser.all() and all(image_edges):
+            break
+        masks.append(mask := coarser)
+    return masks
 
 
 def solve(
@@ -257,26 +348,11 @@ def solve(
     rhs: (C, h, w) float64, 0 off the mask; mask: (h, w) bool; image_edges: which sides (top, bottom,
     left, right) of the grid are the image's. Returns (x (C, h, w), iterations, worst relative residual).
     """
-    channels = rhs.shape[0]
-    masks = [mask]
-    # Coarser while big, and while a level keeps a known cell or a side that is not the image's edge
-    # (without one the Laplacian with replicated edges is singular).
-    while min(mask.shape) > COARSEST_SIDE and int(mask.sum()) > COARSEST_CELLS:
-        coarser = coarser_mask(mask)
-        if coarser.all() and all(image_edges):
-            break
-        masks.append(mask := coarser)
-    degrees = typed_list(level_degree(m, image_edges) for m in masks)
-    inverse_degrees = typed_list(np.divide(1.0, d, out=np.zeros_like(d), where=d > 0) for d in degrees)
-    on_masks = typed_list(np.pad(m, 1).astype(np.float64) for m in masks)
-    padded_rhs = np.pad(rhs.astype(np.float64), ((0, 0), (1, 1), (1, 1)))
-    rhss = typed_list(
-        [padded_rhs] + [np.zeros((channels, m.shape[0] + 2, m.shape[1] + 2)) for m in masks[1:]]
-    )
-    zs = typed_list(np.zeros((channels, m.shape[0] + 2, m.shape[1] + 2)) for m in masks)
-    residuals = typed_list(np.zeros((channels, m.shape[0] + 2, m.shape[1] + 2)) for m in masks)
+    levels = Levels(pyramid(mask, image_edges), image_edges, rhs.shape[0])
+    levels.grids(levels.rhss, 0)[:, 1:-1, 1:-1] = rhs
     x, iterations, worst = conjugate_gradients(
-        degrees, inverse_degrees, on_masks, np.array(image_edges), rhss, zs, residuals,
+        levels.rows, levels.degrees, levels.inverse_degrees, levels.on_masks, np.array(image_edges),
+        levels.rhss, levels.zs, levels.residuals, levels.channels,
         SMOOTHING_SWEEPS, COARSEST_SWEEPS, RELATIVE_TOLERANCE, MAX_ITERATIONS,
     )  # fmt: skip
     return x[:, 1:-1, 1:-1], iterations, worst
@@ -304,3 +380,10 @@ def harmonic_fill_box(image_chw: np.ndarray, known_hw: np.ndarray) -> tuple[np.n
     out = image_chw.astype(np.float64, copy=True)
     out[:, top:bottom, left:right] = np.where(box_hole, solution, out[:, top:bottom, left:right])
     return out, iterations, residual
+
+
+def warm_up() -> None:
+    """Load (or, the first time on a machine, compile) the solver's kernels with a tiny solve."""
+    known = np.ones((12, 12), bool)
+    known[3:9, 3:9] = False
+    harmonic_fill_box(np.zeros((3, 12, 12)), known)

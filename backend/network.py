@@ -87,6 +87,21 @@ class GatedConv(nn.Module):
             )
         else:
             self.gate = nn.Conv2d(spec.in_channels, spec.out_channels, 1, spec.stride)
+        # Inference only (fuse_gates): the feature and single-channel gate filters as one convolution.
+        # Buffers, so that .to() / .float() / copies carry them; not persistent: never in saved weights.
+        self.register_buffer("fused_weight", None, persistent=False)
+        self.register_buffer("fused_bias", None, persistent=False)
+
+    def fuse_gate(self) -> bool:
+        """Stack a single-channel gate's filter under the feature filters (same input, kernel, stride,
+        dilation), so that one convolution computes both: (out + 1, in, k, k). Inference only: later
+        changes to the weights are not seen. Returns whether this layer was fused."""
+        if self.spec.gate != "single_channel":
+            return False
+        with torch.no_grad():
+            self.fused_weight = torch.cat([self.feature.weight, self.gate.weight]).contiguous()
+            self.fused_bias = torch.cat([self.feature.bias, self.gate.bias]).contiguous()
+        return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.spec
@@ -97,6 +112,11 @@ class GatedConv(nn.Module):
             top, bottom = same_padding(x.shape[2], s.kernel, s.stride, s.dilation)
             left, right = same_padding(x.shape[3], s.kernel, s.stride, s.dilation)
             padded = F.pad(x, (left, right, top, bottom))
+        if self.fused_weight is not None:
+            both = F.conv2d(
+                padded, self.fused_weight, self.fused_bias, s.stride, self.inner_padding, s.dilation
+            )
+            return F.elu(both[:, :-1]) * torch.sigmoid(both[:, -1:])
         features = self.feature(padded)
         gate_input = padded if s.gate == "single_channel" else x
         return F.elu(features) * torch.sigmoid(self.gate(gate_input))
@@ -271,15 +291,23 @@ class Generator(nn.Module):
         return GeneratorOutput(coarse=coarse, refined=refined, scores=scores)
 
 
+def fuse_gates(generator: nn.Module) -> int:
+    """Fuse every single-channel gate with its features (GatedConv.fuse_gate): one convolution per
+    layer in place of two. For inference: call after the weights are final. Returns layers fused."""
+    return sum(module.fuse_gate() for module in generator.modules() if isinstance(module, GatedConv))
+
+
 @torch.no_grad()
 def zero_residual_outputs(generator: Generator, prefix: str = "") -> None:
     """Zero the last feature convolutions of the stages named ``prefix``* (default both): a "harmonic"
-    generator with both zeroed returns its prefill."""
+    generator with both zeroed returns its prefill. Fused layers (fuse_gates) are fused again."""
     modules = dict(generator.named_modules())
     for name in Generator.RESIDUAL_OUTPUTS:
         if name.startswith(prefix):
             modules[name].feature.weight.zero_()
             modules[name].feature.bias.zero_()
+            if modules[name].fused_weight is not None:
+                modules[name].fuse_gate()
 
 
 @torch.no_grad()

@@ -82,3 +82,13 @@ def search_passes(
                 if candidate < cost[pixel]:
                     nnf[pixel, 0], nnf[pixel, 1], cost[pixel] = y, x, candidate
     return cost
+
+
+def warm_up() -> None:
+    """Load (or, the first time on a machine, compile) the search kernel with a tiny search."""
+    nnf = np.zeros((1, 2), np.int64)
+    search_passes(
+        nnf, np.zeros((4, 2), np.float32), np.zeros(4, bool), np.zeros((1, 2), np.float32),
+        np.zeros(1, np.int64), np.zeros(1, np.int64), np.array([0, 1], np.int64), np.zeros((1, 2), np.int64),
+        np.zeros((1, 1, 1, 2), np.int64), 2, 2,
+    )  # fmt: skip

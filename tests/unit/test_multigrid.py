@@ -45,25 +45,19 @@ def test_the_v_cycle_is_a_symmetric_operator() -> None:
     rng = np.random.default_rng(1)
     mask = holes("ring", 70, 90)
     edges = (True, False, True, False)
-    apply = []
+    levels = multigrid.Levels(multigrid.pyramid(mask, edges), edges, 1)
+    assert len(levels.rows) >= 3  # a real hierarchy
+    applied = []
     for _ in range(2):
         rhs = rng.standard_normal((1, 70, 90)) * mask
-        masks = [mask]
-        while min(masks[-1].shape) > multigrid.COARSEST_SIDE:
-            masks.append(multigrid.coarser_mask(masks[-1]))
-        degrees = multigrid.typed_list(multigrid.level_degree(m, edges) for m in masks)
-        inverse = multigrid.typed_list(np.divide(1.0, d, out=np.zeros_like(d), where=d > 0) for d in degrees)
-        on_masks = multigrid.typed_list(np.pad(m, 1).astype(float) for m in masks)
-        shapes = [(1, m.shape[0] + 2, m.shape[1] + 2) for m in masks]
-        rhss = multigrid.typed_list(
-            [np.pad(rhs, ((0, 0), (1, 1), (1, 1)))] + [np.zeros(s) for s in shapes[1:]]
-        )
-        zs = multigrid.typed_list(np.zeros(s) for s in shapes)
-        scratch = multigrid.typed_list(np.zeros(s) for s in shapes)
-        padded = rhss[0].copy()
-        multigrid.v_cycle(degrees, inverse, on_masks, np.array(edges), rhss, zs, scratch, 2, 16)
-        apply.append((padded, zs[0].copy()))
-    (u, mu), (v, mv) = apply
+        levels.grids(levels.rhss, 0)[:, 1:-1, 1:-1] = rhs
+        multigrid.v_cycle(
+            levels.rows, levels.degrees, levels.inverse_degrees, levels.on_masks, np.array(edges),
+            levels.rhss, levels.zs, levels.residuals, 1,
+            multigrid.SMOOTHING_SWEEPS, multigrid.COARSEST_SWEEPS,
+        )  # fmt: skip
+        applied.append((rhs, levels.grids(levels.zs, 0)[:, 1:-1, 1:-1].copy()))
+    (u, mu), (v, mv) = applied
     assert abs(np.sum(u * mv) - np.sum(mu * v)) < 1e-9 * np.sqrt(np.sum(u * mu) * np.sum(v * mv))
     assert np.sum(u * mu) > 0 and np.sum(v * mv) > 0  # and positive: a definite preconditioner
 

@@ -287,3 +287,26 @@ def test_held_open_output_gates_are_constant_frozen_and_restart_the_corrections(
     out = generator(image, mask)  # corrections restart at zero: both stages return the prefill
     assert torch.equal(out.refined, out.coarse)
     assert hold_output_gates_open(generator) == []  # held open already: nothing changes
+
+
+def test_fused_gates_give_the_unfused_output_and_see_zeroed_corrections() -> None:
+    from backend.network import fuse_gates, zero_residual_outputs
+
+    torch.manual_seed(4)
+    generator = Generator("harmonic")
+    init_official(generator)
+    with torch.no_grad():
+        dict(generator.named_modules())["coarse.c_de_toRGB"].feature.bias.fill_(0.3)
+    image = torch.rand(1, 3, 64, 64) * 2 - 1
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[:, :, 16:40, 8:56] = 1
+    with torch.no_grad():
+        unfused = generator(image, mask)
+        assert fuse_gates(generator) == len(L.COARSE_LAYERS)  # the coarse stage's single-channel gates
+        fused = generator(image, mask)
+        torch.testing.assert_close(fused.coarse, unfused.coarse, rtol=0, atol=1e-5)
+        torch.testing.assert_close(fused.refined, unfused.refined, rtol=0, atol=1e-5)
+        assert "coarse.c_en_conv_128.fused_weight" not in generator.state_dict()  # never saved
+        zero_residual_outputs(generator)
+        prefill = generator(image, mask).refined
+    assert (prefill - unfused.coarse)[mask.expand_as(prefill) > 0].abs().mean() > 0.1  # the correction went
