@@ -1,14 +1,15 @@
-"""The compiled inner loop of the guided patch search (backend.texture.patch_match).
+"""Compiled inner loops of the patch path: the guided patch search (backend.texture.patch_match) and
+the per-pixel part of the full-resolution transfer (transfer_taps, for backend.texture.transfer_pixels).
 
 The search makes ~340 passes per 512² fill over a few thousand to a few ten thousand hole pixels.
 As torch operations each pass was ~15 calls, whose fixed cost dominated at the coarse levels and
 whose temporaries (gathered descriptors, costs, masks) at the fine ones. Here one compiled call
 (numba) runs all passes of a search, each pass one loop over the pixels.
 
-Each pass does exactly what the torch pass did, so the matches are the same (tests/unit/test_search_kernels.py
-compares them with an explicit torch implementation): a candidate is clamped into the image, its
-cost is the squared distance of its descriptor to the pixel's target (inf where the source is
-invalid), and it replaces the pixel's source when strictly cheaper. A propagation pass reads the
+Each pass does exactly what the torch pass did, so the matches are the same (tests/unit/
+test_search_kernels.py compares them with an explicit torch implementation): a candidate is clamped
+into the image, its cost is the squared distance of its descriptor to the pixel's target (inf where
+the source is invalid), and it replaces the pixel's source when strictly cheaper. A propagation pass reads the
 neighbours' sources as they were before the pass, so no result depends on the order of the pixels.
 
 Why numba: it compiles this loop on any machine from wheels (a C extension would need a compiler
@@ -16,7 +17,9 @@ at install time), and caches the machine code beside the module. One thread: mea
 512² fills (AMD EPYC, 2 cores, AVX2, 8 pairs each, same process), the serial loop saved 0.089 s a
 fill, numba's OpenMP layer 0.095 s (a second OpenMP runtime beside torch's), its "workqueue" threads
 0.004 s (they left torch's next parallel regions slower), so the serial loop, with no threads or
-locks to manage, runs.
+locks to manage, runs. transfer_taps releases the GIL (nogil): transfer_pixels runs it on two threads.
+The first run on a machine compiles all kernels (~12 s, then cached in backend/__pycache__); a
+start loads them in ~0.3 s (the engine's warm_up, beside the generator's first pass).
 """
 
 from __future__ import annotations
@@ -84,6 +87,53 @@ def search_passes(
     return cost
 
 
+@njit(cache=True, nogil=True, boundscheck=False)
+def transfer_taps(
+    y0: np.ndarray,
+    y1: np.ndarray,
+    wy: np.ndarray,
+    x0: np.ndarray,
+    x1: np.ndarray,
+    wx: np.ndarray,
+    matched: np.ndarray,
+    key: np.ndarray,
+    shift: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The per-pixel part of backend.texture.transfer_pixels, in its float32 operations and order.
+
+    y0, y1 / x0, x1: (N,) flat lower / upper taps along each axis (y already times the row stride);
+    wy, wx: (N,) float32 weights of the upper taps; matched (h*w,) float32 0/1; key (h*w,) int64 packed
+    offsets; shift (C, h*w) float32. Returns taps (4, N) int64 flat search pixels, weights (4, N)
+    float32 (bilinear, 0 where unmatched, merged into the first of the taps that share an offset), and
+    total (C, N) float32, the weighted sum of the taps' shifts.
+    """
+    count = y0.shape[0]
+    channels = shift.shape[0]
+    taps = np.empty((4, count), np.int64)
+    weights = np.empty((4, count), np.float32)
+    total = np.empty((channels, count), np.float32)
+    one = np.float32(1.0)
+    for n in range(count):
+        taps[0, n], taps[1, n] = y0[n] + x0[n], y0[n] + x1[n]
+        taps[2, n], taps[3, n] = y1[n] + x0[n], y1[n] + x1[n]
+        weights[0, n] = (one - wy[n]) * (one - wx[n]) * matched[taps[0, n]]
+        weights[1, n] = (one - wy[n]) * wx[n] * matched[taps[1, n]]
+        weights[2, n] = wy[n] * (one - wx[n]) * matched[taps[2, n]]
+        weights[3, n] = wy[n] * wx[n] * matched[taps[3, n]]
+        for c in range(channels):
+            value = shift[c, taps[0, n]] * weights[0, n]
+            for t in range(1, 4):
+                value += shift[c, taps[t, n]] * weights[t, n]
+            total[c, n] = value
+        # Taps that share an offset read the same pixel: the first of them carries their summed weight.
+        for later in range(1, 4):
+            for earlier in range(later):
+                if key[taps[later, n]] == key[taps[earlier, n]] and weights[earlier, n] > 0:
+                    weights[earlier, n] += weights[later, n]
+                    weights[later, n] = np.float32(0.0)
+    return taps, weights, total
+
+
 def warm_up() -> None:
     """Load (or, the first time on a machine, compile) the search kernel with a tiny search."""
     nnf = np.zeros((1, 2), np.int64)
@@ -92,3 +142,8 @@ def warm_up() -> None:
         np.zeros(1, np.int64), np.zeros(1, np.int64), np.array([0, 1], np.int64), np.zeros((1, 2), np.int64),
         np.zeros((1, 1, 1, 2), np.int64), 2, 2,
     )  # fmt: skip
+    taps = np.zeros(1, np.int64)
+    weight = np.zeros(1, np.float32)
+    transfer_taps(
+        taps, taps, weight, taps, taps, weight, np.ones(1, np.float32), taps, np.zeros((3, 1), np.float32)
+    )

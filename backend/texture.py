@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from backend.search_kernels import search_passes
+from backend.search_kernels import search_passes, transfer_taps
 
 GUIDE_SIGMA = 4.0  # search pixels: the generator's fill is trusted below this frequency
 PATCH_RADIUS = 3  # descriptors span (2r+1)² search pixels
@@ -667,23 +667,8 @@ def _transfer_part(
     """transfer_pixels for some pixels, written into ``out`` (C, N)."""
     y0, y1, wy = bilinear_axis(ys, t.scale_yx[0], t.height, t.width)
     x0, x1, wx = bilinear_axis(xs, t.scale_yx[1], t.width, 1)
-    taps = (y0 + x0, y0 + x1, y1 + x0, y1 + x1)  # flat search pixels
-    one = np.float32(1)
-    weights = [(one - wy) * (one - wx), (one - wy) * wx, wy * (one - wx), wy * wx]
-    for tap, weight in zip(taps, weights, strict=True):
-        weight *= t.matched.take(tap)
-    total = np.empty_like(fallback)
-    for channel, shift in enumerate(t.shift):
-        total[channel] = shift.take(taps[0]) * weights[0]
-        for tap, weight in zip(taps[1:], weights[1:], strict=True):
-            total[channel] += shift.take(tap) * weight
-    # Taps that share an offset read the same pixel: read it once with their summed weight.
-    keys = [t.key.take(tap) for tap in taps]
-    for later in range(1, 4):
-        for earlier in range(later):
-            same = (keys[later] == keys[earlier]) & (weights[earlier] > 0)
-            weights[earlier] += weights[later] * same
-            weights[later] *= ~same
+    # bilinear weights (0 where unmatched), the taps' blended shifts, taps that share an offset merged
+    taps, weights, total = transfer_taps(y0, y1, wy, x0, x1, wx, t.matched, t.key, t.shift)
     for tap, weight in zip(taps, weights, strict=True):
         read_at = np.flatnonzero(weight > 0)
         chosen = tap.take(read_at)
