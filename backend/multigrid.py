@@ -217,33 +217,12 @@ def conjugate_gradients(
     scale = np.sqrt(_dots(residual, residual))
     x = np.zeros_like(residual)
     product = np.zeros_like(residual)  # its one-cell border stays 0
-    v_cycle(
-        levels,
-        degrees,
-        inverse_degrees,
-        on_masks,
-        edges,
-        rhss,
-        zs,
-        residuals,
-        channels,
-        sweeps,
-        coarsest_sweeps,
-    )
-    direction = z.copy()
-    rz = _dots(residual, z)
+    direction = np.zeros_like(residual)
+    rz = np.zeros(channels)
     norms = scale.copy()
     iterations = 0
     while iterations < limit and np.any(norms > tolerance * scale):
-        apply_operator(direction, degree, on_mask, product)
-        curvature = _dots(direction, product)
-        for c in range(channels):
-            step = rz[c] / curvature[c] if curvature[c] > 0 else 0.0
-            for i in range(height):
-                for j in range(width):
-                    x[c, i, j] += step * direction[c, i, j]
-                    residual[c, i, j] -= step * product[c, i, j]
-                    rhs[c, i, j] = residual[c, i, j]
+        # z = M residual (level 0's rhs holds the residual), then the next conjugate direction
         v_cycle(
             levels,
             degrees,
@@ -259,11 +238,20 @@ def conjugate_gradients(
         )
         rz_next = _dots(residual, z)
         for c in range(channels):
-            ratio = rz_next[c] / rz[c] if rz[c] > 0 else 0.0
+            ratio = rz_next[c] / rz[c] if rz[c] > 0 else 0.0  # 0 in the first iteration
             for i in range(height):
                 for j in range(width):
                     direction[c, i, j] = z[c, i, j] + ratio * direction[c, i, j]
         rz = rz_next
+        apply_operator(direction, degree, on_mask, product)
+        curvature = _dots(direction, product)
+        for c in range(channels):
+            step = rz[c] / curvature[c] if curvature[c] > 0 else 0.0
+            for i in range(height):
+                for j in range(width):
+                    x[c, i, j] += step * direction[c, i, j]
+                    residual[c, i, j] -= step * product[c, i, j]
+                    rhs[c, i, j] = residual[c, i, j]
         norms = np.sqrt(_dots(residual, residual))
         iterations += 1
     worst = 0.0
