@@ -12,7 +12,8 @@ needs), cell-centred bilinear prolongation (weights 9, 3, 3, 1 / 16) and its tra
 restriction; the coarse operators are the same 5-point Laplacian on the coarse masks, with the image
 edges replicated as on the finest level. The coarsest level gets symmetric Gauss-Seidel sweeps.
 
-Arrays carry a border of one zero cell, and every correction is 0 off its level's mask, so a cell's
+Arrays carry a border of one cell (0 in the corrections; the restriction may write into a right-hand
+side's border, which nothing reads), and every correction is 0 off its level's mask, so a cell's
 neighbour sum needs no tests. Runs on the hole's bounding box plus a 1-pixel margin, all colour
 channels at once, in double precision; the kernels are compiled with numba, one thread.
 """
@@ -26,6 +27,7 @@ SMOOTHING_SWEEPS = 2  # red-black sweeps before and after the coarse correction
 COARSEST_SWEEPS = 16  # symmetric sweep pairs at the coarsest level
 COARSEST_SIDE = 8  # coarsening stops below this side or this many hole cells
 COARSEST_CELLS = 64
+COARSEST_CELLS_LIMIT = 4096  # a coarsest level with more hole cells than this: no multigrid
 RELATIVE_TOLERANCE = 1e-6  # on each channel's residual norm against its right-hand side's
 MAX_ITERATIONS = 100
 
@@ -256,7 +258,9 @@ def conjugate_gradients(
         iterations += 1
     worst = 0.0
     for c in range(channels):
-        if scale[c] > 0:
+        if not (np.isfinite(norms[c]) and np.isfinite(scale[c])):
+            worst = np.inf  # a NaN or inf in the known pixels: never accepted
+        elif scale[c] > 0:
             worst = max(worst, norms[c] / scale[c])
     return x, iterations, worst
 
@@ -334,9 +338,13 @@ def solve(
     """A x = rhs on the mask's cells by preconditioned conjugate gradients, each channel on its own.
 
     rhs: (C, h, w) float64, 0 off the mask; mask: (h, w) bool; image_edges: which sides (top, bottom,
-    left, right) of the grid are the image's. Returns (x (C, h, w), iterations, worst relative residual).
+    left, right) of the grid are the image's. Returns (x (C, h, w), iterations, worst relative residual);
+    a residual of inf when it does not try (a pyramid that stops coarsening above COARSEST_CELLS_LIMIT).
     """
-    levels = Levels(pyramid(mask, image_edges), image_edges, rhs.shape[0])
+    masks = pyramid(mask, image_edges)
+    if masks[-1].sum() > COARSEST_CELLS_LIMIT:  # coarsening stopped early (a hole over nearly everything)
+        return np.zeros_like(rhs), 0, np.inf  # slow to converge: the caller solves directly
+    levels = Levels(masks, image_edges, rhs.shape[0])
     levels.grids(levels.rhss, 0)[:, 1:-1, 1:-1] = rhs
     x, iterations, worst = conjugate_gradients(
         levels.rows, levels.degrees, levels.inverse_degrees, levels.on_masks, np.array(image_edges),
@@ -355,14 +363,14 @@ def harmonic_fill_box(image_chw: np.ndarray, known_hw: np.ndarray) -> tuple[np.n
     top, bottom = max(0, rows[0] - 1), min(height, rows[-1] + 2)
     left, right = max(0, cols[0] - 1), min(width, cols[-1] + 2)
     box_hole = np.ascontiguousarray(hole[top:bottom, left:right])
-    values = image_chw[:, top:bottom, left:right].astype(np.float64) * ~box_hole
+    values = np.where(box_hole, 0.0, image_chw[:, top:bottom, left:right].astype(np.float64))  # hole unread
     # Right-hand side: the sum of each hole pixel's known neighbours (inside the box: the margin).
     rhs = np.zeros_like(values)
     rhs[:, 1:] += values[:, :-1]
     rhs[:, :-1] += values[:, 1:]
     rhs[:, :, 1:] += values[:, :, :-1]
     rhs[:, :, :-1] += values[:, :, 1:]
-    rhs *= box_hole
+    rhs = np.where(box_hole, rhs, 0.0)
     edges = (top == 0, bottom == height, left == 0, right == width)
     solution, iterations, residual = solve(rhs, box_hole, edges)
     out = image_chw.astype(np.float64, copy=True)

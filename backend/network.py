@@ -94,8 +94,9 @@ class GatedConv(nn.Module):
 
     def fuse_gate(self) -> bool:
         """Stack a single-channel gate's filter under the feature filters (same input, kernel, stride,
-        dilation), so that one convolution computes both: (out + 1, in, k, k). Inference only: later
-        changes to the weights are not seen. Returns whether this layer was fused."""
+        dilation), so that one convolution computes both: (out + 1, in, k, k). Used in eval mode without
+        gradients only; later changes to the weights are not seen (zero_residual_outputs fuses again).
+        Returns whether this layer was fused."""
         if self.spec.gate != "single_channel":
             return False
         with torch.no_grad():
@@ -112,7 +113,7 @@ class GatedConv(nn.Module):
             top, bottom = same_padding(x.shape[2], s.kernel, s.stride, s.dilation)
             left, right = same_padding(x.shape[3], s.kernel, s.stride, s.dilation)
             padded = F.pad(x, (left, right, top, bottom))
-        if self.fused_weight is not None:
+        if self.fused_weight is not None and not self.training and not torch.is_grad_enabled():
             both = F.conv2d(
                 padded, self.fused_weight, self.fused_bias, s.stride, self.inner_padding, s.dilation
             )

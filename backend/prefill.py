@@ -116,7 +116,7 @@ def harmonic_fill_one(image_chw: np.ndarray, known_hw: np.ndarray) -> np.ndarray
     if hole_fill_ratio(~known_hw) < MULTIGRID_MIN_FILL:
         return harmonic_fill_direct(image_chw, known_hw)
     filled, _, residual = multigrid.harmonic_fill_box(image_chw, known_hw)
-    if residual <= MULTIGRID_ACCEPTED_RESIDUAL:
+    if np.isfinite(residual) and residual <= MULTIGRID_ACCEPTED_RESIDUAL:
         return filled
     return harmonic_fill_direct(image_chw, known_hw)
 

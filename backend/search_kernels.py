@@ -6,8 +6,9 @@ As torch operations each pass was ~15 calls, whose fixed cost dominated at the c
 whose temporaries (gathered descriptors, costs, masks) at the fine ones. Here one compiled call
 (numba) runs all passes of a search, each pass one loop over the pixels.
 
-Each pass does exactly what the torch pass did, so the matches are the same (tests/unit/
-test_search_kernels.py compares them with an explicit torch implementation): a candidate is clamped
+Each pass does what the torch pass did, so the matches are the same up to float rounding of near
+ties (a descriptor distance's 16 terms are summed in another order than torch's vectorised sum;
+tests/unit/test_search_kernels.py compares them with an explicit torch implementation): a candidate is clamped
 into the image, its cost is the squared distance of its descriptor to the pixel's target (inf where
 the source is invalid), and it replaces the pixel's source when strictly cheaper. A propagation pass reads the
 neighbours' sources as they were before the pass, so no result depends on the order of the pixels.
@@ -59,7 +60,7 @@ def search_passes(
     nnf: (N, 2) int64 (y, x) start sources (inside the image); sources: (H*W, K) float32 projected
     descriptors; invalid: (H*W,) bool; targets: (N, K) float32. Propagation d (of D): the hole pixels
     pixels[bounds[d]:bounds[d+1]] try their hole neighbour neighbours[...]'s source minus shifts[d]
-    (D, 2). jitters: (I, R, N, 2) int64 random offsets. Each of the I iterations runs the D
+    (D, 2). jitters: (I, R, N, 2) int32 random offsets. Each of the I iterations runs the D
     propagations, then R random-search passes (every pixel tries its source plus jitters[i, r]).
     """
     count = nnf.shape[0]
@@ -135,12 +136,12 @@ def transfer_taps(
 
 
 def warm_up() -> None:
-    """Load (or, the first time on a machine, compile) the search kernel with a tiny search."""
+    """Load (or, the first time on a machine, compile) this module's kernels with tiny inputs."""
     nnf = np.zeros((1, 2), np.int64)
     search_passes(
         nnf, np.zeros((4, 2), np.float32), np.zeros(4, bool), np.zeros((1, 2), np.float32),
         np.zeros(1, np.int64), np.zeros(1, np.int64), np.array([0, 1], np.int64), np.zeros((1, 2), np.int64),
-        np.zeros((1, 1, 1, 2), np.int64), 2, 2,
+        np.zeros((1, 1, 1, 2), np.int32), 2, 2,
     )  # fmt: skip
     taps = np.zeros(1, np.int64)
     weight = np.zeros(1, np.float32)

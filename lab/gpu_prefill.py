@@ -1,12 +1,13 @@
 """The harmonic prefill (backend.prefill) solved on the training device: batched conjugate gradients.
 
 backend.prefill.harmonic_fill solves each image's sparse system on the CPU, one image at a time
-(SuperLU or multigrid-preconditioned CG, ~33 ms per 256² crop): fine for serving and CPU training, but a batch of 32 would cost a GPU ~1 s
-per step. This solves the same system -- every hole pixel equals the mean of its 4 neighbours
-(image edges replicated), known pixels fixed -- matrix-free with conjugate gradients, for all images
-and channels of a batch at once, on whatever device the batch is on. The operator is symmetric
-positive definite, so CG converges; it stops when every system's residual is below ``tolerance``
-(max-abs, in [-1, 1] colour units) and matches the CPU solve to ~1e-4 (tests/unit/test_datapack.py).
+(SuperLU or multigrid-preconditioned CG, ~33 ms per 256² crop): fine for serving and CPU training,
+but a batch of 32 would cost a GPU ~1 s per step. This solves the same system -- every hole pixel
+equals the mean of its 4 neighbours (image edges replicated), known pixels fixed -- matrix-free with
+conjugate gradients, for all images and channels of a batch at once, on whatever device the batch
+is on. The operator is symmetric positive definite, so CG converges; it stops when every system's
+residual is below ``tolerance`` (max-abs, in [-1, 1] colour units) and matches the CPU solve to
+~1e-4 (tests/unit/test_datapack.py).
 """
 
 from __future__ import annotations

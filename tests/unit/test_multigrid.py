@@ -23,11 +23,15 @@ def holes(kind: str, height: int, width: int) -> np.ndarray:
         hole = np.ones((height, width), bool)
         hole[0, :5] = hole[-1, -3:] = False
         return hole
+    if kind == "pixel":
+        return (yy == height // 2) & (xx == width // 3)
+    if kind == "left_edge":  # touches one image edge, big enough for several levels
+        return (yy > 20) & (yy < 80) & (xx < 60)
     rng = np.random.default_rng(3)
     return rng.random((height, width)) < 0.4
 
 
-@pytest.mark.parametrize("kind", ["disc", "corner", "ring", "nearly_all", "scattered"])
+@pytest.mark.parametrize("kind", ["disc", "corner", "ring", "nearly_all", "scattered", "pixel", "left_edge"])
 def test_the_multigrid_fill_matches_the_exact_solve(kind: str) -> None:
     rng = np.random.default_rng(0)
     height, width = 97, 130  # odd and even sides: coarse levels with half-empty cells
@@ -75,3 +79,15 @@ def test_compact_holes_go_to_multigrid_and_scattered_ones_to_the_direct_solve(mo
     prefill.harmonic_fill_one(image, ~holes("disc", 97, 130))
     prefill.harmonic_fill_one(image, ~holes("scattered", 97, 130))
     assert used == ["multigrid", "direct"]
+
+
+def test_hole_contents_are_never_read_and_bad_known_pixels_are_refused() -> None:
+    image = np.random.default_rng(4).standard_normal((3, 40, 50))
+    known = ~holes("disc", 40, 50)
+    clean, _, _ = multigrid.harmonic_fill_box(image, known)
+    image[:, ~known] = np.nan  # garbage in the hole: the same fill
+    filled, _, residual = multigrid.harmonic_fill_box(image, known)
+    assert np.array_equal(filled, clean) and residual <= multigrid.RELATIVE_TOLERANCE
+    ys, xs = np.nonzero(~known)
+    image[0, ys[0], xs[0] - 1] = np.inf  # a bad known pixel at the hole's border: no residual to accept
+    assert not np.isfinite(multigrid.harmonic_fill_box(image, known)[2])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,7 +83,10 @@ def test_the_compiled_search_finds_the_same_matches_as_the_torch_passes(shape, j
     nnf, cost = texture.patch_match(
         space, targets, start, 3, torch.Generator().manual_seed(7), jumps, max_radius
     )
-    assert torch.equal(nnf, expected)
+    # The same matches, but for near ties that float rounding may break the other way (the kernel sums
+    # a distance's terms in another order than torch): there the costs agree to rounding.
+    differ = (nnf != expected).any(1)
+    assert int(differ.sum()) <= max(1, len(nnf) // 200), int(differ.sum())
     torch.testing.assert_close(cost, expected_cost, rtol=1e-5, atol=1e-6)
     assert not torch.equal(nnf, start)  # the search moved something: the case is not trivial
     assert bool(space.valid[nnf[:, 0], nnf[:, 1]].all())  # every pixel ends on a valid source
@@ -94,3 +98,41 @@ def test_zero_iterations_leave_the_start_and_return_its_cost() -> None:
     assert torch.equal(nnf, start)
     expected = (space.sources[start[:, 0] * 32 + start[:, 1]] - targets).square().sum(1)
     torch.testing.assert_close(cost, expected, rtol=1e-5, atol=1e-6)
+
+
+def reference_transfer_taps(y0, y1, wy, x0, x1, wx, matched, key, shift):
+    """The NumPy code transfer_taps replaced (session 12's _transfer_part), array by array."""
+    taps = (y0 + x0, y0 + x1, y1 + x0, y1 + x1)
+    one = np.float32(1)
+    weights = [(one - wy) * (one - wx), (one - wy) * wx, wy * (one - wx), wy * wx]
+    for tap, weight in zip(taps, weights, strict=True):
+        weight *= matched.take(tap)
+    total = np.empty((shift.shape[0], len(y0)), np.float32)
+    for channel, channel_shift in enumerate(shift):
+        total[channel] = channel_shift.take(taps[0]) * weights[0]
+        for tap, weight in zip(taps[1:], weights[1:], strict=True):
+            total[channel] += channel_shift.take(tap) * weight
+    keys = [key.take(tap) for tap in taps]
+    for later in range(1, 4):
+        for earlier in range(later):
+            same = (keys[later] == keys[earlier]) & (weights[earlier] > 0)
+            weights[earlier] += weights[later] * same
+            weights[later] *= ~same
+    return np.stack(taps), np.stack(weights), total
+
+
+def test_the_compiled_transfer_taps_are_bit_identical_to_the_numpy_code() -> None:
+    from backend.search_kernels import transfer_taps
+
+    rng = np.random.default_rng(5)
+    height, width, count = 30, 40, 5000
+    ys, xs = rng.integers(0, height * 4, count), rng.integers(0, width * 4, count)
+    y0, y1, wy = texture.bilinear_axis(ys, 4.0, height, width)
+    x0, x1, wx = texture.bilinear_axis(xs, 4.0, width, 1)
+    matched = (rng.random(height * width) < 0.8).astype(np.float32)
+    key = rng.integers(0, 6, height * width) * matched.astype(np.int64)  # many shared offsets
+    shift = rng.standard_normal((3, height * width)).astype(np.float32)
+    got = transfer_taps(y0, y1, wy, x0, x1, wx, matched, key, shift)
+    expected = reference_transfer_taps(y0, y1, wy, x0, x1, wx, matched, key, shift)
+    for mine, theirs in zip(got, expected, strict=True):
+        assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs)
