@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend import cra, multigrid, search_kernels
+from backend import cra, search_kernels
 from backend.device import choose_device, choose_precision
 from backend.engine import CancelCheck, FillOptions, FillResult, InpaintEngine, ProgressCallback
 from backend.network import Generator, GeneratorOutput, fuse_gates
@@ -247,7 +247,12 @@ class TorchInpaintEngine(InpaintEngine):
 
 
 def load_compiled_kernels() -> None:
-    """Load the numba kernels of the patch path from their cache (compile them on a first run)."""
+    """Load the numba kernels of the patch path from their cache (compile them on a first run);
+    nothing to load without numba (backend.search_kernels says so once)."""
+    if not search_kernels.COMPILED:
+        return
+    from backend import multigrid
+
     multigrid.warm_up()
     search_kernels.warm_up()
 

@@ -44,8 +44,6 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
-from backend import multigrid
-
 PREFILL_KINDS = ("none", "harmonic")
 NEIGHBOUR_STEPS = ((-1, 0), (1, 0), (0, -1), (0, 1))
 
@@ -114,6 +112,10 @@ def harmonic_fill_one(image_chw: np.ndarray, known_hw: np.ndarray) -> np.ndarray
     if not known_hw.any():
         return np.zeros(image_chw.shape)
     if hole_fill_ratio(~known_hw) < MULTIGRID_MIN_FILL:
+        return harmonic_fill_direct(image_chw, known_hw)
+    try:
+        from backend import multigrid  # numba: absent on a lent GPU machine, whose training solves on the GPU
+    except ImportError:
         return harmonic_fill_direct(image_chw, known_hw)
     filled, _, residual = multigrid.harmonic_fill_box(image_chw, known_hw)
     if np.isfinite(residual) and residual <= MULTIGRID_ACCEPTED_RESIDUAL:

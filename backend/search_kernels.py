@@ -25,8 +25,21 @@ start loads them in ~0.3 s (the engine's warm_up, beside the generator's first p
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
-from numba import njit
+
+log = logging.getLogger(__name__)
+
+try:
+    from numba import njit
+
+    COMPILED = True
+except ImportError:  # e.g. a lent GPU machine's image: the vectorised passes below run instead
+    COMPILED = False
+
+    def njit(*_args, **_kwargs):  # type: ignore[no-redef]  # leaves the functions as plain Python
+        return lambda function: function
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
@@ -133,6 +146,90 @@ def transfer_taps(
                     weights[earlier, n] += weights[later, n]
                     weights[later, n] = np.float32(0.0)
     return taps, weights, total
+
+
+def search_passes_vectorised(
+    nnf: np.ndarray,
+    sources: np.ndarray,
+    invalid: np.ndarray,
+    targets: np.ndarray,
+    pixels: np.ndarray,
+    neighbours: np.ndarray,
+    bounds: np.ndarray,
+    shifts: np.ndarray,
+    jitters: np.ndarray,
+    height: int,
+    width: int,
+) -> np.ndarray:
+    """search_passes as NumPy passes over all pixels at once (the same candidates, order and test):
+    what runs where numba is not installed, and the tests' second implementation."""
+
+    def cost_of(candidates: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        flat = candidates[:, 0] * width + candidates[:, 1]
+        cost = np.square(sources[flat] - wanted).sum(1, dtype=np.float32)
+        cost[invalid[flat]] = np.inf
+        return cost
+
+    def clamp(candidates: np.ndarray) -> np.ndarray:
+        np.clip(candidates[:, 0], 0, height - 1, out=candidates[:, 0])
+        np.clip(candidates[:, 1], 0, width - 1, out=candidates[:, 1])
+        return candidates
+
+    cost = cost_of(nnf, targets)
+    for iteration in range(jitters.shape[0]):
+        for d in range(shifts.shape[0]):
+            rows = pixels[bounds[d] : bounds[d + 1]]
+            candidates = clamp(nnf[neighbours[bounds[d] : bounds[d + 1]]] - shifts[d])
+            candidate_cost = cost_of(candidates, targets[rows])
+            better = candidate_cost < cost[rows]
+            nnf[rows[better]], cost[rows[better]] = candidates[better], candidate_cost[better]
+        for r in range(jitters.shape[1]):
+            candidates = clamp(nnf + jitters[iteration, r])
+            candidate_cost = cost_of(candidates, targets)
+            better = candidate_cost < cost
+            nnf[better], cost[better] = candidates[better], candidate_cost[better]
+    return cost
+
+
+def transfer_taps_vectorised(
+    y0: np.ndarray,
+    y1: np.ndarray,
+    wy: np.ndarray,
+    x0: np.ndarray,
+    x1: np.ndarray,
+    wx: np.ndarray,
+    matched: np.ndarray,
+    key: np.ndarray,
+    shift: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """transfer_taps as NumPy array operations, bit-identical (the code it replaced): what runs where
+    numba is not installed, and the tests' second implementation."""
+    taps = (y0 + x0, y0 + x1, y1 + x0, y1 + x1)
+    one = np.float32(1)
+    weights = [(one - wy) * (one - wx), (one - wy) * wx, wy * (one - wx), wy * wx]
+    for tap, weight in zip(taps, weights, strict=True):
+        weight *= matched.take(tap)
+    total = np.empty((shift.shape[0], len(y0)), np.float32)
+    for channel, channel_shift in enumerate(shift):
+        total[channel] = channel_shift.take(taps[0]) * weights[0]
+        for tap, weight in zip(taps[1:], weights[1:], strict=True):
+            total[channel] += channel_shift.take(tap) * weight
+    keys = [key.take(tap) for tap in taps]
+    for later in range(1, 4):
+        for earlier in range(later):
+            same = (keys[later] == keys[earlier]) & (weights[earlier] > 0)
+            weights[earlier] += weights[later] * same
+            weights[later] *= ~same
+    return np.stack(taps), np.stack(weights), total
+
+
+if not COMPILED:
+    log.warning(
+        "numba is not installed: the patch search and the full-resolution transfer run as NumPy passes "
+        "(the same fills, slower). pip install numba to compile them."
+    )
+    search_passes = search_passes_vectorised  # noqa: F811
+    transfer_taps = transfer_taps_vectorised  # noqa: F811
 
 
 def warm_up() -> None:

@@ -100,29 +100,11 @@ def test_zero_iterations_leave_the_start_and_return_its_cost() -> None:
     torch.testing.assert_close(cost, expected, rtol=1e-5, atol=1e-6)
 
 
-def reference_transfer_taps(y0, y1, wy, x0, x1, wx, matched, key, shift):
-    """The NumPy code transfer_taps replaced (session 12's _transfer_part), array by array."""
-    taps = (y0 + x0, y0 + x1, y1 + x0, y1 + x1)
-    one = np.float32(1)
-    weights = [(one - wy) * (one - wx), (one - wy) * wx, wy * (one - wx), wy * wx]
-    for tap, weight in zip(taps, weights, strict=True):
-        weight *= matched.take(tap)
-    total = np.empty((shift.shape[0], len(y0)), np.float32)
-    for channel, channel_shift in enumerate(shift):
-        total[channel] = channel_shift.take(taps[0]) * weights[0]
-        for tap, weight in zip(taps[1:], weights[1:], strict=True):
-            total[channel] += channel_shift.take(tap) * weight
-    keys = [key.take(tap) for tap in taps]
-    for later in range(1, 4):
-        for earlier in range(later):
-            same = (keys[later] == keys[earlier]) & (weights[earlier] > 0)
-            weights[earlier] += weights[later] * same
-            weights[later] *= ~same
-    return np.stack(taps), np.stack(weights), total
-
-
 def test_the_compiled_transfer_taps_are_bit_identical_to_the_numpy_code() -> None:
-    from backend.search_kernels import transfer_taps
+    from backend.search_kernels import COMPILED, transfer_taps, transfer_taps_vectorised
+
+    if not COMPILED:
+        pytest.skip("numba is not installed: transfer_taps is the NumPy code")
 
     rng = np.random.default_rng(5)
     height, width, count = 30, 40, 5000
@@ -133,6 +115,25 @@ def test_the_compiled_transfer_taps_are_bit_identical_to_the_numpy_code() -> Non
     key = rng.integers(0, 6, height * width) * matched.astype(np.int64)  # many shared offsets
     shift = rng.standard_normal((3, height * width)).astype(np.float32)
     got = transfer_taps(y0, y1, wy, x0, x1, wx, matched, key, shift)
-    expected = reference_transfer_taps(y0, y1, wy, x0, x1, wx, matched, key, shift)
+    expected = transfer_taps_vectorised(y0, y1, wy, x0, x1, wx, matched, key, shift)
     for mine, theirs in zip(got, expected, strict=True):
         assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs)
+
+
+def test_the_numpy_passes_used_without_numba_find_the_same_matches() -> None:
+    from backend import search_kernels
+
+    space, targets, start = search_case(50, 60, seed=9)
+    generator = torch.Generator().manual_seed(3)
+    expected, expected_cost = reference_patch_match(space, targets, start, 2, generator, (2, 1), None)
+    compiled = search_kernels.search_passes
+    try:
+        search_kernels_passes = search_kernels.search_passes_vectorised
+        texture.search_passes = search_kernels_passes  # what texture.patch_match calls
+        nnf, cost = texture.patch_match(
+            space, targets, start, 2, torch.Generator().manual_seed(3), (2, 1), None
+        )
+    finally:
+        texture.search_passes = compiled
+    assert int((nnf != expected).any(1).sum()) <= max(1, len(nnf) // 200)
+    torch.testing.assert_close(cost, expected_cost, rtol=1e-5, atol=1e-6)
